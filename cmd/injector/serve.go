@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	kversion "k8s.io/apimachinery/pkg/util/version"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/sidecar-injector/injector/webhook"
+	"github.com/sidecar-injector/injector/webhook/inject"
+)
+
+func serveMain(args []string, _, stderr io.Writer) int {
+	fs := newFlagSet("serve", stderr)
+	listen := fs.String("listen", ":9443", "HTTPS address of the webhook")
+	certDir := fs.String("cert-dir", "/etc/sidecar-injector/tls", "directory with tls.crt and tls.key (reloaded when they change)")
+	configPath := fs.String("config", "", "policy file (built-in defaults when empty); reloaded when it changes")
+	configPoll := fs.Duration("config-poll", 2*time.Second, "how often the policy file is checked for changes")
+	metricsListen := fs.String("metrics-listen", ":9090", "plain-HTTP address of /metrics and /debug/explain (empty disables)")
+	namespace := fs.String("namespace", os.Getenv("POD_NAMESPACE"), "the injector's own namespace, never injected")
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)")
+	nsLabels := fs.String("namespace-labels", "", `run without a cluster: namespace labels as "ns=key=value,key=value;ns2=..." (no Namespace watch)`)
+	kubeVersion := fs.String("kube-version", "", "Kubernetes version that resolves nativeSidecar: auto when there is no cluster to ask (default: assume 1.29 or newer)")
+	shutdownDelay := fs.Duration("shutdown-delay", 0, "keep serving this long after SIGTERM while endpoints are removed")
+	pprofOn := fs.Bool("enable-pprof", false, "serve /debug/pprof on the metrics address")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	logFormat := fs.String("log-format", "json", "json or text")
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	log, err := newLogger(stderr, *logLevel, *logFormat)
+	if err != nil {
+		fmt.Fprintln(stderr, "injector serve:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	opts := inject.Options{InjectorNamespace: *namespace}
+	var source webhook.NamespaceSource
+	readyChecks := map[string]func() error{}
+	if *nsLabels != "" {
+		static, err := webhook.ParseNamespaceLabels(*nsLabels)
+		if err != nil {
+			fmt.Fprintln(stderr, "injector serve: --namespace-labels:", err)
+			return 2
+		}
+		source = static
+		log.Info("no Namespace watch: labels come from --namespace-labels", "namespaces", static.String())
+		opts.NativeSidecarsSupported, err = nativeFromFlag(*kubeVersion)
+		if err != nil {
+			fmt.Fprintln(stderr, "injector serve:", err)
+			return 2
+		}
+	} else {
+		cfg, err := restConfig(*kubeconfig)
+		if err != nil {
+			fmt.Fprintln(stderr, "injector serve:", err)
+			return 1
+		}
+		opts.NativeSidecarsSupported, err = nativeFromServer(cfg, *kubeVersion, log)
+		if err != nil {
+			fmt.Fprintln(stderr, "injector serve:", err)
+			return 1
+		}
+		cached, err := webhook.NewCachedNamespaces(cfg)
+		if err != nil {
+			fmt.Fprintln(stderr, "injector serve:", err)
+			return 1
+		}
+		go func() {
+			if err := cached.Start(ctx); err != nil && ctx.Err() == nil {
+				log.Error("namespace watch failed", "error", err.Error())
+			}
+		}()
+		source = cached
+		readyChecks["namespaces"] = cached.Ready
+	}
+	loader := &webhook.Loader{Path: *configPath, Options: opts, Poll: *configPoll}
+	err = webhook.Serve(ctx, webhook.ServeOptions{
+		Listen:        *listen,
+		CertDir:       *certDir,
+		MetricsListen: *metricsListen,
+		Loader:        loader,
+		Namespaces:    source,
+		ReadyChecks:   readyChecks,
+		ShutdownDelay: *shutdownDelay,
+		EnablePprof:   *pprofOn,
+		Log:           log,
+	})
+	if err != nil {
+		fmt.Fprintln(stderr, "injector serve:", err)
+		return 1
+	}
+	return 0
+}
+
+// restConfig finds the API server: --kubeconfig, in-cluster, $KUBECONFIG,
+// ~/.kube/config.
+func restConfig(path string) (*rest.Config, error) {
+	if path != "" {
+		return clientcmd.BuildConfigFromFlags("", path)
+	}
+	if cfg, err := rest.InClusterConfig(); err == nil {
+		return cfg, nil
+	}
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return nil, errors.New("no Kubernetes API found (not in a cluster, no --kubeconfig, $KUBECONFIG or ~/.kube/config); to run without a cluster pass --namespace-labels")
+	}
+	return cfg, nil
+}
+
+// nativeMin is the first Kubernetes version with native sidecars on by
+// default (SidecarContainers beta).
+var nativeMin = kversion.MustParseGeneric("1.29.0")
+
+func nativeFromFlag(v string) (bool, error) {
+	if v == "" {
+		return true, nil
+	}
+	parsed, err := kversion.ParseGeneric(strings.TrimPrefix(v, "v"))
+	if err != nil {
+		return false, fmt.Errorf("--kube-version %q: %w", v, err)
+	}
+	return parsed.AtLeast(nativeMin), nil
+}
+
+// nativeFromServer asks the API server its version once, at start.
+func nativeFromServer(cfg *rest.Config, override string, log *slog.Logger) (bool, error) {
+	if override != "" {
+		return nativeFromFlag(override)
+	}
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return false, err
+	}
+	info, err := dc.ServerVersion()
+	if err != nil {
+		return false, fmt.Errorf("asking the API server its version: %w", err)
+	}
+	parsed, err := kversion.ParseGeneric(info.GitVersion)
+	if err != nil {
+		return false, fmt.Errorf("API server version %q: %w", info.GitVersion, err)
+	}
+	native := parsed.AtLeast(nativeMin)
+	log.Info("API server version discovered", "version", info.GitVersion, "nativeSidecarsSupported", native)
+	return native, nil
+}

@@ -1,0 +1,267 @@
+package capture
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Command is one invocation of `mesh-init capture`: the capture settings
+// plus what to do with them.
+type Command struct {
+	Config Config
+	// DryRun prints the restore input for both families and changes
+	// nothing (no rules, no copy).
+	DryRun bool
+	// Cleanup removes mesh-init's chains and jumps instead of writing them.
+	Cleanup bool
+	// CopySelfTo, when set, is where the running binary is copied (before
+	// any rule is written) so other containers can run `mesh-init hook`.
+	CopySelfTo string
+}
+
+// The flags ParseCommand accepts besides the Config flags.
+const (
+	FlagDryRun     = "dry-run"
+	FlagCleanup    = "cleanup"
+	FlagCopySelfTo = "copy-self-to"
+)
+
+// Args renders the command as arguments for `mesh-init capture`: every
+// Config flag (Config.Args) followed by the command flags that are set.
+// ParseCommand(c.Args(), nil) returns c.
+func (c Command) Args() []string {
+	out := c.Config.Args()
+	if c.DryRun {
+		out = append(out, "--"+FlagDryRun)
+	}
+	if c.Cleanup {
+		out = append(out, "--"+FlagCleanup)
+	}
+	if c.CopySelfTo != "" {
+		out = append(out, "--"+FlagCopySelfTo+"="+c.CopySelfTo)
+	}
+	return out
+}
+
+// Exit codes of `mesh-init capture`; ExitCode maps an error to one.
+const (
+	// ExitOK: the rules were written (or removed, or printed).
+	ExitOK = 0
+	// ExitFailed: iptables-restore or the kernel rejected the rules, or the
+	// copy failed. The message carries the tool's own words.
+	ExitFailed = 1
+	// ExitUsage: an argument or environment variable is invalid. The
+	// message names the flag (or variable) and the value.
+	ExitUsage = 2
+	// ExitPrerequisite: something the pod or image must provide is missing:
+	// a binary, the NET_ADMIN/NET_RAW capabilities, or IPv6 under
+	// --ipv6=required. The message says what to add.
+	ExitPrerequisite = 3
+)
+
+// ExitCode returns the process exit code for an error returned by
+// ParseCommand or Execute.
+func ExitCode(err error) int {
+	if err == nil {
+		return ExitOK
+	}
+	var fe *FlagError
+	var ue *UsageError
+	var pe *PrereqError
+	switch {
+	case errors.As(err, &fe), errors.As(err, &ue), errors.Is(err, flag.ErrHelp):
+		return ExitUsage
+	case errors.As(err, &pe):
+		return ExitPrerequisite
+	}
+	return ExitFailed
+}
+
+// FlagError is an invalid flag or environment variable value.
+type FlagError struct {
+	Flag  string // flag name without dashes
+	Env   string // the environment variable, when the value came from one
+	Value string
+	Err   error
+}
+
+func (e *FlagError) Error() string {
+	if e.Env != "" {
+		return fmt.Sprintf("invalid value %q for %s (--%s): %v", e.Value, e.Env, e.Flag, e.Err)
+	}
+	return fmt.Sprintf("invalid value %q for --%s: %v", e.Value, e.Flag, e.Err)
+}
+
+func (e *FlagError) Unwrap() error { return e.Err }
+
+// UsageError is any other invalid invocation (unknown flag, stray argument,
+// settings that contradict each other).
+type UsageError struct{ Err error }
+
+func (e *UsageError) Error() string { return e.Err.Error() }
+func (e *UsageError) Unwrap() error { return e.Err }
+
+// recordingValue adapts a setter to flag.Value and keeps the first error
+// as a FlagError, so the message can name the flag the way users write it
+// (--name) rather than the way package flag does (-name).
+type recordingValue struct {
+	name string
+	get  func() string
+	set  func(string) error
+	bool bool
+	err  **FlagError
+}
+
+func (v *recordingValue) String() string {
+	if v.get == nil {
+		return ""
+	}
+	return v.get()
+}
+
+func (v *recordingValue) Set(s string) error {
+	if err := v.set(s); err != nil {
+		if *v.err == nil {
+			*v.err = &FlagError{Flag: v.name, Value: s, Err: err}
+		}
+		return err
+	}
+	return nil
+}
+
+func (v *recordingValue) IsBoolFlag() bool { return v.bool }
+
+// parseSettings applies environment variables (through lookup, nil for
+// none) and then args to settings, returning the arguments left after the
+// flags. Errors are *FlagError or *UsageError, or flag.ErrHelp.
+func parseSettings(name string, settings []setting, args []string, lookup func(string) (string, bool)) ([]string, error) {
+	if lookup != nil {
+		var errs []error
+		for _, s := range settings {
+			env := EnvName(s.name)
+			v, ok := lookup(env)
+			if !ok {
+				continue
+			}
+			if err := s.set(v); err != nil {
+				errs = append(errs, &FlagError{Flag: s.name, Env: env, Value: v, Err: err})
+			}
+		}
+		if err := errors.Join(errs...); err != nil {
+			return nil, err
+		}
+	}
+	var flagErr *FlagError
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	for _, s := range settings {
+		fs.Var(&recordingValue{name: s.name, get: s.get, set: s.set, bool: s.isBool, err: &flagErr}, s.name, s.usage)
+	}
+	if err := fs.Parse(args); err != nil {
+		switch {
+		case flagErr != nil:
+			return nil, flagErr
+		case errors.Is(err, flag.ErrHelp):
+			return nil, err
+		}
+		if flagName, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -"); ok {
+			return nil, &UsageError{Err: fmt.Errorf("unknown flag --%s (see %s --help)", flagName, name)}
+		}
+		return nil, &UsageError{Err: fmt.Errorf("%v (see %s --help)", err, name)}
+	}
+	return fs.Args(), nil
+}
+
+// setting is one flag of the capture command: a Config flag or a command
+// flag.
+type setting struct {
+	name, usage string
+	isBool      bool
+	get         func() string
+	set         func(string) error
+}
+
+func commandSettings(c *Command) []setting {
+	out := configSettings(&c.Config)
+	boolSetting := func(name, usage string, p *bool) setting {
+		return setting{
+			name: name, usage: usage, isBool: true,
+			get: func() string { return strconv.FormatBool(*p) },
+			set: func(s string) error {
+				b, err := strconv.ParseBool(strings.TrimSpace(s))
+				if err != nil {
+					return fmt.Errorf("%q is not a boolean (true or false)", s)
+				}
+				*p = b
+				return nil
+			},
+		}
+	}
+	out = append(out,
+		boolSetting(FlagDryRun, "print the iptables-restore and ip6tables-restore input and change nothing", &c.DryRun),
+		boolSetting(FlagCleanup, "remove mesh-init's chains and jumps (and nothing else) instead of writing them", &c.Cleanup),
+		setting{
+			name: FlagCopySelfTo, usage: "copy this binary to the given path (atomically, mode 0755, parent created) before writing rules",
+			get: func() string { return c.CopySelfTo },
+			set: func(s string) error {
+				s = strings.TrimSpace(s)
+				if s != "" && !filepath.IsAbs(s) {
+					return fmt.Errorf("%q is not an absolute path", s)
+				}
+				c.CopySelfTo = s
+				return nil
+			},
+		},
+	)
+	return out
+}
+
+// ParseCommand parses the arguments of `mesh-init capture`: every Config
+// flag (see Config.Args) plus --dry-run, --cleanup and --copy-self-to. It
+// starts from Default, applies the environment variables MESH_INIT_<FLAG>
+// found through lookup (nil for none), then the arguments, which win. It is
+// the parser mesh-init itself uses, exported so the injector's tests can
+// read back the init container's rendered arguments exactly as mesh-init
+// will. Errors name the flag or variable and the value; ExitCode maps them
+// to ExitUsage. -h or --help returns flag.ErrHelp.
+func ParseCommand(args []string, lookup func(string) (string, bool)) (Command, error) {
+	cmd := Command{Config: Default()}
+	rest, err := parseSettings("mesh-init capture", commandSettings(&cmd), args, lookup)
+	if err != nil {
+		return Command{}, err
+	}
+	if len(rest) > 0 {
+		return Command{}, &UsageError{Err: fmt.Errorf("unexpected argument %q: mesh-init capture takes only --flags (see mesh-init capture --help)", rest[0])}
+	}
+	if err := cmd.Config.Validate(); err != nil {
+		return Command{}, &UsageError{Err: err}
+	}
+	return cmd, nil
+}
+
+// PrintUsage writes the capture command's help: every flag with its
+// environment variable and default.
+func PrintUsage(w io.Writer) {
+	cmd := Command{Config: Default()}
+	fmt.Fprintf(w, "Usage: mesh-init capture [flags]\n\n"+
+		"Writes the nat rules that send the pod's TCP traffic through the proxy, for IPv4\n"+
+		"(iptables) and IPv6 (ip6tables), each in one iptables-restore transaction.\n"+
+		"Every flag can also be set by an environment variable; flags win.\n\nFlags:\n")
+	for _, s := range commandSettings(&cmd) {
+		def := s.get()
+		if s.isBool {
+			fmt.Fprintf(w, "  --%s\n", s.name)
+		} else {
+			fmt.Fprintf(w, "  --%s=%q\n", s.name, def)
+		}
+		fmt.Fprintf(w, "\t%s (env %s)\n", s.usage, EnvName(s.name))
+	}
+	fmt.Fprintf(w, "\nExit codes: %d ok, %d rules rejected or copy failed, %d invalid arguments,\n"+
+		"%d missing prerequisite (binary, NET_ADMIN/NET_RAW capability, IPv6 when required).\n",
+		ExitOK, ExitFailed, ExitUsage, ExitPrerequisite)
+}

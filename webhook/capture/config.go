@@ -1,0 +1,323 @@
+package capture
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// Mode selects the iptables backend.
+type Mode string
+
+// The iptables backends mesh-init can drive.
+const (
+	ModeAuto   Mode = "auto"
+	ModeNFT    Mode = "nft"
+	ModeLegacy Mode = "legacy"
+)
+
+// IPv6Mode says whether ip6tables rules are written.
+type IPv6Mode string
+
+// The IPv6 handling modes.
+const (
+	// IPv6Auto writes IPv6 rules when the pod has IPv6 and skips them, with a
+	// log line, when it has none.
+	IPv6Auto IPv6Mode = "auto"
+	// IPv6Required always writes IPv6 rules and fails when the pod's kernel
+	// has IPv6 disabled or the rules cannot be written.
+	IPv6Required IPv6Mode = "required"
+	// IPv6Off never touches ip6tables.
+	IPv6Off IPv6Mode = "off"
+)
+
+// Config is everything mesh-init needs to write the capture rules. The
+// injector fills it from the effective settings and renders it with Args;
+// mesh-init reads it back with Parse.
+type Config struct {
+	// ProxyUID and ProxyGID identify the proxy's own traffic, which is never
+	// redirected (no loops).
+	ProxyUID uint32
+	ProxyGID uint32
+	// OutboundPort is where redirected outbound connections land (15001).
+	OutboundPort uint16
+	// InboundPort is where redirected inbound connections land (15006).
+	InboundPort uint16
+	// ProxyPorts are the proxy's own listening ports (admin 15000, readiness
+	// 15021, stats 15090); inbound traffic to them is never redirected.
+	ProxyPorts PortList
+
+	IncludeInboundPorts  PortSet
+	ExcludeInboundPorts  PortList
+	IncludeOutboundPorts PortList
+	ExcludeOutboundPorts PortList
+	IncludeOutboundCIDRs CIDRSet
+	ExcludeOutboundCIDRs CIDRList
+
+	Mode Mode
+	IPv6 IPv6Mode
+}
+
+// Default returns the settings of a fully captured pod with the standard
+// proxy ports.
+func Default() Config {
+	return Config{
+		ProxyUID:             1337,
+		ProxyGID:             1337,
+		OutboundPort:         15001,
+		InboundPort:          15006,
+		ProxyPorts:           PortList{{15000, 15000}, {15021, 15021}, {15090, 15090}},
+		IncludeInboundPorts:  PortSet{All: true},
+		IncludeOutboundCIDRs: CIDRSet{All: true},
+		Mode:                 ModeAuto,
+		IPv6:                 IPv6Auto,
+	}
+}
+
+// EnvPrefix is prepended to a flag's upper-case name to form the environment
+// variable that can set it (--exclude-inbound-ports -> MESH_INIT_EXCLUDE_INBOUND_PORTS).
+const EnvPrefix = "MESH_INIT_"
+
+// flagSpec binds one flag name to its text form in both directions.
+type flagSpec struct {
+	name  string
+	usage string
+	get   func(*Config) string
+	set   func(*Config, string) error
+}
+
+func uintFlag(name, usage string, bits int, get func(*Config) uint64, set func(*Config, uint64)) flagSpec {
+	return flagSpec{
+		name: name, usage: usage,
+		get: func(c *Config) string { return strconv.FormatUint(get(c), 10) },
+		set: func(c *Config, s string) error {
+			n, err := strconv.ParseUint(strings.TrimSpace(s), 10, bits)
+			if err != nil {
+				return fmt.Errorf("%q is not a whole number of at most %d bits", s, bits)
+			}
+			set(c, n)
+			return nil
+		},
+	}
+}
+
+func portFlag(name, usage string, field func(*Config) *uint16) flagSpec {
+	return flagSpec{
+		name: name, usage: usage,
+		get: func(c *Config) string { return strconv.Itoa(int(*field(c))) },
+		set: func(c *Config, s string) error {
+			p, err := parsePort(s)
+			if err != nil {
+				return fmt.Errorf("%q is not a port (1-65535)", s)
+			}
+			*field(c) = p
+			return nil
+		},
+	}
+}
+
+func portListFlag(name, usage string, field func(*Config) *PortList) flagSpec {
+	return flagSpec{
+		name: name, usage: usage,
+		get: func(c *Config) string { return field(c).String() },
+		set: func(c *Config, s string) error {
+			l, err := ParsePortList(s)
+			if err != nil {
+				return err
+			}
+			*field(c) = l
+			return nil
+		},
+	}
+}
+
+var flagSpecs = []flagSpec{
+	uintFlag("proxy-uid", "UID the proxy runs as; its traffic is never redirected", 32,
+		func(c *Config) uint64 { return uint64(c.ProxyUID) }, func(c *Config, n uint64) { c.ProxyUID = uint32(n) }),
+	uintFlag("proxy-gid", "GID the proxy runs as; its traffic is never redirected", 32,
+		func(c *Config) uint64 { return uint64(c.ProxyGID) }, func(c *Config, n uint64) { c.ProxyGID = uint32(n) }),
+	portFlag("outbound-port", "proxy port that receives redirected outbound connections",
+		func(c *Config) *uint16 { return &c.OutboundPort }),
+	portFlag("inbound-port", "proxy port that receives redirected inbound connections",
+		func(c *Config) *uint16 { return &c.InboundPort }),
+	portListFlag("proxy-ports", "the proxy's own ports, never redirected inbound",
+		func(c *Config) *PortList { return &c.ProxyPorts }),
+	{
+		name: "include-inbound-ports", usage: `inbound ports to redirect: "*" for all, or a list such as "80,8000-8100"; empty for none`,
+		get: func(c *Config) string { return c.IncludeInboundPorts.String() },
+		set: func(c *Config, s string) error {
+			v, err := ParsePortSet(s)
+			c.IncludeInboundPorts = v
+			return err
+		},
+	},
+	portListFlag("exclude-inbound-ports", "inbound ports never redirected",
+		func(c *Config) *PortList { return &c.ExcludeInboundPorts }),
+	portListFlag("include-outbound-ports", "outbound ports redirected whatever the destination address",
+		func(c *Config) *PortList { return &c.IncludeOutboundPorts }),
+	portListFlag("exclude-outbound-ports", "outbound ports never redirected",
+		func(c *Config) *PortList { return &c.ExcludeOutboundPorts }),
+	{
+		name: "include-outbound-cidrs", usage: `outbound destinations to redirect: "*" for all, or IPv4 and IPv6 CIDRs; empty for none`,
+		get: func(c *Config) string { return c.IncludeOutboundCIDRs.String() },
+		set: func(c *Config, s string) error {
+			v, err := ParseCIDRSet(s)
+			c.IncludeOutboundCIDRs = v
+			return err
+		},
+	},
+	{
+		name: "exclude-outbound-cidrs", usage: "outbound destinations (IPv4 and IPv6 CIDRs) never redirected",
+		get: func(c *Config) string { return c.ExcludeOutboundCIDRs.String() },
+		set: func(c *Config, s string) error {
+			v, err := ParseCIDRList(s)
+			c.ExcludeOutboundCIDRs = v
+			return err
+		},
+	},
+	{
+		name: "iptables-mode", usage: "iptables backend: auto, nft or legacy",
+		get: func(c *Config) string { return string(c.Mode) },
+		set: func(c *Config, s string) error {
+			switch m := Mode(strings.TrimSpace(s)); m {
+			case ModeAuto, ModeNFT, ModeLegacy:
+				c.Mode = m
+				return nil
+			}
+			return fmt.Errorf("%q is not an iptables mode (auto, nft or legacy)", s)
+		},
+	},
+	{
+		name: "ipv6", usage: "IPv6 rules: auto (when the pod has IPv6), required, or off",
+		get: func(c *Config) string { return string(c.IPv6) },
+		set: func(c *Config, s string) error {
+			switch m := IPv6Mode(strings.TrimSpace(s)); m {
+			case IPv6Auto, IPv6Required, IPv6Off:
+				c.IPv6 = m
+				return nil
+			}
+			return fmt.Errorf("%q is not an IPv6 mode (auto, required or off)", s)
+		},
+	},
+}
+
+// Args renders every setting as a "--name=value" argument, in a fixed order.
+// Every flag is written, defaults included, so the init container's spec
+// says exactly what it will do whatever mesh-init's own defaults are.
+func (c Config) Args() []string {
+	out := make([]string, 0, len(flagSpecs))
+	for _, f := range flagSpecs {
+		out = append(out, "--"+f.name+"="+f.get(&c))
+	}
+	return out
+}
+
+// Validate checks relations between settings that no single flag can, and
+// the settings a Config built in code (rather than parsed) may have left
+// unset.
+func (c Config) Validate() error {
+	var errs []error
+	if c.InboundPort == 0 {
+		errs = append(errs, fmt.Errorf("--inbound-port must be set (1-65535)"))
+	}
+	if c.OutboundPort == 0 {
+		errs = append(errs, fmt.Errorf("--outbound-port must be set (1-65535)"))
+	}
+	switch c.Mode {
+	case ModeAuto, ModeNFT, ModeLegacy:
+	default:
+		errs = append(errs, fmt.Errorf("--iptables-mode %q is not auto, nft or legacy", c.Mode))
+	}
+	switch c.IPv6 {
+	case IPv6Auto, IPv6Required, IPv6Off:
+	default:
+		errs = append(errs, fmt.Errorf("--ipv6 %q is not auto, required or off", c.IPv6))
+	}
+	if c.InboundPort != 0 && c.InboundPort == c.OutboundPort {
+		errs = append(errs, fmt.Errorf("--inbound-port and --outbound-port must differ (both %d)", c.InboundPort))
+	}
+	return errors.Join(errs...)
+}
+
+// Flag is a value bound to one Config setting, usable with flag.FlagSet.Var.
+type Flag struct {
+	cfg  *Config
+	spec *flagSpec
+}
+
+// String implements flag.Value.
+func (f Flag) String() string {
+	if f.cfg == nil {
+		return ""
+	}
+	return f.spec.get(f.cfg)
+}
+
+// Set implements flag.Value.
+func (f Flag) Set(s string) error { return f.spec.set(f.cfg, s) }
+
+// RegisterFlags binds every setting of c to fs, so a command can parse the
+// exact arguments Args renders. Defaults are c's current values.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	for i := range flagSpecs {
+		spec := &flagSpecs[i]
+		fs.Var(Flag{cfg: c, spec: spec}, spec.name, spec.usage)
+	}
+}
+
+// EnvName returns the environment variable for a flag name.
+func EnvName(flagName string) string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// ApplyEnv sets every setting whose environment variable is present in
+// lookup (nil means the process environment). Flags parsed afterwards take
+// precedence. Errors are *FlagError values naming the variable and value.
+func (c *Config) ApplyEnv(lookup func(string) (string, bool)) error {
+	if lookup == nil {
+		lookup = os.LookupEnv
+	}
+	var errs []error
+	for _, s := range configSettings(c) {
+		name := EnvName(s.name)
+		if v, ok := lookup(name); ok {
+			if err := s.set(v); err != nil {
+				errs = append(errs, &FlagError{Flag: s.name, Env: name, Value: v, Err: err})
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// configSettings exposes the Config flags to the shared parser.
+func configSettings(c *Config) []setting {
+	out := make([]setting, 0, len(flagSpecs)+3)
+	for i := range flagSpecs {
+		spec := &flagSpecs[i]
+		out = append(out, setting{
+			name: spec.name, usage: spec.usage,
+			get: func() string { return spec.get(c) },
+			set: func(s string) error { return spec.set(c, s) },
+		})
+	}
+	return out
+}
+
+// Parse reads a Config from command-line arguments, starting from Default
+// and applying environment variables (via lookup, nil for none) first. It
+// returns the arguments left after the flags. It knows only the Config
+// flags; ParseCommand is the full parser of `mesh-init capture`.
+func Parse(args []string, lookup func(string) (string, bool)) (Config, []string, error) {
+	c := Default()
+	rest, err := parseSettings("capture", configSettings(&c), args, lookup)
+	if err != nil {
+		return Config{}, nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, nil, &UsageError{Err: err}
+	}
+	return c, rest, nil
+}

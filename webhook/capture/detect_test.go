@@ -1,0 +1,104 @@
+package capture
+
+import (
+	"io/fs"
+	"strings"
+	"testing"
+)
+
+func files(m map[string]string) func(string) ([]byte, error) {
+	return func(name string) ([]byte, error) {
+		if s, ok := m[name]; ok {
+			return []byte(s), nil
+		}
+		return nil, fs.ErrNotExist
+	}
+}
+
+func TestChooseBackend(t *testing.T) {
+	avail := func(rules int, hint bool) Observation { return Observation{Available: true, Rules: rules, Hint: hint} }
+	for _, tc := range []struct {
+		name        string
+		nft, legacy Observation
+		want        Mode
+		why         string
+	}{
+		{"fresh pod", avail(0, false), avail(0, false), ModeNFT, "both backends hold 0 rules; nft is the default"},
+		{"legacy has rules", avail(0, false), avail(3, false), ModeLegacy, "the legacy backend holds more rules (3 legacy, 0 nft)"},
+		{"nft has more", avail(5, false), avail(3, false), ModeNFT, "the nft backend holds more rules (5 nft, 3 legacy)"},
+		{"tie with rules", avail(4, false), avail(4, false), ModeNFT, "both backends hold 4 rules; nft is the default"},
+		{"nft hint beats legacy rules", avail(0, true), avail(40, false), ModeNFT, "the nft backend holds a Kubernetes marker chain"},
+		{"legacy hint", avail(40, false), avail(1, true), ModeLegacy, "the legacy backend holds a Kubernetes marker chain"},
+		{"only legacy binaries", Observation{}, avail(0, false), ModeLegacy, "only the legacy backend is available"},
+		{"only nft binaries", avail(0, false), Observation{}, ModeNFT, "only the nft backend is available"},
+	} {
+		got, why, err := ChooseBackend(tc.nft, tc.legacy)
+		if err != nil || got != tc.want || why != tc.why {
+			t.Errorf("%s: got %s %q %v, want %s %q", tc.name, got, why, err, tc.want, tc.why)
+		}
+	}
+	if _, _, err := ChooseBackend(Observation{}, Observation{}); err == nil {
+		t.Error("no backend at all: no error")
+	}
+}
+
+func TestDetectIPv6(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		files    map[string]string
+		kernel   bool
+		routable bool
+		reason   string
+	}{
+		{"no if_inet6", map[string]string{}, false, false, "/proc/net/if_inet6 is absent"},
+		{"disabled", map[string]string{"/proc/net/if_inet6": "", "/proc/sys/net/ipv6/conf/all/disable_ipv6": "1\n"}, false, false, "disable_ipv6 is 1"},
+		{"loopback only", map[string]string{"/proc/net/if_inet6": "00000000000000000000000000000001 01 80 10 80       lo\n"}, true, false, "only loopback or link-local"},
+		{"link-local", map[string]string{"/proc/net/if_inet6": linkLocalV6}, true, false, "only loopback or link-local"},
+		{"ula", map[string]string{"/proc/net/if_inet6": dualStack, "/proc/sys/net/ipv6/conf/all/disable_ipv6": "0\n"}, true, true, "eth0 has the global IPv6 address fd00::1"},
+		{"global", map[string]string{"/proc/net/if_inet6": "20010db8000000000000000000000005 03 40 00 00     net1\n"}, true, true, "net1 has the global IPv6 address 2001:db8::5"},
+	} {
+		st := DetectIPv6(files(tc.files))
+		if st.Kernel != tc.kernel || st.Routable != tc.routable || !strings.Contains(st.Reason, tc.reason) {
+			t.Errorf("%s: got %+v", tc.name, st)
+		}
+	}
+}
+
+func TestCheckCapabilities(t *testing.T) {
+	for _, tc := range []struct {
+		capEff string
+		mode   Mode
+		want   string // "" = ok
+	}{
+		{"000001ffffffffff", ModeLegacy, ""},
+		{"0000000000003000", ModeLegacy, ""},
+		{"0000000000001000", ModeNFT, ""},
+		{"0000000000001000", ModeLegacy, "lacks the NET_RAW capability"},
+		{"0000000000000000", ModeLegacy, "lacks the NET_ADMIN and NET_RAW capabilities (effective capabilities 0x0)"},
+		{"0000000000000000", ModeAuto, "lacks the NET_ADMIN capability"},
+	} {
+		err := checkCapabilities(files(map[string]string{"/proc/self/status": "Name:\tmesh-init\nCapEff:\t" + tc.capEff + "\n"}), tc.mode)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s %s: %v", tc.capEff, tc.mode, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || ExitCode(err) != ExitPrerequisite):
+			t.Errorf("%s %s: %v, want %q", tc.capEff, tc.mode, err, tc.want)
+		}
+	}
+	// Unreadable status: let the tools decide.
+	if err := checkCapabilities(files(nil), ModeLegacy); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestLegacyTablesEmpty(t *testing.T) {
+	if !legacyTablesEmpty(files(nil)) {
+		t.Error("absent files: not empty")
+	}
+	if !legacyTablesEmpty(files(map[string]string{"/proc/net/ip_tables_names": "", "/proc/net/ip6_tables_names": "\n"})) {
+		t.Error("empty files: not empty")
+	}
+	if legacyTablesEmpty(files(map[string]string{"/proc/net/ip6_tables_names": "nat\n"})) {
+		t.Error("ip6 nat table: empty")
+	}
+}

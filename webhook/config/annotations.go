@@ -1,0 +1,506 @@
+package config
+
+import (
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/sidecar-injector/injector/webhook/capture"
+	"github.com/sidecar-injector/injector/webhook/hooks"
+)
+
+// Prefix is the prefix of every label and annotation the injector reads or
+// writes.
+const Prefix = "sidecar-injector.io/"
+
+// Labels and annotations with a fixed role.
+const (
+	// NamespaceLabel opts a namespace in when set to "enabled".
+	NamespaceLabel = Prefix + "injection"
+	// InjectKey is the pod-level opt-in ("true") or opt-out ("false"), as a
+	// label or an annotation.
+	InjectKey = Prefix + "inject"
+	// StatusAnnotation records what injection added.
+	StatusAnnotation = Prefix + "status"
+	// IstioInjectKey is Istio's opt-in/opt-out key, honoured as an alias.
+	IstioInjectKey = "sidecar.istio.io/inject"
+	// DefaultContainerAnnotation tells kubectl which container logs and exec
+	// address by default.
+	DefaultContainerAnnotation = "kubectl.kubernetes.io/default-container"
+)
+
+// Override is one per-pod annotation that tunes a setting.
+type Override struct {
+	// Name is the key after Prefix, such as "proxy-image".
+	Name string
+	// Aliases are other full keys with the same meaning (Istio's), consulted
+	// when the key itself is absent.
+	Aliases []string
+	// Field is the settings path it sets, as shown by explain.
+	Field string
+	// Accepts describes the allowed values, for error messages and docs.
+	Accepts string
+	// Example is a valid value, for docs.
+	Example string
+	apply   func(s *Settings, v string) error
+}
+
+// Key returns the full annotation key.
+func (o *Override) Key() string { return Prefix + o.Name }
+
+func quantityOverride(name, alias, field, example string, get func(*Settings) **resource.Quantity) Override {
+	return Override{
+		Name: name, Aliases: aliasList(alias), Field: field,
+		Accepts: "a Kubernetes quantity such as 100m, 0.5, 128Mi or 1Gi", Example: example,
+		apply: func(s *Settings, v string) error {
+			qv, err := resource.ParseQuantity(v)
+			if err != nil || qv.Sign() < 0 {
+				return fmt.Errorf("not a non-negative Kubernetes quantity")
+			}
+			*get(s) = &qv
+			return nil
+		},
+	}
+}
+
+func portListOverride(name, alias, field, example string, get func(*Settings) *capture.PortList) Override {
+	return Override{
+		Name: name, Aliases: aliasList(alias), Field: field,
+		Accepts: `a comma-separated list of ports (1-65535) and ranges, such as "8761,9000-9100"`, Example: example,
+		apply: func(s *Settings, v string) error {
+			l, err := capture.ParsePortList(v)
+			if err != nil {
+				return err
+			}
+			*get(s) = l
+			return nil
+		},
+	}
+}
+
+func boolOverride(name, alias, field string, set func(*Settings, bool)) Override {
+	return Override{
+		Name: name, Aliases: aliasList(alias), Field: field, Accepts: `"true" or "false"`, Example: "false",
+		apply: func(s *Settings, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil || (v != "true" && v != "false") {
+				return fmt.Errorf("not \"true\" or \"false\"")
+			}
+			set(s, b)
+			return nil
+		},
+	}
+}
+
+func secondsOverride(name, field, example string, get func(*Settings) *int32) Override {
+	return Override{
+		Name: name, Field: field, Accepts: "whole seconds from 0 to 3600", Example: example,
+		apply: func(s *Settings, v string) error {
+			n, err := strconv.ParseInt(v, 10, 32)
+			if err != nil || n < 0 || n > 3600 {
+				return fmt.Errorf("not whole seconds from 0 to 3600")
+			}
+			*get(s) = int32(n)
+			return nil
+		},
+	}
+}
+
+func textOverride(name, field, accepts, example string, check func(string) error, get func(*Settings) *string) Override {
+	return Override{
+		Name: name, Field: field, Accepts: accepts, Example: example,
+		apply: func(s *Settings, v string) error {
+			if check != nil {
+				if err := check(v); err != nil {
+					return err
+				}
+			}
+			*get(s) = v
+			return nil
+		},
+	}
+}
+
+func registryPortOverride(name, field, example string, get func(*Settings) *int32) Override {
+	return Override{
+		Name: name, Field: field, Accepts: "a port (1-65535)", Example: example,
+		apply: func(s *Settings, v string) error {
+			n, err := strconv.ParseInt(v, 10, 32)
+			if err != nil || n < 1 || n > 65535 {
+				return fmt.Errorf("not a port (1-65535)")
+			}
+			*get(s) = int32(n)
+			return nil
+		},
+	}
+}
+
+func aliasList(a string) []string {
+	if a == "" {
+		return nil
+	}
+	return []string{a}
+}
+
+var (
+	imageRef   = regexp.MustCompile(`^[a-z0-9]+([._\-/:@][a-zA-Z0-9_.\-]+)*$`)
+	httpMethod = regexp.MustCompile(`^[A-Z]+$`)
+)
+
+func checkImage(v string) error {
+	if !imageRef.MatchString(v) || len(v) > 512 {
+		return fmt.Errorf("not a container image reference such as registry.example.com/envoy:v1.36.2")
+	}
+	return nil
+}
+
+func checkURL(v string) error {
+	if !strings.HasPrefix(v, "http://") && !strings.HasPrefix(v, "https://") {
+		return fmt.Errorf("not an http:// or https:// URL")
+	}
+	return nil
+}
+
+func checkNacosServers(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		s = strings.TrimSpace(s)
+		if strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://") {
+			continue
+		}
+		host, port, ok := strings.Cut(s, ":")
+		if !ok || host == "" || strings.ContainsAny(host, " /?#") {
+			return fmt.Errorf("%q is neither an http(s) URL nor host:port", s)
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("%q has no valid port", s)
+		}
+	}
+	return nil
+}
+
+func checkName(v string) error {
+	if v == "" || strings.ContainsAny(v, " \t\n/?#") {
+		return fmt.Errorf("not a name without spaces, slashes, '?' or '#'")
+	}
+	return nil
+}
+
+// Overrides lists every per-pod annotation, in the order they are applied
+// and documented.
+var Overrides = []Override{
+	textOverride("proxy-image", "proxy.image", "a container image reference", "registry.example.com/envoy:v1.36.2",
+		checkImage, func(s *Settings) *string { return &s.Proxy.Image }),
+	quantityOverride("proxy-cpu", "sidecar.istio.io/proxyCPU", "proxy.resources.requests.cpu", "200m",
+		func(s *Settings) **resource.Quantity { return &s.Proxy.Resources.Requests.CPU }),
+	quantityOverride("proxy-cpu-limit", "sidecar.istio.io/proxyCPULimit", "proxy.resources.limits.cpu", "1",
+		func(s *Settings) **resource.Quantity { return &s.Proxy.Resources.Limits.CPU }),
+	quantityOverride("proxy-memory", "sidecar.istio.io/proxyMemory", "proxy.resources.requests.memory", "256Mi",
+		func(s *Settings) **resource.Quantity { return &s.Proxy.Resources.Requests.Memory }),
+	quantityOverride("proxy-memory-limit", "sidecar.istio.io/proxyMemoryLimit", "proxy.resources.limits.memory", "512Mi",
+		func(s *Settings) **resource.Quantity { return &s.Proxy.Resources.Limits.Memory }),
+	{
+		Name: "proxy-log-level", Aliases: []string{"sidecar.istio.io/logLevel"}, Field: "proxy.logLevel",
+		Accepts: logLevelList, Example: "debug",
+		apply: func(s *Settings, v string) error {
+			if !validLogLevel(v) {
+				return fmt.Errorf("not one of %s", logLevelList)
+			}
+			s.Proxy.LogLevel = v
+			return nil
+		},
+	},
+	{
+		Name: "proxy-concurrency", Field: "proxy.concurrency", Accepts: "worker threads from 0 (all cores) to 64", Example: "2",
+		apply: func(s *Settings, v string) error {
+			n, err := strconv.ParseInt(v, 10, 32)
+			if err != nil || n < 0 || n > 64 {
+				return fmt.Errorf("not a whole number from 0 to 64")
+			}
+			s.Proxy.Concurrency = int32(n)
+			return nil
+		},
+	},
+	{
+		Name: "include-inbound-ports", Aliases: []string{"traffic.sidecar.istio.io/includeInboundPorts"},
+		Field: "capture.includeInboundPorts", Example: "8080,9000-9100",
+		Accepts: `"*" for all ports, a comma-separated list of ports and ranges, or "" for none`,
+		apply: func(s *Settings, v string) error {
+			set, err := capture.ParsePortSet(v)
+			if err != nil {
+				return err
+			}
+			s.Capture.IncludeInboundPorts = set
+			return nil
+		},
+	},
+	portListOverride("exclude-inbound-ports", "traffic.sidecar.istio.io/excludeInboundPorts", "capture.excludeInboundPorts", "8761",
+		func(s *Settings) *capture.PortList { return &s.Capture.ExcludeInboundPorts }),
+	portListOverride("include-outbound-ports", "traffic.sidecar.istio.io/includeOutboundPorts", "capture.includeOutboundPorts", "443",
+		func(s *Settings) *capture.PortList { return &s.Capture.IncludeOutboundPorts }),
+	portListOverride("exclude-outbound-ports", "traffic.sidecar.istio.io/excludeOutboundPorts", "capture.excludeOutboundPorts", "8761,5432",
+		func(s *Settings) *capture.PortList { return &s.Capture.ExcludeOutboundPorts }),
+	{
+		Name: "include-outbound-cidrs", Aliases: []string{"traffic.sidecar.istio.io/includeOutboundIPRanges"},
+		Field: "capture.includeOutboundCIDRs", Example: "10.96.0.0/12,fd00:10:96::/112",
+		Accepts: `"*" for every destination, a comma-separated list of IPv4 and IPv6 CIDRs, or "" for none`,
+		apply: func(s *Settings, v string) error {
+			set, err := capture.ParseCIDRSet(v)
+			if err != nil {
+				return err
+			}
+			s.Capture.IncludeOutboundCIDRs = set
+			return nil
+		},
+	},
+	{
+		Name: "exclude-outbound-cidrs", Aliases: []string{"traffic.sidecar.istio.io/excludeOutboundIPRanges"},
+		Field: "capture.excludeOutboundCIDRs", Example: "169.254.169.254/32,fd00:ec2::254/128",
+		Accepts: "a comma-separated list of IPv4 and IPv6 CIDRs",
+		apply: func(s *Settings, v string) error {
+			l, err := capture.ParseCIDRList(v)
+			if err != nil {
+				return err
+			}
+			s.Capture.ExcludeOutboundCIDRs = l
+			return nil
+		},
+	},
+	{
+		Name: "iptables-mode", Field: "init.iptablesMode", Accepts: "auto, nft or legacy", Example: "legacy",
+		apply: func(s *Settings, v string) error {
+			switch m := capture.Mode(v); m {
+			case capture.ModeAuto, capture.ModeNFT, capture.ModeLegacy:
+				s.Init.IPTablesMode = m
+				return nil
+			}
+			return fmt.Errorf("not auto, nft or legacy")
+		},
+	},
+	{
+		Name: "native-sidecar", Aliases: []string{"sidecar.istio.io/nativeSidecar"}, Field: "lifecycle.nativeSidecar",
+		Accepts: `"true", "false" or "auto"`, Example: "true",
+		apply: func(s *Settings, v string) error {
+			switch m := NativeMode(v); m {
+			case NativeAuto, NativeTrue, NativeFalse:
+				s.Lifecycle.NativeSidecar = m
+				return nil
+			}
+			return fmt.Errorf("not \"true\", \"false\" or \"auto\"")
+		},
+	},
+	boolOverride("hold-until-proxy-ready", "", "lifecycle.holdApplicationUntilProxyReady",
+		func(s *Settings, b bool) { s.Lifecycle.HoldApplicationUntilProxyReady = b }),
+	secondsOverride("drain-seconds", "lifecycle.drainSeconds", "30", func(s *Settings) *int32 { return &s.Lifecycle.DrainSeconds }),
+	secondsOverride("shutdown-seconds", "lifecycle.shutdownSeconds", "20", func(s *Settings) *int32 { return &s.Lifecycle.ShutdownSeconds }),
+	{
+		Name: "registry", Field: "lifecycle.registry.preset", Example: "eureka",
+		Accepts: "none, dubbo, spring-cloud, eureka, nacos, edas or http",
+		apply: func(s *Settings, v string) error {
+			p, err := hooks.ParsePreset(v)
+			if err != nil {
+				return fmt.Errorf("not one of none, dubbo, spring-cloud, eureka, nacos, edas or http")
+			}
+			s.Lifecycle.Registry.Preset = p
+			return nil
+		},
+	},
+	{
+		Name: "registry-timeout", Field: "lifecycle.registry.timeout", Accepts: "a duration from 1s to 5m, such as 5s", Example: "5s",
+		apply: func(s *Settings, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < time.Second || d > 5*time.Minute {
+				return fmt.Errorf("not a duration from 1s to 5m")
+			}
+			s.Lifecycle.Registry.Timeout = hooks.Duration(d)
+			return nil
+		},
+	},
+	registryPortOverride("dubbo-qos-port", "lifecycle.registry.dubbo.port", "22222", func(s *Settings) *int32 { return &s.Lifecycle.Registry.Dubbo.Port }),
+	registryPortOverride("spring-cloud-port", "lifecycle.registry.springCloud.port", "8081", func(s *Settings) *int32 { return &s.Lifecycle.Registry.SpringCloud.Port }),
+	textOverride("spring-cloud-base-path", "lifecycle.registry.springCloud.basePath", "an absolute path such as /actuator", "/manage",
+		func(v string) error {
+			if !strings.HasPrefix(v, "/") || strings.ContainsAny(v, " ?#") {
+				return fmt.Errorf("not an absolute path such as /actuator")
+			}
+			return nil
+		}, func(s *Settings) *string { return &s.Lifecycle.Registry.SpringCloud.BasePath }),
+	textOverride("spring-cloud-status", "lifecycle.registry.springCloud.status",
+		"the status the service-registry endpoint is set to: OUT_OF_SERVICE (Eureka, Consul) or DOWN (Nacos via Spring Cloud Alibaba)",
+		"DOWN", func(v string) error {
+			if v != "OUT_OF_SERVICE" && v != "DOWN" {
+				return fmt.Errorf("not OUT_OF_SERVICE or DOWN")
+			}
+			return nil
+		}, func(s *Settings) *string { return &s.Lifecycle.Registry.SpringCloud.Status }),
+	textOverride("eureka-server-url", "lifecycle.registry.eureka.serverURL", "an http(s) URL such as http://eureka:8761/eureka",
+		"http://eureka:8761/eureka", checkURL, func(s *Settings) *string { return &s.Lifecycle.Registry.Eureka.ServerURL }),
+	textOverride("eureka-app-name", "lifecycle.registry.eureka.appName", "an application name", "ORDERS",
+		checkName, func(s *Settings) *string { return &s.Lifecycle.Registry.Eureka.AppName }),
+	textOverride("eureka-instance-id", "lifecycle.registry.eureka.instanceID", "an instance id", "orders-0:orders:8080",
+		checkName, func(s *Settings) *string { return &s.Lifecycle.Registry.Eureka.InstanceID }),
+	textOverride("nacos-server-url", "lifecycle.registry.nacos.serverURL",
+		"an http(s) URL or a comma-separated host:port list, as Nacos's own server-addr",
+		"http://nacos:8848", checkNacosServers, func(s *Settings) *string { return &s.Lifecycle.Registry.Nacos.ServerURL }),
+	textOverride("nacos-service-name", "lifecycle.registry.nacos.serviceName", "a service name", "orders",
+		checkName, func(s *Settings) *string { return &s.Lifecycle.Registry.Nacos.ServiceName }),
+	textOverride("nacos-group", "lifecycle.registry.nacos.groupName", "a group name", "DEFAULT_GROUP",
+		checkName, func(s *Settings) *string { return &s.Lifecycle.Registry.Nacos.GroupName }),
+	textOverride("nacos-namespace", "lifecycle.registry.nacos.namespaceID", "a namespace id", "prod",
+		checkName, func(s *Settings) *string { return &s.Lifecycle.Registry.Nacos.NamespaceID }),
+	textOverride("nacos-cluster", "lifecycle.registry.nacos.clusterName", "a cluster name", "DEFAULT",
+		checkName, func(s *Settings) *string { return &s.Lifecycle.Registry.Nacos.ClusterName }),
+	registryPortOverride("nacos-port", "lifecycle.registry.nacos.port", "8080", func(s *Settings) *int32 { return &s.Lifecycle.Registry.Nacos.Port }),
+	textOverride("edas-offline-url", "lifecycle.registry.edas.url", "an http(s) URL", "http://localhost:54199/offline",
+		checkURL, func(s *Settings) *string { return &s.Lifecycle.Registry.EDAS.URL }),
+	textOverride("offline-http-method", "lifecycle.registry.http.method", "an upper-case HTTP method such as POST", "PUT",
+		func(v string) error {
+			if !httpMethod.MatchString(v) {
+				return fmt.Errorf("not an upper-case HTTP method such as POST")
+			}
+			return nil
+		}, func(s *Settings) *string { return &s.Lifecycle.Registry.HTTP.Method }),
+	textOverride("offline-http-url", "lifecycle.registry.http.url", "an http(s) URL", "http://127.0.0.1:8080/offline",
+		checkURL, func(s *Settings) *string { return &s.Lifecycle.Registry.HTTP.URL }),
+	{
+		Name: "offline-http-headers", Field: "lifecycle.registry.http.headers",
+		Accepts: `a JSON object of header names to values, such as {"Authorization":"Bearer x"}`, Example: `{"X-Token":"abc"}`,
+		apply: func(s *Settings, v string) error {
+			var h map[string]string
+			if err := json.Unmarshal([]byte(v), &h); err != nil {
+				return fmt.Errorf("not a JSON object of header names to string values")
+			}
+			s.Lifecycle.Registry.HTTP.Headers = h
+			return nil
+		},
+	},
+	textOverride("offline-http-body", "lifecycle.registry.http.body", "any text", `{"status":"DOWN"}`,
+		nil, func(s *Settings) *string { return &s.Lifecycle.Registry.HTTP.Body }),
+	{
+		Name: "offline-http-expect-status", Field: "lifecycle.registry.http.expectStatus",
+		Accepts: "a comma-separated list of HTTP status codes", Example: "200,204",
+		apply: func(s *Settings, v string) error {
+			var codes []int
+			for _, c := range strings.Split(v, ",") {
+				n, err := strconv.Atoi(strings.TrimSpace(c))
+				if err != nil || n < 100 || n > 599 {
+					return fmt.Errorf("%q is not an HTTP status code (100-599)", strings.TrimSpace(c))
+				}
+				codes = append(codes, n)
+			}
+			s.Lifecycle.Registry.HTTP.ExpectStatus = codes
+			return nil
+		},
+	},
+}
+
+var overrideByKey = func() map[string]*Override {
+	m := map[string]*Override{}
+	for i := range Overrides {
+		o := &Overrides[i]
+		m[o.Key()] = o
+		for _, a := range o.Aliases {
+			m[a] = o
+		}
+	}
+	return m
+}()
+
+// LookupOverride finds the override for a full annotation key or alias.
+func LookupOverride(key string) (*Override, bool) {
+	o, ok := overrideByKey[key]
+	return o, ok
+}
+
+// AnnotationError is an invalid annotation value. Its message names the
+// annotation, the value and what is accepted.
+type AnnotationError struct {
+	Key     string
+	Value   string
+	Problem string
+	Accepts string
+}
+
+func (e *AnnotationError) Error() string {
+	msg := fmt.Sprintf("%s: %q is invalid", e.Key, e.Value)
+	if e.Problem != "" {
+		msg += ": " + e.Problem
+	}
+	if e.Accepts != "" && !strings.Contains(e.Problem, e.Accepts) {
+		msg += " (accepted: " + e.Accepts + ")"
+	}
+	return msg
+}
+
+// Applied records one annotation that changed a setting.
+type Applied struct {
+	Key   string
+	Value string
+	Field string
+}
+
+// ApplyAnnotations applies every override present in annotations to s, in
+// table order. The first invalid value stops it with an *AnnotationError.
+// When both our key and an Istio alias are present, ours wins and a warning
+// says so. Unknown keys under Prefix produce a warning each.
+func ApplyAnnotations(s *Settings, annotations map[string]string) (applied []Applied, warnings []string, err error) {
+	if len(annotations) == 0 {
+		return nil, nil, nil
+	}
+	for i := range Overrides {
+		o := &Overrides[i]
+		key := o.Key()
+		v, ok := annotations[key]
+		for _, alias := range o.Aliases {
+			av, aok := annotations[alias]
+			if !aok {
+				continue
+			}
+			if ok {
+				if strings.TrimSpace(av) != strings.TrimSpace(v) {
+					warnings = append(warnings, fmt.Sprintf("%s is ignored because %s is also set", alias, key))
+				}
+				continue
+			}
+			key, v, ok = alias, av, true
+		}
+		if !ok {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		if aerr := o.apply(s, v); aerr != nil {
+			return applied, warnings, &AnnotationError{Key: key, Value: v, Problem: aerr.Error(), Accepts: o.Accepts}
+		}
+		applied = append(applied, Applied{Key: key, Value: v, Field: o.Field})
+	}
+	var unknown []string
+	for k := range annotations {
+		if !strings.HasPrefix(k, Prefix) || k == InjectKey || k == StatusAnnotation {
+			continue
+		}
+		if _, known := overrideByKey[k]; !known {
+			unknown = append(unknown, k)
+		}
+	}
+	sort.Strings(unknown)
+	for _, k := range unknown {
+		warnings = append(warnings, fmt.Sprintf("unknown annotation %s is ignored; see the README for the supported keys", k))
+	}
+	return applied, warnings, nil
+}
+
+// HasOverrides reports whether annotations holds any override key or alias.
+// The webhook uses it to take the fast path for pods that tune nothing.
+func HasOverrides(annotations map[string]string) bool {
+	for k := range annotations {
+		if _, ok := overrideByKey[k]; ok {
+			return true
+		}
+	}
+	return false
+}

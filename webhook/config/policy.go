@@ -1,0 +1,424 @@
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"sigs.k8s.io/yaml"
+)
+
+// The policy file's type.
+const (
+	APIVersion = "sidecar-injector.io/v1alpha1"
+	Kind       = "InjectorConfig"
+)
+
+// DefaultPolicyName names the layer that applies where no policy matches.
+const DefaultPolicyName = "default"
+
+// File is the policy file as written.
+type File struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	// Defaults apply cluster-wide, under every policy.
+	Defaults Layer `json:"defaults,omitempty"`
+	// Policies select namespaces and layer their settings over Defaults.
+	Policies []PolicySpec `json:"policies,omitempty"`
+	// TemplateSets are operator templates, by set name and template name
+	// (see package templates for the names).
+	TemplateSets map[string]map[string]string `json:"templateSets,omitempty"`
+}
+
+// Layer is one layer of settings and bounds.
+type Layer struct {
+	// Settings is a partial Settings document; absent fields come from the
+	// layer below.
+	Settings map[string]any `json:"settings,omitempty"`
+	// PodOverrides bounds what pods may change with annotations.
+	PodOverrides map[string]any `json:"podOverrides,omitempty"`
+	// TemplateSet names the templates to render with ("" for the built-in
+	// set, or the layer below's choice).
+	TemplateSet string `json:"templateSet,omitempty"`
+}
+
+// PolicySpec is one named policy.
+type PolicySpec struct {
+	Name string `json:"name"`
+	// Namespaces lists namespaces by name.
+	Namespaces []string `json:"namespaces,omitempty"`
+	// NamespaceSelector selects namespaces by label.
+	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
+	Layer             `json:",inline"`
+}
+
+// Policy is a compiled policy: effective settings and bounds, with where
+// each value came from.
+type Policy struct {
+	// Name is the policy's name, or DefaultPolicyName.
+	Name string
+	// Index is the policy's position in the file (-1 for the default).
+	Index      int
+	Namespaces []string
+	Selector   labels.Selector
+	Settings   Settings
+	Bounds     Bounds
+	// TemplateSet is "" for the built-in templates.
+	TemplateSet string
+	// Origin maps each settings and bounds leaf path (such as
+	// "proxy.resources.limits.cpu" or "podOverrides.maxProxyCPU") to where
+	// its value came from.
+	Origin map[string]string
+}
+
+// Config is a compiled policy file.
+type Config struct {
+	Default      *Policy
+	Policies     []*Policy
+	TemplateSets map[string]map[string]string
+}
+
+// The sources a value can come from, as explain prints them.
+const (
+	SourceBuiltin      = "built-in default"
+	SourceFileDefaults = "file defaults"
+)
+
+// SourcePolicy names a policy as a source.
+func SourcePolicy(name string) string { return "policy " + name }
+
+// SourceAnnotation names an annotation as a source.
+func SourceAnnotation(key string) string { return "annotation " + key }
+
+// Selection explains which policy applies to a namespace.
+type Selection struct {
+	Policy *Policy
+	// Matched lists every policy that matched, in file order.
+	Matched []string
+	// Rule says why Policy won, for explain.
+	Rule string
+}
+
+// Select returns the policy for a namespace. Policies that list the
+// namespace by name win over selector matches; among equals, the first in
+// file order wins. Without a match, the default layer applies.
+func (c *Config) Select(namespace string, nsLabels map[string]string) Selection {
+	var byName, bySelector *Policy
+	var matched []string
+	set := labels.Set(nsLabels)
+	for _, p := range c.Policies {
+		named := false
+		for _, n := range p.Namespaces {
+			if n == namespace {
+				named = true
+				break
+			}
+		}
+		selected := p.Selector != nil && p.Selector.Matches(set)
+		if !named && !selected {
+			continue
+		}
+		matched = append(matched, p.Name)
+		if named && byName == nil {
+			byName = p
+		}
+		if selected && bySelector == nil {
+			bySelector = p
+		}
+	}
+	switch {
+	case byName != nil:
+		rule := fmt.Sprintf("policy %q lists namespace %q by name", byName.Name, namespace)
+		if len(matched) > 1 {
+			rule += "; a policy that names the namespace wins over selector matches, and the first in file order wins among equals"
+		}
+		return Selection{Policy: byName, Matched: matched, Rule: rule}
+	case bySelector != nil:
+		rule := fmt.Sprintf("policy %q selects namespace %q by label", bySelector.Name, namespace)
+		if len(matched) > 1 {
+			rule += "; several selectors match and the first in file order wins"
+		}
+		return Selection{Policy: bySelector, Matched: matched, Rule: rule}
+	}
+	return Selection{Policy: c.Default, Rule: "no policy matches; the defaults apply"}
+}
+
+// LoadFile reads and compiles a policy file.
+func LoadFile(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("policy file: %w", err)
+	}
+	c, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("policy file %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// BuiltinConfig is the configuration used when no policy file is given.
+func BuiltinConfig() *Config {
+	c, err := Parse([]byte("apiVersion: " + APIVersion + "\nkind: " + Kind + "\n"))
+	if err != nil {
+		panic("built-in configuration does not compile: " + err.Error())
+	}
+	return c
+}
+
+// Parse compiles a policy file's content. Every problem is reported with
+// its place in the file; an invalid file never yields a partial Config.
+func Parse(data []byte) (*Config, error) {
+	var f File
+	if err := yaml.UnmarshalStrict(data, &f); err != nil {
+		return nil, fmt.Errorf("not a valid %s document: %w", Kind, err)
+	}
+	if f.APIVersion != APIVersion || f.Kind != Kind {
+		return nil, fmt.Errorf("apiVersion/kind is %q/%q, expected %q/%q", f.APIVersion, f.Kind, APIVersion, Kind)
+	}
+	var errs []error
+	builtinMap, err := toMap(Defaults())
+	if err != nil {
+		return nil, err
+	}
+	builtinBounds, err := toMap(DefaultBounds())
+	if err != nil {
+		return nil, err
+	}
+	origin := map[string]string{}
+	markLeaves(builtinMap, "", SourceBuiltin, origin)
+	markLeaves(builtinBounds, "podOverrides.", SourceBuiltin, origin)
+
+	base, err := compileLayer(DefaultPolicyName, -1, f.Defaults, builtinMap, builtinBounds, "", origin, SourceFileDefaults, f.TemplateSets)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("defaults: %w", err))
+	}
+	c := &Config{Default: base, TemplateSets: f.TemplateSets}
+	seen := map[string]int{}
+	for i, spec := range f.Policies {
+		where := fmt.Sprintf("policies[%d]", i)
+		if spec.Name != "" {
+			where += fmt.Sprintf(" (%s)", spec.Name)
+		}
+		if err := validateSpec(spec); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", where, err))
+			continue
+		}
+		if j, dup := seen[spec.Name]; dup {
+			errs = append(errs, fmt.Errorf("%s: the name %q is already used by policies[%d]", where, spec.Name, j))
+			continue
+		}
+		seen[spec.Name] = i
+		if base == nil {
+			continue
+		}
+		settingsBase, _ := toMap(base.Settings)
+		boundsBase, _ := toMap(base.Bounds)
+		p, err := compileLayer(spec.Name, i, spec.Layer, settingsBase, boundsBase, base.TemplateSet, base.Origin, SourcePolicy(spec.Name), f.TemplateSets)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", where, err))
+			continue
+		}
+		p.Namespaces = spec.Namespaces
+		if spec.NamespaceSelector != nil {
+			sel, err := metav1.LabelSelectorAsSelector(spec.NamespaceSelector)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: namespaceSelector: %w", where, err))
+				continue
+			}
+			p.Selector = sel
+		}
+		c.Policies = append(c.Policies, p)
+	}
+	for name, set := range f.TemplateSets {
+		if name == "" {
+			errs = append(errs, errors.New("templateSets: a set needs a name"))
+		}
+		if len(set) == 0 {
+			errs = append(errs, fmt.Errorf("templateSets.%s: the set is empty", name))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return c, nil
+}
+
+func validateSpec(spec PolicySpec) error {
+	if spec.Name == "" {
+		return errors.New("name: a policy needs a name")
+	}
+	if msgs := validation.IsDNS1123Label(spec.Name); len(msgs) > 0 {
+		return fmt.Errorf("name: %q: %s", spec.Name, strings.Join(msgs, "; "))
+	}
+	if spec.Name == DefaultPolicyName {
+		return fmt.Errorf("name: %q is reserved for the defaults", DefaultPolicyName)
+	}
+	if len(spec.Namespaces) == 0 && spec.NamespaceSelector == nil {
+		return errors.New("a policy needs namespaces, a namespaceSelector, or both")
+	}
+	for _, n := range spec.Namespaces {
+		if msgs := validation.IsDNS1123Label(n); len(msgs) > 0 {
+			return fmt.Errorf("namespaces: %q is not a namespace name: %s", n, strings.Join(msgs, "; "))
+		}
+	}
+	return nil
+}
+
+// compileLayer layers one file layer over a base and validates the result.
+func compileLayer(name string, index int, l Layer, settingsBase, boundsBase map[string]any, baseTemplateSet string,
+	baseOrigin map[string]string, source string, sets map[string]map[string]string) (*Policy, error) {
+	var errs []error
+	// Check each layer on its own first, so a typo is reported at its place
+	// with the field name rather than after merging.
+	if err := strictDecode(l.Settings, &Settings{}); err != nil {
+		errs = append(errs, fmt.Errorf("settings: %w", err))
+	}
+	if err := strictDecode(l.PodOverrides, &Bounds{}); err != nil {
+		errs = append(errs, fmt.Errorf("podOverrides: %w", err))
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	origin := make(map[string]string, len(baseOrigin))
+	for k, v := range baseOrigin {
+		origin[k] = v
+	}
+	merged := deepMerge(settingsBase, l.Settings, "", source, origin)
+	mergedBounds := deepMerge(boundsBase, l.PodOverrides, "podOverrides.", source, origin)
+	p := &Policy{Name: name, Index: index, TemplateSet: baseTemplateSet, Origin: origin}
+	if l.TemplateSet != "" {
+		if _, ok := sets[l.TemplateSet]; !ok {
+			return nil, fmt.Errorf("templateSet: no template set named %q in templateSets", l.TemplateSet)
+		}
+		p.TemplateSet = l.TemplateSet
+		origin["templateSet"] = source
+	} else if _, ok := origin["templateSet"]; !ok {
+		origin["templateSet"] = SourceBuiltin
+	}
+	if err := strictDecode(merged, &p.Settings); err != nil {
+		return nil, fmt.Errorf("settings: %w", err)
+	}
+	if err := strictDecode(mergedBounds, &p.Bounds); err != nil {
+		return nil, fmt.Errorf("podOverrides: %w", err)
+	}
+	if err := p.Settings.Validate(); err != nil {
+		errs = append(errs, prefixLines("settings.", err))
+	}
+	if err := p.Bounds.Validate(); err != nil {
+		errs = append(errs, prefixLines("podOverrides.", err))
+	}
+	if len(errs) == 0 {
+		// A policy's own settings must lie within its own bounds, or
+		// every pod would be refused.
+		if err := p.Bounds.Check(&p.Settings); err != nil {
+			errs = append(errs, fmt.Errorf("settings are outside this layer's own podOverrides bounds: %s", err.Problem))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return p, nil
+}
+
+func prefixLines(prefix string, err error) error {
+	lines := strings.Split(err.Error(), "\n")
+	for i, l := range lines {
+		lines[i] = prefix + l
+	}
+	return errors.New(strings.Join(lines, "\n"))
+}
+
+func toMap(v any) (map[string]any, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	err = json.Unmarshal(b, &m)
+	return m, err
+}
+
+// strictDecode decodes a generic map into out, refusing unknown fields.
+func strictDecode(m map[string]any, out any) error {
+	if m == nil {
+		return nil
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(out); err != nil {
+		return cleanJSONError(err)
+	}
+	return nil
+}
+
+func cleanJSONError(err error) error {
+	var ute *json.UnmarshalTypeError
+	if errors.As(err, &ute) {
+		return fmt.Errorf("%s: expected %s, got a JSON %s", ute.Field, ute.Type.String(), ute.Value)
+	}
+	msg := strings.TrimPrefix(err.Error(), "json: ")
+	return errors.New(msg)
+}
+
+// deepMerge returns base with overlay merged in: maps merge key by key,
+// anything else (scalars, lists) replaces. Every leaf the overlay sets is
+// recorded in origin under prefix+path.
+func deepMerge(base, overlay map[string]any, prefix, source string, origin map[string]string) map[string]any {
+	out := make(map[string]any, len(base))
+	for k, v := range base {
+		out[k] = v
+	}
+	keys := make([]string, 0, len(overlay))
+	for k := range overlay {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		v := overlay[k]
+		if v == nil {
+			continue
+		}
+		path := prefix + k
+		om, isMap := v.(map[string]any)
+		bm, baseIsMap := out[k].(map[string]any)
+		if isMap && baseIsMap {
+			out[k] = deepMerge(bm, om, path+".", source, origin)
+			continue
+		}
+		out[k] = v
+		// A whole subtree replaced: every old leaf under it is now from
+		// this source too.
+		for p := range origin {
+			if strings.HasPrefix(p, path+".") {
+				delete(origin, p)
+			}
+		}
+		if isMap {
+			markLeaves(om, path+".", source, origin)
+		} else {
+			origin[path] = source
+		}
+	}
+	return out
+}
+
+func markLeaves(m map[string]any, prefix, source string, origin map[string]string) {
+	for k, v := range m {
+		if sub, ok := v.(map[string]any); ok && len(sub) > 0 {
+			markLeaves(sub, prefix+k+".", source, origin)
+			continue
+		}
+		origin[prefix+k] = source
+	}
+}

@@ -1,0 +1,193 @@
+// Package webhook is the HTTP boundary of the injector: it decodes
+// AdmissionReviews, asks the pure core (package inject) what to do, and
+// answers with a JSON Patch built from the typed additions. It also wires the
+// HTTPS server, health, metrics and configuration reloads.
+package webhook
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+	sigsjson "sigs.k8s.io/json"
+
+	"github.com/sidecar-injector/injector/webhook/inject"
+)
+
+// NamespaceSource tells the handler a namespace's labels.
+type NamespaceSource interface {
+	// Labels returns the namespace's labels. It never calls the API server
+	// per request.
+	Labels(ctx context.Context, name string) (map[string]string, error)
+}
+
+// Handler answers pod admissions. The engine is swapped atomically on
+// reload, so a request sees one whole configuration or the next, never a mix.
+type Handler struct {
+	engine     atomic.Pointer[inject.Engine]
+	namespaces NamespaceSource
+	log        *slog.Logger
+	metrics    *Metrics
+}
+
+// NewHandler returns a handler serving with engine.
+func NewHandler(engine *inject.Engine, namespaces NamespaceSource, log *slog.Logger, metrics *Metrics) *Handler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	h := &Handler{namespaces: namespaces, log: log, metrics: metrics}
+	h.engine.Store(engine)
+	return h
+}
+
+// SetEngine swaps in a new compiled configuration.
+func (h *Handler) SetEngine(e *inject.Engine) { h.engine.Store(e) }
+
+// Engine returns the configuration in force.
+func (h *Handler) Engine() *inject.Engine { return h.engine.Load() }
+
+// Reasons for answers the core never sees.
+const (
+	ReasonMalformedRequest inject.Reason = "malformed_request"
+	ReasonNotAPod          inject.Reason = "not_a_pod"
+	ReasonNotCreate        inject.Reason = "not_create"
+	ReasonNamespaceUnknown inject.Reason = "namespace_labels_unavailable"
+	ReasonInternalError    inject.Reason = "internal_error"
+)
+
+var podResource = metav1.GroupVersionResource{Version: "v1", Resource: "pods"}
+
+// Handle implements admission.Handler.
+func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.Response {
+	start := time.Now()
+	resp, d, pod := h.handle(ctx, req)
+	h.record(req, resp, d, pod, time.Since(start))
+	return resp
+}
+
+func (h *Handler) handle(ctx context.Context, req admission.Request) (admission.Response, inject.Decision, *corev1.Pod) {
+	if req.UID == "" && req.Kind.Kind == "" && req.Operation == "" {
+		return refuse400(ReasonMalformedRequest, "the AdmissionReview has no request")
+	}
+	resourceOK := req.Resource == podResource || req.Resource == (metav1.GroupVersionResource{})
+	if req.Kind.Group != "" || req.Kind.Kind != "Pod" || !resourceOK || req.SubResource != "" {
+		msg := fmt.Sprintf("%s %s/%s is not a pod; allowed unchanged", req.Kind.Kind, req.Resource.Resource, req.SubResource)
+		return admission.Allowed(msg), inject.Decision{Result: inject.Skipped, Reason: ReasonNotAPod, Message: msg}, nil
+	}
+	if req.Operation != admissionv1.Create {
+		msg := fmt.Sprintf("operation %s is not CREATE; allowed unchanged", req.Operation)
+		return admission.Allowed(msg), inject.Decision{Result: inject.Skipped, Reason: ReasonNotCreate, Message: msg}, nil
+	}
+	raw := req.Object.Raw
+	if len(raw) == 0 {
+		return refuse400(ReasonMalformedRequest, "request.object is empty")
+	}
+	if !isJSONObject(raw) {
+		return refuse400(ReasonMalformedRequest, "request.object is not a JSON object")
+	}
+	pod := &corev1.Pod{}
+	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(raw, pod); err != nil {
+		return refuse400(ReasonMalformedRequest, "request.object is not a valid Pod: "+err.Error())
+	}
+	if pod.Kind != "" && (pod.Kind != "Pod" || pod.APIVersion != "v1") {
+		return refuse400(ReasonMalformedRequest, fmt.Sprintf("request.object is a %s %s, not a v1 Pod", pod.APIVersion, pod.Kind))
+	}
+	nsName := req.Namespace
+	if nsName == "" {
+		nsName = pod.Namespace
+	}
+	labels, err := h.namespaces.Labels(ctx, nsName)
+	if err != nil {
+		d := inject.Decision{Result: inject.Refused, Reason: ReasonNamespaceUnknown, Message: "namespace labels are not available: " + err.Error()}
+		return admission.Errored(http.StatusServiceUnavailable, errors.New(d.Message)), d, pod
+	}
+	engine := h.engine.Load()
+	out, d := engine.Inject(pod, inject.Namespace{Name: nsName, Labels: labels})
+	var resp admission.Response
+	switch d.Result {
+	case inject.Injected:
+		ops, err := buildPatch(pod, out)
+		if err != nil {
+			d = inject.Decision{Result: inject.Refused, Reason: ReasonInternalError, Message: err.Error()}
+			return admission.Errored(http.StatusInternalServerError, err), d, pod
+		}
+		resp = admission.Patched(d.Message, ops...)
+	case inject.Skipped:
+		resp = admission.Allowed(d.Message)
+	default:
+		resp = admission.Denied(d.Message)
+	}
+	resp.Warnings = d.Warnings
+	resp.AuditAnnotations = map[string]string{"decision": string(d.Result), "reason": string(d.Reason)}
+	if d.Policy != "" {
+		resp.AuditAnnotations["policy"] = d.Policy
+	}
+	return resp, d, pod
+}
+
+func refuse400(reason inject.Reason, msg string) (admission.Response, inject.Decision, *corev1.Pod) {
+	return admission.Errored(http.StatusBadRequest, errors.New(msg)), inject.Decision{Result: inject.Refused, Reason: reason, Message: msg}, nil
+}
+
+func isJSONObject(b []byte) bool {
+	for _, c := range b {
+		switch c {
+		case ' ', '\t', '\n', '\r':
+			continue
+		case '{':
+			return true
+		default:
+			return false
+		}
+	}
+	return false
+}
+
+// record writes the log line and the metric for one admission.
+func (h *Handler) record(req admission.Request, resp admission.Response, d inject.Decision, pod *corev1.Pod, took time.Duration) {
+	if h.metrics != nil {
+		h.metrics.Observe(d.Result, d.Reason)
+	}
+	level := slog.LevelInfo
+	if d.Result == inject.Refused {
+		level = slog.LevelWarn
+	}
+	if !h.log.Enabled(context.Background(), level) {
+		return
+	}
+	attrs := []slog.Attr{
+		slog.String("uid", string(req.UID)),
+		slog.String("namespace", req.Namespace),
+		slog.String("result", string(d.Result)),
+		slog.String("reason", string(d.Reason)),
+		slog.Duration("took", took),
+	}
+	if pod != nil {
+		name := pod.Name
+		if name == "" {
+			name = pod.GenerateName
+		}
+		attrs = append(attrs, slog.String("pod", name))
+	}
+	if d.Policy != "" {
+		attrs = append(attrs, slog.String("policy", d.Policy))
+	}
+	if d.Result != inject.Injected {
+		attrs = append(attrs, slog.String("message", d.Message))
+	}
+	if len(d.Warnings) > 0 {
+		attrs = append(attrs, slog.Any("warnings", d.Warnings))
+	}
+	if req.DryRun != nil && *req.DryRun {
+		attrs = append(attrs, slog.Bool("dryRun", true))
+	}
+	h.log.LogAttrs(context.Background(), level, "admission", attrs...)
+}

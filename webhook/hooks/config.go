@@ -1,0 +1,600 @@
+// Package hooks is the lifecycle hook tool that runs inside injected pods:
+// take the instance offline in its service registry, sleep while consumers
+// forget it, then let the original preStop handler run; wait for the proxy to
+// be ready; keep the proxy serving until the app has drained.
+//
+// The injector renders hook commands with the Args methods here and mesh-init
+// reads them back with the matching Parse functions, so the two agree on
+// every flag.
+package hooks
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Preset names a service registry whose offline call the tool knows.
+type Preset string
+
+// The registry presets.
+const (
+	PresetNone        Preset = "none"
+	PresetDubbo       Preset = "dubbo"
+	PresetSpringCloud Preset = "spring-cloud"
+	PresetEureka      Preset = "eureka"
+	PresetNacos       Preset = "nacos"
+	PresetEDAS        Preset = "edas"
+	PresetHTTP        Preset = "http"
+)
+
+// Presets lists every preset, in the order the documentation shows them.
+var Presets = []Preset{PresetNone, PresetDubbo, PresetSpringCloud, PresetEureka, PresetNacos, PresetEDAS, PresetHTTP}
+
+// ParsePreset accepts one of Presets.
+func ParsePreset(s string) (Preset, error) {
+	for _, p := range Presets {
+		if string(p) == s {
+			return p, nil
+		}
+	}
+	names := make([]string, len(Presets))
+	for i, p := range Presets {
+		names[i] = string(p)
+	}
+	return "", fmt.Errorf("%q is not a registry preset (%s)", s, strings.Join(names, ", "))
+}
+
+// Registry configures the offline step. Only the block of the chosen preset
+// is used; empty fields take the documented defaults, several of which the
+// tool derives from the app container's environment at hook time.
+type Registry struct {
+	Preset Preset `json:"preset"`
+	// Timeout bounds the whole offline step, retries included (default 5s).
+	Timeout Duration `json:"timeout"`
+
+	Dubbo       Dubbo       `json:"dubbo,omitempty"`
+	SpringCloud SpringCloud `json:"springCloud,omitempty"`
+	Eureka      Eureka      `json:"eureka,omitempty"`
+	Nacos       Nacos       `json:"nacos,omitempty"`
+	EDAS        EDAS        `json:"edas,omitempty"`
+	HTTP        HTTPCall    `json:"http,omitempty"`
+}
+
+// Dubbo takes a Dubbo provider offline with the QoS "offline" command.
+type Dubbo struct {
+	// Port is the QoS port (default: DUBBO_APPLICATION_QOS_PORT, else 22222).
+	Port int32 `json:"port,omitempty"`
+}
+
+// SpringCloud sets the instance's status through the Spring Cloud
+// service-registry actuator endpoint (serviceregistry, or service-registry
+// before Spring Cloud 2020.0).
+type SpringCloud struct {
+	// Port is the management (actuator) port (default: MANAGEMENT_SERVER_PORT,
+	// else SERVER_PORT, else 8080).
+	Port int32 `json:"port,omitempty"`
+	// BasePath is the actuator base path (default:
+	// MANAGEMENT_ENDPOINTS_WEB_BASE_PATH, else /actuator, behind the servlet
+	// context path when there is one).
+	BasePath string `json:"basePath,omitempty"`
+	// Status is the status to set (default OUT_OF_SERVICE, which Eureka,
+	// Consul and Zookeeper registrations accept; Spring Cloud Alibaba's Nacos
+	// registration only accepts UP and DOWN, and ignores anything else).
+	Status string `json:"status,omitempty"`
+}
+
+// Eureka sets this instance's status to OUT_OF_SERVICE on the Eureka server.
+type Eureka struct {
+	// ServerURL is the Eureka service URL, such as http://eureka:8761/eureka
+	// (default: the first URL in EUREKA_CLIENT_SERVICEURL_DEFAULTZONE).
+	ServerURL string `json:"serverURL,omitempty"`
+	// AppName is the registered application (default:
+	// EUREKA_INSTANCE_APPNAME, else SPRING_APPLICATION_NAME); it is sent
+	// upper-cased, as Eureka stores it.
+	AppName string `json:"appName,omitempty"`
+	// InstanceID is the registered instance id (default:
+	// EUREKA_INSTANCE_INSTANCEID, else Spring Cloud's default
+	// <hostname>:<app name>[:SERVER_PORT]; see docs/lifecycle-hooks.md).
+	InstanceID string `json:"instanceID,omitempty"`
+}
+
+// Nacos disables this instance through Nacos's open API.
+type Nacos struct {
+	// ServerURL is the Nacos server, such as http://nacos:8848 or
+	// nacos-0.nacos:8848,nacos-1.nacos:8848 (default:
+	// SPRING_CLOUD_NACOS_DISCOVERY_SERVER_ADDR, SPRING_CLOUD_NACOS_SERVER_ADDR
+	// or NACOS_SERVER_ADDR; http:// and the /nacos context path are added
+	// when missing).
+	ServerURL string `json:"serverURL,omitempty"`
+	// ServiceName defaults to SPRING_CLOUD_NACOS_DISCOVERY_SERVICE, else
+	// SPRING_APPLICATION_NAME.
+	ServiceName string `json:"serviceName,omitempty"`
+	// GroupName defaults to SPRING_CLOUD_NACOS_DISCOVERY_GROUP, else
+	// DEFAULT_GROUP.
+	GroupName string `json:"groupName,omitempty"`
+	// NamespaceID defaults to SPRING_CLOUD_NACOS_DISCOVERY_NAMESPACE, else
+	// it is not sent and Nacos uses the public namespace.
+	NamespaceID string `json:"namespaceID,omitempty"`
+	// ClusterName defaults to SPRING_CLOUD_NACOS_DISCOVERY_CLUSTERNAME, else
+	// DEFAULT.
+	ClusterName string `json:"clusterName,omitempty"`
+	// Port is the registered instance port (default:
+	// SPRING_CLOUD_NACOS_DISCOVERY_PORT, else SERVER_PORT, else 8080). The
+	// IP is always resolved at hook time: SPRING_CLOUD_NACOS_DISCOVERY_IP,
+	// else POD_IP, else the pod's first global unicast address.
+	Port int32 `json:"port,omitempty"`
+}
+
+// EDAS calls the EDAS agent's offline endpoint.
+type EDAS struct {
+	// URL defaults to http://localhost:54199/offline.
+	URL string `json:"url,omitempty"`
+}
+
+// HTTPCall is any HTTP request that takes the instance offline.
+type HTTPCall struct {
+	Method string `json:"method,omitempty"`
+	URL    string `json:"url,omitempty"`
+	// Headers are sent with the request, in name order.
+	Headers map[string]string `json:"headers,omitempty"`
+	// Body is sent as the request body when not empty.
+	Body string `json:"body,omitempty"`
+	// ExpectStatus lists acceptable response codes (default: any 2xx).
+	ExpectStatus []int `json:"expectStatus,omitempty"`
+}
+
+// Duration is a time.Duration written as "5s" in YAML, JSON and flags.
+type Duration time.Duration
+
+// String renders the Go duration syntax.
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalText writes the Go duration syntax.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// UnmarshalText reads the Go duration syntax ("30s", "1m30s").
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil || v < 0 {
+		return fmt.Errorf("%q is not a duration such as 5s or 1m30s", string(b))
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Seconds returns the duration in whole seconds, rounded up.
+func (d Duration) Seconds() int64 {
+	return int64((time.Duration(d) + time.Second - 1) / time.Second)
+}
+
+// OriginalHandler is the app's own preStop handler, run after the sleep so
+// nothing the app relied on is lost.
+type OriginalHandler struct {
+	// Exec is the command of an exec handler.
+	Exec []string
+	// HTTPGet is the URL of an httpGet handler, with the port already
+	// resolved to a number.
+	HTTPGet string
+	// HTTPHeaders are the httpGet handler's headers, "Name: value".
+	HTTPHeaders []string
+	// Sleep is the duration of a sleep handler.
+	Sleep Duration
+}
+
+// IsZero reports whether there is no original handler.
+func (o OriginalHandler) IsZero() bool {
+	return len(o.Exec) == 0 && o.HTTPGet == "" && o.Sleep == 0
+}
+
+// PreStop is the preStop hook of an app container: offline, sleep, then the
+// original handler.
+type PreStop struct {
+	Registry Registry
+	// Sleep is how long to wait after the offline step, whatever its outcome.
+	Sleep Duration
+	// Then is the app's original preStop handler, if any.
+	Then OriginalHandler
+}
+
+// Args renders the hook's arguments (after "hook prestop"). Only non-empty
+// preset fields are written, so defaults resolved from the environment at
+// hook time stay visible as defaults. An empty preset renders as none.
+func (p PreStop) Args() []string {
+	r := p.Registry
+	if r.Preset == "" {
+		r.Preset = PresetNone
+	}
+	args := []string{"--registry=" + string(r.Preset), "--sleep=" + p.Sleep.String()}
+	if r.Timeout != 0 {
+		args = append(args, "--offline-timeout="+r.Timeout.String())
+	}
+	add := func(name, v string) {
+		if v != "" {
+			args = append(args, "--"+name+"="+v)
+		}
+	}
+	addPort := func(name string, v int32) {
+		if v != 0 {
+			add(name, strconv.Itoa(int(v)))
+		}
+	}
+	switch r.Preset {
+	case PresetDubbo:
+		addPort("dubbo-port", r.Dubbo.Port)
+	case PresetSpringCloud:
+		addPort("spring-port", r.SpringCloud.Port)
+		add("spring-base-path", r.SpringCloud.BasePath)
+		add("spring-status", r.SpringCloud.Status)
+	case PresetEureka:
+		add("eureka-server-url", r.Eureka.ServerURL)
+		add("eureka-app-name", r.Eureka.AppName)
+		add("eureka-instance-id", r.Eureka.InstanceID)
+	case PresetNacos:
+		add("nacos-server-url", r.Nacos.ServerURL)
+		add("nacos-service-name", r.Nacos.ServiceName)
+		add("nacos-group", r.Nacos.GroupName)
+		add("nacos-namespace", r.Nacos.NamespaceID)
+		add("nacos-cluster", r.Nacos.ClusterName)
+		addPort("nacos-port", r.Nacos.Port)
+	case PresetEDAS:
+		add("edas-url", r.EDAS.URL)
+	case PresetHTTP:
+		add("http-method", r.HTTP.Method)
+		add("http-url", r.HTTP.URL)
+		names := make([]string, 0, len(r.HTTP.Headers))
+		for k := range r.HTTP.Headers {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		for _, k := range names {
+			add("http-header", k+": "+r.HTTP.Headers[k])
+		}
+		add("http-body", r.HTTP.Body)
+		if len(r.HTTP.ExpectStatus) > 0 {
+			codes := make([]string, len(r.HTTP.ExpectStatus))
+			for i, c := range r.HTTP.ExpectStatus {
+				codes[i] = strconv.Itoa(c)
+			}
+			add("http-expect-status", strings.Join(codes, ","))
+		}
+	}
+	if p.Then.HTTPGet != "" {
+		add("then-http-get", p.Then.HTTPGet)
+		for _, h := range p.Then.HTTPHeaders {
+			add("then-http-header", h)
+		}
+	}
+	if p.Then.Sleep != 0 {
+		add("then-sleep", p.Then.Sleep.String())
+	}
+	if len(p.Then.Exec) > 0 {
+		args = append(args, "--then-exec", "--")
+		args = append(args, p.Then.Exec...)
+	}
+	return args
+}
+
+type multiFlag struct{ values *[]string }
+
+func (m multiFlag) String() string {
+	if m.values == nil {
+		return ""
+	}
+	return strings.Join(*m.values, ";")
+}
+func (m multiFlag) Set(s string) error { *m.values = append(*m.values, s); return nil }
+
+type int32Flag struct{ v *int32 }
+
+func (f int32Flag) String() string {
+	if f.v == nil {
+		return "0"
+	}
+	return strconv.Itoa(int(*f.v))
+}
+func (f int32Flag) Set(s string) error {
+	n, err := strconv.ParseInt(s, 10, 32)
+	if err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("%q is not a port (1-65535)", s)
+	}
+	*f.v = int32(n)
+	return nil
+}
+
+type presetFlag struct{ p *Preset }
+
+func (f presetFlag) String() string {
+	if f.p == nil {
+		return ""
+	}
+	return string(*f.p)
+}
+func (f presetFlag) Set(s string) error {
+	p, err := ParsePreset(s)
+	if err == nil {
+		*f.p = p
+	}
+	return err
+}
+
+type durationFlag struct{ d *Duration }
+
+func (f durationFlag) String() string {
+	if f.d == nil {
+		return "0s"
+	}
+	return f.d.String()
+}
+func (f durationFlag) Set(s string) error { return f.d.UnmarshalText([]byte(s)) }
+
+// ParsePreStop reads back the arguments PreStop.Args renders.
+func ParsePreStop(args []string) (PreStop, error) {
+	var p PreStop
+	p.Registry.Preset = PresetNone
+	var headers, thenHeaders []string
+	var expect string
+	var thenExec bool
+	fs := flag.NewFlagSet("prestop", flag.ContinueOnError)
+	fs.SetOutput(discard{})
+	r := &p.Registry
+	fs.Var(presetFlag{&r.Preset}, "registry", "registry preset")
+	fs.Var(durationFlag{&p.Sleep}, "sleep", "sleep after the offline step")
+	fs.Var(durationFlag{&r.Timeout}, "offline-timeout", "bound on the offline step, retries included")
+	fs.Var(int32Flag{&r.Dubbo.Port}, "dubbo-port", "Dubbo QoS port")
+	fs.Var(int32Flag{&r.SpringCloud.Port}, "spring-port", "actuator port")
+	fs.StringVar(&r.SpringCloud.BasePath, "spring-base-path", "", "actuator base path")
+	fs.StringVar(&r.SpringCloud.Status, "spring-status", "", "status to set (default OUT_OF_SERVICE)")
+	fs.StringVar(&r.Eureka.ServerURL, "eureka-server-url", "", "Eureka service URL")
+	fs.StringVar(&r.Eureka.AppName, "eureka-app-name", "", "Eureka application name")
+	fs.StringVar(&r.Eureka.InstanceID, "eureka-instance-id", "", "Eureka instance id")
+	fs.StringVar(&r.Nacos.ServerURL, "nacos-server-url", "", "Nacos server URL")
+	fs.StringVar(&r.Nacos.ServiceName, "nacos-service-name", "", "Nacos service name")
+	fs.StringVar(&r.Nacos.GroupName, "nacos-group", "", "Nacos group")
+	fs.StringVar(&r.Nacos.NamespaceID, "nacos-namespace", "", "Nacos namespace id")
+	fs.StringVar(&r.Nacos.ClusterName, "nacos-cluster", "", "Nacos cluster name")
+	fs.Var(int32Flag{&r.Nacos.Port}, "nacos-port", "registered instance port")
+	fs.StringVar(&r.EDAS.URL, "edas-url", "", "EDAS offline URL")
+	fs.StringVar(&r.HTTP.Method, "http-method", "", "HTTP method")
+	fs.StringVar(&r.HTTP.URL, "http-url", "", "HTTP URL")
+	fs.Var(multiFlag{&headers}, "http-header", `header "Name: value", repeatable`)
+	fs.StringVar(&r.HTTP.Body, "http-body", "", "HTTP body")
+	fs.StringVar(&expect, "http-expect-status", "", "comma-separated acceptable status codes")
+	fs.StringVar(&p.Then.HTTPGet, "then-http-get", "", "original httpGet handler URL")
+	fs.Var(multiFlag{&thenHeaders}, "then-http-header", "original httpGet handler header")
+	fs.Var(durationFlag{&p.Then.Sleep}, "then-sleep", "original sleep handler")
+	fs.BoolVar(&thenExec, "then-exec", false, "the original exec handler follows --")
+	if err := fs.Parse(args); err != nil {
+		return PreStop{}, err
+	}
+	if thenExec {
+		p.Then.Exec = fs.Args()
+		if len(p.Then.Exec) == 0 {
+			return PreStop{}, errors.New("--then-exec needs the original command after --")
+		}
+	} else if fs.NArg() > 0 {
+		return PreStop{}, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if len(headers) > 0 {
+		r.HTTP.Headers = map[string]string{}
+		for _, h := range headers {
+			k, v, ok := strings.Cut(h, ":")
+			if !ok || strings.TrimSpace(k) == "" {
+				return PreStop{}, fmt.Errorf("--http-header %q is not \"Name: value\"", h)
+			}
+			r.HTTP.Headers[strings.TrimSpace(k)] = strings.TrimSpace(v)
+		}
+	}
+	p.Then.HTTPHeaders = thenHeaders
+	if expect != "" {
+		for _, c := range strings.Split(expect, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(c))
+			if err != nil || n < 100 || n > 599 {
+				return PreStop{}, fmt.Errorf("--http-expect-status: %q is not an HTTP status code (100-599)", c)
+			}
+			r.HTTP.ExpectStatus = append(r.HTTP.ExpectStatus, n)
+		}
+	}
+	if err := p.Then.Validate(); err != nil {
+		return PreStop{}, err
+	}
+	return p, p.Registry.Validate()
+}
+
+// Validate checks that at most one original handler is set, as in a
+// Kubernetes LifecycleHandler, and that an httpGet URL is an http(s) URL.
+func (o OriginalHandler) Validate() error {
+	n := 0
+	for _, set := range []bool{len(o.Exec) > 0, o.HTTPGet != "", o.Sleep != 0} {
+		if set {
+			n++
+		}
+	}
+	if n > 1 {
+		return errors.New("only one original handler (--then-exec, --then-http-get or --then-sleep) may be given")
+	}
+	if o.HTTPGet != "" {
+		if u, err := url.Parse(o.HTTPGet); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("--then-http-get %q is not an http or https URL", o.HTTPGet)
+		}
+	}
+	if len(o.HTTPHeaders) > 0 && o.HTTPGet == "" {
+		return errors.New("--then-http-header needs --then-http-get")
+	}
+	for _, h := range o.HTTPHeaders {
+		if k, _, ok := strings.Cut(h, ":"); !ok || strings.TrimSpace(k) == "" {
+			return fmt.Errorf("--then-http-header %q is not \"Name: value\"", h)
+		}
+	}
+	return nil
+}
+
+// Validate checks the fields the chosen preset needs and that can be checked
+// without the app's environment.
+func (r Registry) Validate() error {
+	checkURL := func(field, v string) error {
+		if v == "" {
+			return nil
+		}
+		u, err := url.Parse(v)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("%s %q is not an http or https URL", field, v)
+		}
+		return nil
+	}
+	switch r.Preset {
+	case PresetNone, PresetDubbo:
+		return nil
+	case PresetSpringCloud:
+		if b := r.SpringCloud.BasePath; b != "" && !strings.HasPrefix(b, "/") {
+			return fmt.Errorf("spring-cloud base path %q must start with /", b)
+		}
+		return nil
+	case PresetEureka:
+		return checkURL("eureka serverURL", r.Eureka.ServerURL)
+	case PresetNacos:
+		// Like Nacos's own serverAddr: comma-separated host:port entries
+		// or http(s) URLs.
+		for _, a := range strings.Split(r.Nacos.ServerURL, ",") {
+			if a = strings.TrimSpace(a); a == "" || strings.Contains(a, "://") {
+				if err := checkURL("nacos serverURL", a); err != nil {
+					return err
+				}
+				continue
+			}
+			if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+				return fmt.Errorf("nacos serverURL %q is not host:port or an http or https URL", a)
+			}
+		}
+		return nil
+	case PresetEDAS:
+		return checkURL("edas url", r.EDAS.URL)
+	case PresetHTTP:
+		if r.HTTP.URL == "" {
+			return errors.New("the http preset needs a URL")
+		}
+		if r.HTTP.Method != "" && strings.ToUpper(r.HTTP.Method) != r.HTTP.Method {
+			return fmt.Errorf("http method %q must be upper case, such as POST", r.HTTP.Method)
+		}
+		return checkURL("http url", r.HTTP.URL)
+	}
+	_, err := ParsePreset(string(r.Preset))
+	return err
+}
+
+// WaitReady is the hook that holds a container until the proxy is ready.
+type WaitReady struct {
+	// URL is the proxy's readiness endpoint.
+	URL string
+	// Timeout bounds the wait; the hook fails when it passes.
+	Timeout Duration
+}
+
+// Args renders the hook's arguments (after "hook wait-ready").
+func (w WaitReady) Args() []string {
+	return []string{"--url=" + w.URL, "--timeout=" + w.Timeout.String()}
+}
+
+// ParseWaitReady reads back WaitReady.Args.
+func ParseWaitReady(args []string) (WaitReady, error) {
+	var w WaitReady
+	fs := flag.NewFlagSet("wait-ready", flag.ContinueOnError)
+	fs.SetOutput(discard{})
+	fs.StringVar(&w.URL, "url", "http://127.0.0.1:15021/healthz/ready", "readiness URL")
+	w.Timeout = Duration(60 * time.Second)
+	fs.Var(durationFlag{&w.Timeout}, "timeout", "bound on the wait")
+	if err := fs.Parse(args); err != nil {
+		return WaitReady{}, err
+	}
+	if fs.NArg() > 0 {
+		return WaitReady{}, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	return w, nil
+}
+
+// ProxyStop is the classic-mode proxy's preStop: keep serving while the app
+// goes offline, sleeps and shuts down, then drain Envoy's listeners.
+type ProxyStop struct {
+	// Wait is how long the proxy keeps serving normally: the app's offline
+	// timeout plus its sleep.
+	Wait Duration
+	// Drain bounds the graceful listener drain that follows, during which the
+	// app's own shutdown may still make outbound calls.
+	Drain Duration
+	// AdminURL is Envoy's admin address on loopback.
+	AdminURL string
+}
+
+// Args renders the hook's arguments (after "hook proxy-stop").
+func (p ProxyStop) Args() []string {
+	return []string{"--wait=" + p.Wait.String(), "--drain=" + p.Drain.String(), "--admin-url=" + p.AdminURL}
+}
+
+// ParseProxyStop reads back ProxyStop.Args.
+func ParseProxyStop(args []string) (ProxyStop, error) {
+	var p ProxyStop
+	fs := flag.NewFlagSet("proxy-stop", flag.ContinueOnError)
+	fs.SetOutput(discard{})
+	fs.Var(durationFlag{&p.Wait}, "wait", "keep serving this long")
+	fs.Var(durationFlag{&p.Drain}, "drain", "bound on the listener drain")
+	fs.StringVar(&p.AdminURL, "admin-url", "http://127.0.0.1:15000", "Envoy admin URL")
+	if err := fs.Parse(args); err != nil {
+		return ProxyStop{}, err
+	}
+	if fs.NArg() > 0 {
+		return ProxyStop{}, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	return p, nil
+}
+
+// Run wraps a Job's command in classic mode: wait for the proxy, run the
+// command, then tell Envoy to quit so the pod can complete.
+type Run struct {
+	// ReadyURL is the proxy readiness endpoint to wait for; empty skips the wait.
+	ReadyURL string
+	// ReadyTimeout bounds that wait.
+	ReadyTimeout Duration
+	// QuitURL is Envoy's admin quit endpoint, called when the command exits.
+	QuitURL string
+	// Command is the original command and arguments.
+	Command []string
+}
+
+// Args renders the hook's arguments (after "hook run").
+func (r Run) Args() []string {
+	args := []string{}
+	if r.ReadyURL != "" {
+		args = append(args, "--ready-url="+r.ReadyURL, "--ready-timeout="+r.ReadyTimeout.String())
+	}
+	args = append(args, "--quit-url="+r.QuitURL, "--")
+	return append(args, r.Command...)
+}
+
+// ParseRun reads back Run.Args.
+func ParseRun(args []string) (Run, error) {
+	var r Run
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(discard{})
+	fs.StringVar(&r.ReadyURL, "ready-url", "", "proxy readiness URL to wait for")
+	r.ReadyTimeout = Duration(60 * time.Second)
+	fs.Var(durationFlag{&r.ReadyTimeout}, "ready-timeout", "bound on the wait")
+	fs.StringVar(&r.QuitURL, "quit-url", "http://127.0.0.1:15000/quitquitquit", "Envoy quit URL")
+	if err := fs.Parse(args); err != nil {
+		return Run{}, err
+	}
+	r.Command = fs.Args()
+	if len(r.Command) == 0 {
+		return Run{}, errors.New("hook run needs the command to run after --")
+	}
+	return r, nil
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }

@@ -1,0 +1,234 @@
+package hooks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// httpClient ignores HTTP_PROXY and friends: the app's JVM does not use them
+// for its registry traffic, so neither does the hook that speaks for it.
+// Every call carries its own deadline through its context.
+var httpClient = &http.Client{
+	Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true},
+}
+
+// verdict is what one answer means for the call.
+type verdict int
+
+const (
+	accepted  verdict = iota // done
+	notHere                  // the server is fine but this path is not the one: try the next path
+	transient                // may work if tried again (connection error, timeout, 5xx, 429)
+	rejected                 // will not work however often it is tried
+)
+
+// request is one logical HTTP call: a preset's offline call, the proxy's
+// drain or quit.
+type request struct {
+	// what names the step in every line, such as "eureka offline".
+	what   string
+	method string
+	// bases are equivalent servers; a transient failure moves to the next.
+	bases []string
+	// paths are candidate paths (with query) on a server, tried in order
+	// while the answer is notHere, such as Spring Cloud's old and new
+	// endpoint names or Eureka instance ids.
+	paths  []string
+	header http.Header
+	body   string
+	judge  func(status int, body string) verdict
+	// hint follows the last line when every path answered notHere: what
+	// to set so the right one is found.
+	hint string
+	// notes are printed on one line before the first request: where the
+	// defaults came from.
+	notes []string
+}
+
+// policy bounds a request's retries.
+type policy struct {
+	total      time.Duration // bound on the whole call, pauses included
+	attempts   int           // tries on transient failures
+	perAttempt time.Duration // bound on one request
+	backoff    time.Duration // first pause between tries, doubled after each
+}
+
+// offlinePolicy spends the offline timeout on up to three tries: each gets a
+// third of it (at least 100ms), with 200ms and 400ms pauses between them.
+// The last try is cut short by the overall bound when earlier ones used
+// their whole share.
+func offlinePolicy(total time.Duration) policy {
+	if total <= 0 {
+		total = DefaultOfflineTimeout
+	}
+	per := max(total/3, 100*time.Millisecond)
+	return policy{total: total, attempts: 3, perAttempt: min(per, total), backoff: 200 * time.Millisecond}
+}
+
+// outcome is how a request ended.
+type outcome struct {
+	ok       bool
+	requests int
+	// last is the final request and its answer, for the summary line:
+	// "PUT http://... -> 500 in 3ms".
+	last string
+}
+
+// answer is one HTTP exchange.
+type answer struct {
+	status int
+	body   string
+	err    error
+	took   time.Duration
+}
+
+func (a answer) String() string {
+	took := fmtDuration(a.took)
+	switch {
+	case a.err == nil && a.body != "":
+		return fmt.Sprintf("%d %q in %s", a.status, oneLine(a.body, 100), took)
+	case a.err == nil:
+		return fmt.Sprintf("%d in %s", a.status, took)
+	case errors.Is(a.err, context.DeadlineExceeded):
+		return fmt.Sprintf("no answer after %s", took)
+	}
+	err := a.err
+	var ue *url.Error
+	if errors.As(err, &ue) { // the URL is already on the line
+		err = ue.Err
+	}
+	return fmt.Sprintf("error: %v (after %s)", err, took)
+}
+
+// exchange sends one request bounded by timeout (none when zero) and reads
+// up to 4 KiB of the answer.
+func exchange(ctx context.Context, timeout time.Duration, method, target string, header http.Header, body string) answer {
+	start := time.Now()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, target, rd)
+	if err != nil {
+		return answer{err: err, took: time.Since(start)}
+	}
+	for k, vs := range header {
+		req.Header[k] = vs
+	}
+	req.Header.Set("User-Agent", "mesh-init-hook")
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return answer{err: err, took: time.Since(start)}
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if err != nil && ctx.Err() != nil {
+		return answer{err: ctx.Err(), took: time.Since(start)}
+	}
+	return answer{status: resp.StatusCode, body: string(b), took: time.Since(start)}
+}
+
+// redact hides credentials in a URL (Eureka service URLs often carry them).
+func redact(target string) string {
+	u, err := url.Parse(target)
+	if err != nil {
+		return target
+	}
+	return u.Redacted()
+}
+
+// judgeStatus is the common reading of a status code: 2xx is done; request
+// timeouts, throttling and 5xx may pass on another try; anything else will
+// not.
+func judgeStatus(status int) verdict {
+	switch {
+	case status >= 200 && status < 300:
+		return accepted
+	case status == http.StatusRequestTimeout, status == http.StatusTooEarly,
+		status == http.StatusTooManyRequests, status >= 500:
+		return transient
+	}
+	return rejected
+}
+
+// send runs a request under a policy, one line per HTTP exchange.
+func (t *tool) send(ctx context.Context, p policy, r request) outcome {
+	ctx, cancel := context.WithTimeout(ctx, p.total)
+	defer cancel()
+	deadline, _ := ctx.Deadline()
+	if len(r.notes) > 0 {
+		t.logf("%s: using %s", r.what, strings.Join(r.notes, "; "))
+	}
+	judge := r.judge
+	if judge == nil {
+		judge = func(status int, _ string) verdict { return judgeStatus(status) }
+	}
+	var (
+		base, path, tries int
+		backoff           = p.backoff
+		out               outcome
+	)
+	for {
+		target := r.bases[base%len(r.bases)] + r.paths[path]
+		a := exchange(ctx, p.perAttempt, r.method, target, r.header, r.body)
+		out.requests++
+		out.last = fmt.Sprintf("%s %s -> %s", r.method, redact(target), a)
+		line := r.what + " " + out.last
+		v := transient
+		if a.err == nil {
+			v = judge(a.status, a.body)
+		}
+		switch v {
+		case accepted:
+			t.logf("%s", line)
+			out.ok = true
+			return out
+		case rejected:
+			t.logf("%s", line)
+			return out
+		case notHere:
+			path++
+			if path == len(r.paths) {
+				if r.hint != "" {
+					out.last += " (" + r.hint + ")"
+				}
+				t.logf("%s %s; no other candidate to try", r.what, out.last)
+				return out
+			}
+			t.logf("%s; trying the next candidate", line)
+			continue
+		}
+		tries++
+		switch {
+		case errors.Is(ctx.Err(), context.Canceled):
+			t.logf("%s; interrupted", line)
+			return out
+		case ctx.Err() != nil:
+			t.logf("%s; gave up: the %s bound is reached", line, fmtDuration(p.total))
+			return out
+		case tries >= p.attempts:
+			t.logf("%s; gave up after %d tries", line, tries)
+			return out
+		case time.Until(deadline) <= backoff:
+			t.logf("%s; gave up: no time left within the %s bound", line, fmtDuration(p.total))
+			return out
+		}
+		t.logf("%s; try %d of %d, retrying in %s", line, tries, p.attempts, backoff)
+		if !sleep(ctx, backoff) {
+			return out
+		}
+		backoff *= 2
+		base++
+	}
+}

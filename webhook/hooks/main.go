@@ -1,0 +1,291 @@
+package hooks
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Exit codes shared by the hook commands. A failed original exec handler
+// passes its own code through instead, and a hook stopped by a signal exits
+// with 128 + the signal number, as shells do.
+const (
+	ExitOK     = 0 // everything asked for was done
+	ExitFailed = 1 // a step failed (offline call, original httpGet, drain, readiness)
+	ExitUsage  = 2 // the arguments could not be parsed; nothing was done
+)
+
+// DefaultOfflineTimeout bounds the offline step when Registry.Timeout is zero.
+const DefaultOfflineTimeout = 5 * time.Second
+
+const usage = `usage: mesh-init hook <command> [flags]
+
+commands:
+  prestop     take the instance offline in its service registry, sleep, then
+              run the app's original preStop handler (app container preStop)
+  wait-ready  wait until the proxy reports ready (proxy postStart)
+  proxy-stop  keep the proxy serving, then drain its inbound listeners
+              (proxy preStop in classic sidecar mode)
+  run         wait for the proxy, run a command, then tell the proxy to quit
+              (wraps a Job's command in classic sidecar mode)
+
+Run "mesh-init hook <command> -h" for the command's flags.
+`
+
+var commandUsage = map[string]string{
+	"prestop": `usage: mesh-init hook prestop --registry=<preset> --sleep=<duration> [flags] [--then-exec -- <command...>]
+
+  --registry=none|dubbo|spring-cloud|eureka|nacos|edas|http   registry preset (default none)
+  --sleep=30s                  sleep after the offline step, whatever its outcome
+  --offline-timeout=5s         bound on the offline step, retries included (default 5s)
+  --dubbo-port=22222           Dubbo QoS port
+  --spring-port=8080 --spring-base-path=/actuator --spring-status=OUT_OF_SERVICE
+  --eureka-server-url=URL --eureka-app-name=NAME --eureka-instance-id=ID
+  --nacos-server-url=URL --nacos-service-name=NAME --nacos-group=GROUP
+  --nacos-namespace=ID --nacos-cluster=NAME --nacos-port=PORT
+  --edas-url=URL
+  --http-method=POST --http-url=URL --http-header="Name: value" (repeatable)
+  --http-body=TEXT --http-expect-status=200,204
+  --then-http-get=URL --then-http-header="Name: value" (repeatable)
+  --then-sleep=DURATION
+  --then-exec -- COMMAND ARGS...   the app's original exec handler (last)
+
+Defaults left empty are resolved from the app container's environment; see
+docs/lifecycle-hooks.md.
+`,
+	"wait-ready": `usage: mesh-init hook wait-ready [--url=URL] [--timeout=60s]
+
+  --url=http://127.0.0.1:15021/healthz/ready   readiness URL, polled every 200ms until it answers 200
+  --timeout=60s                                give up (exit 1) after this long
+`,
+	"proxy-stop": `usage: mesh-init hook proxy-stop --wait=DURATION --drain=DURATION [--admin-url=URL]
+
+  --wait=35s                          keep serving normally this long
+  --drain=5s                          then drain inbound listeners gracefully and wait this long
+  --admin-url=http://127.0.0.1:15000  Envoy admin address
+`,
+	"run": `usage: mesh-init hook run [--ready-url=URL --ready-timeout=60s] [--quit-url=URL] -- COMMAND ARGS...
+
+  --ready-url=URL      wait for this readiness URL before starting the command
+  --ready-timeout=60s  bound on that wait
+  --quit-url=http://127.0.0.1:15000/quitquitquit   POSTed when the command exits
+`,
+}
+
+// Main runs the hook tool: args are everything after "mesh-init hook". It
+// returns the process exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sig)
+	t := &tool{
+		out:     &syncWriter{w: stdout},
+		errOut:  &syncWriter{w: stderr},
+		stdin:   os.Stdin,
+		signals: sig,
+		env: environment{
+			getenv:   os.Getenv,
+			hostname: os.Hostname,
+			addrs:    net.InterfaceAddrs,
+			readFile: os.ReadFile,
+		},
+	}
+	return t.main(args)
+}
+
+// tool carries everything the hook commands touch outside the process, so
+// tests can hand in their own environment, streams and signals.
+type tool struct {
+	out, errOut *syncWriter
+	// log receives the progress lines: stdout, except for run, whose
+	// stdout belongs to the command it runs.
+	log     *syncWriter
+	stdin   io.Reader
+	signals <-chan os.Signal
+	env     environment
+	cmd     string // the command running, for log prefixes
+}
+
+func (t *tool) main(args []string) int {
+	if len(args) == 0 {
+		fmt.Fprint(t.errOut, usage)
+		return ExitUsage
+	}
+	cmd, rest := args[0], args[1:]
+	t.cmd = cmd
+	if t.log == nil {
+		t.log = t.out
+	}
+	var run func([]string) (int, error)
+	switch cmd {
+	case "prestop":
+		run = t.preStop
+	case "wait-ready":
+		run = t.waitReady
+	case "proxy-stop":
+		run = t.proxyStop
+	case "run":
+		run = t.run
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(t.out, usage)
+		return ExitOK
+	default:
+		fmt.Fprintf(t.errOut, "mesh-init hook: unknown command %q\n\n%s", cmd, usage)
+		return ExitUsage
+	}
+	code, err := run(rest)
+	if err != nil { // only argument errors come back this way
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(t.out, commandUsage[cmd])
+			return ExitOK
+		}
+		// One line: it ends up in a FailedPreStopHook/FailedPostStartHook
+		// event, where a whole usage text would be cut.
+		fmt.Fprintf(t.errOut, "mesh-init %s: bad arguments: %v (see mesh-init hook %s -h)\n", cmd, err, cmd)
+		return ExitUsage
+	}
+	return code
+}
+
+// logf writes one progress line.
+func (t *tool) logf(format string, a ...any) {
+	fmt.Fprintf(t.log, "mesh-init %s: %s\n", t.cmd, fmt.Sprintf(format, a...))
+}
+
+// errorf writes one line to stderr; kubelet appends stderr after stdout in
+// a failed hook's event, so the summary written here is what reads last.
+func (t *tool) errorf(format string, a ...any) {
+	fmt.Fprintf(t.errOut, "mesh-init %s: %s\n", t.cmd, fmt.Sprintf(format, a...))
+}
+
+// interrupt turns the first SIGTERM or SIGINT into a cancelled context and
+// remembers which signal it was. Kubelet kills a hook that outlives the
+// grace period; the hook should say so and go rather than be cut mid-line.
+type interrupt struct {
+	mu  sync.Mutex
+	sig os.Signal
+}
+
+// signalContext watches the signals until the returned stop is called; once
+// stop returns, the watcher is gone, so a later signal stays in the channel
+// for whoever reads it next (run forwards it to its command).
+func (t *tool) signalContext() (context.Context, *interrupt, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	in := &interrupt{}
+	done, exited := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(exited)
+		select {
+		case s := <-t.signals:
+			in.mu.Lock()
+			in.sig = s
+			in.mu.Unlock()
+			cancel()
+		case <-done:
+		}
+	}()
+	return ctx, in, func() { close(done); <-exited; cancel() }
+}
+
+func (in *interrupt) signal() os.Signal {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.sig
+}
+
+// stopped reports the signal line and exit code when a signal arrived.
+func (t *tool) stopped(in *interrupt, during string) (int, bool) {
+	s := in.signal()
+	if s == nil {
+		return 0, false
+	}
+	t.errorf("received %s while %s; exiting without finishing", signalName(s), during)
+	return signalExitCode(s), true
+}
+
+func signalName(s os.Signal) string {
+	if ss, ok := s.(syscall.Signal); ok {
+		switch ss {
+		case syscall.SIGTERM:
+			return "SIGTERM"
+		case syscall.SIGINT:
+			return "SIGINT"
+		}
+	}
+	return s.String()
+}
+
+func signalExitCode(s os.Signal) int {
+	if ss, ok := s.(syscall.Signal); ok {
+		return 128 + int(ss)
+	}
+	return ExitFailed
+}
+
+// sleep waits d or until ctx ends; it reports whether the whole d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// syncWriter serialises the tool's lines with a child's output when both
+// share a stream that is not a file.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+// forChild is the writer to give a child process: the file itself when the
+// stream is one (the child then writes to it directly, with no copying
+// goroutine), else the serialising wrapper.
+func (s *syncWriter) forChild() io.Writer {
+	if f, ok := s.w.(*os.File); ok {
+		return f
+	}
+	return s
+}
+
+// fmtDuration keeps log lines short and ASCII: <1ms, 12ms, 1.23s, 30s.
+func fmtDuration(d time.Duration) string {
+	switch {
+	case d < time.Millisecond:
+		return "<1ms"
+	case d < time.Second:
+		return d.Round(time.Millisecond).String()
+	default:
+		return d.Round(10 * time.Millisecond).String()
+	}
+}
+
+// oneLine trims and flattens a response body for a log line.
+func oneLine(s string, max int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > max {
+		s = string(r[:max]) + "..."
+	}
+	return s
+}

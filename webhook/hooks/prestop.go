@@ -1,0 +1,185 @@
+package hooks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// preStop runs "hook prestop": offline, sleep, original handler. The sleep
+// is never skipped or shortened by a failed offline step: consumers that
+// missed the offline call still need the time to notice the endpoint going
+// away by other means (endpoint removal, their own registry refresh).
+func (t *tool) preStop(args []string) (int, error) {
+	p, err := ParsePreStop(args)
+	if err != nil {
+		return 0, err
+	}
+	ctx, in, stop := t.signalContext()
+	defer stop()
+	start := time.Now()
+
+	offlineFailure := t.offline(ctx, p.Registry)
+	if code, ok := t.stopped(in, "taking the instance offline"); ok {
+		return code, nil
+	}
+
+	if p.Sleep > 0 {
+		t.logf("sleeping %s before the app is stopped", p.Sleep)
+		slept := time.Now()
+		if !sleep(ctx, time.Duration(p.Sleep)) {
+			code, _ := t.stopped(in, fmt.Sprintf("sleeping (%s of %s slept)", fmtDuration(time.Since(slept)), p.Sleep))
+			return code, nil
+		}
+	}
+
+	thenCode, thenFailure := t.original(ctx, in, p.Then)
+	if code, ok := t.stopped(in, "running the original preStop handler"); ok {
+		return code, nil
+	}
+
+	var failed []string
+	for _, f := range []string{offlineFailure, thenFailure} {
+		if f != "" {
+			failed = append(failed, f)
+		}
+	}
+	took := fmtDuration(time.Since(start))
+	if len(failed) == 0 {
+		t.logf("done in %s", took)
+		return ExitOK, nil
+	}
+	kept := ""
+	if p.Sleep > 0 {
+		kept = fmt.Sprintf("the %s sleep was kept; ", p.Sleep)
+	}
+	t.errorf("FAILED: %s (%shook took %s)", strings.Join(failed, "; "), kept, took)
+	if thenCode != 0 {
+		return thenCode, nil
+	}
+	return ExitFailed, nil
+}
+
+// offline runs the preset's offline call; it returns a description of the
+// failure, or "" on success.
+func (t *tool) offline(ctx context.Context, r Registry) string {
+	req, err := t.env.offlineRequest(r)
+	if err != nil {
+		t.logf("%s offline: %v", r.Preset, err)
+		return fmt.Sprintf("%s offline: %v", r.Preset, err)
+	}
+	if req == nil {
+		t.logf("no registry offline step (registry none)")
+		return ""
+	}
+	out := t.send(ctx, offlinePolicy(time.Duration(r.Timeout)), *req)
+	if out.ok {
+		return ""
+	}
+	plural := "s"
+	if out.requests == 1 {
+		plural = ""
+	}
+	return fmt.Sprintf("%s failed after %d request%s, last %s", req.what, out.requests, plural, out.last)
+}
+
+// original runs the app's own preStop handler. It returns the exit code to
+// pass on (an exec handler's own code) and a failure description.
+func (t *tool) original(ctx context.Context, in *interrupt, o OriginalHandler) (int, string) {
+	switch {
+	case len(o.Exec) > 0:
+		return t.originalExec(ctx, in, o.Exec)
+	case o.HTTPGet != "":
+		return t.originalHTTPGet(ctx, o)
+	case o.Sleep > 0:
+		t.logf("original sleep handler: sleeping %s", o.Sleep)
+		sleep(ctx, time.Duration(o.Sleep))
+	}
+	return 0, ""
+}
+
+func (t *tool) originalExec(ctx context.Context, in *interrupt, argv []string) (int, string) {
+	t.logf("running the original exec handler %q", argv)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout = t.out.forChild()
+	cmd.Stderr = t.errOut.forChild()
+	// A grandchild left holding the output pipe must not hold the hook.
+	cmd.WaitDelay = 2 * time.Second
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		code := startFailureCode(err)
+		t.logf("original exec handler could not start: %v", err)
+		return code, fmt.Sprintf("original exec handler %q could not start (exit %d): %v", argv[0], code, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		// Pass the signal on and give the handler a moment to act on it.
+		sig := in.signal()
+		if sig == nil {
+			sig = syscall.SIGTERM
+		}
+		_ = cmd.Process.Signal(sig)
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	}
+	code := processExitCode(cmd.ProcessState)
+	t.logf("original exec handler exited %d in %s", code, fmtDuration(time.Since(start)))
+	if code != 0 {
+		return code, fmt.Sprintf("original exec handler %q exited %d", argv[0], code)
+	}
+	return 0, ""
+}
+
+func (t *tool) originalHTTPGet(ctx context.Context, o OriginalHandler) (int, string) {
+	header := http.Header{}
+	for _, h := range o.HTTPHeaders {
+		k, v, _ := strings.Cut(h, ":")
+		header.Add(strings.TrimSpace(k), strings.TrimSpace(v))
+	}
+	// Like kubelet's own httpGet handler: one try, no timeout of its own
+	// (the pod's grace period bounds it).
+	a := exchange(ctx, 0, http.MethodGet, o.HTTPGet, header, "")
+	line := fmt.Sprintf("GET %s -> %s", redact(o.HTTPGet), a)
+	t.logf("original httpGet handler %s", line)
+	if a.err != nil || a.status >= 400 {
+		return 0, "original httpGet handler " + line
+	}
+	return 0, ""
+}
+
+// startFailureCode follows the shell: 127 when the command is missing, 126
+// when it cannot be run.
+func startFailureCode(err error) int {
+	if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+		return 127
+	}
+	return 126
+}
+
+// processExitCode is the child's exit code, or 128 + the signal that killed it.
+func processExitCode(ps *os.ProcessState) int {
+	if ps == nil {
+		return ExitFailed
+	}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ps.ExitCode()
+}

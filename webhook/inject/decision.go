@@ -1,0 +1,99 @@
+// Package inject is the pure injection core: given a pod, its namespace and
+// the compiled policies, it returns the pod with the mesh added (or not) and
+// a Decision that says why. It never touches HTTP, Kubernetes clients or
+// JSON patches, so the webhook, the CLI and explain all decide identically.
+package inject
+
+// Result is the outcome of a decision.
+type Result string
+
+// The outcomes.
+const (
+	// Injected: the pod was changed.
+	Injected Result = "injected"
+	// Skipped: the pod is admitted unchanged.
+	Skipped Result = "skipped"
+	// Refused: the pod must not be admitted; the message says how to fix it.
+	Refused Result = "refused"
+)
+
+// Reason is a stable snake_case code. The same reason appears in the
+// admission response, the log line, the metric label and explain, so it
+// never changes once released.
+type Reason string
+
+// Reasons for injecting.
+const (
+	ReasonNamespaceEnabled Reason = "namespace_enabled"
+	ReasonPodOptedIn       Reason = "pod_opted_in"
+)
+
+// Reasons for skipping.
+const (
+	ReasonNamespaceNotEnabled Reason = "namespace_not_enabled"
+	ReasonNamespaceDisabled   Reason = "namespace_disabled"
+	ReasonPodOptedOut         Reason = "pod_opted_out"
+	ReasonSystemNamespace     Reason = "system_namespace"
+	ReasonInjectorNamespace   Reason = "injector_namespace"
+	ReasonHostNetwork         Reason = "host_network"
+	ReasonAlreadyInjected     Reason = "already_injected"
+	ReasonOtherMesh           Reason = "other_mesh_sidecar"
+	ReasonNoContainers        Reason = "no_containers"
+)
+
+// Reasons for refusing.
+const (
+	ReasonInvalidAnnotation    Reason = "invalid_annotation"
+	ReasonOverrideNotAllowed   Reason = "override_not_allowed"
+	ReasonOverrideOutOfBounds  Reason = "override_out_of_bounds"
+	ReasonOptOutNotAllowed     Reason = "opt_out_not_allowed"
+	ReasonProxyUIDConflict     Reason = "proxy_uid_conflict"
+	ReasonProxyPortConflict    Reason = "proxy_port_conflict"
+	ReasonMountPathConflict    Reason = "mount_path_conflict"
+	ReasonInvalidPod           Reason = "invalid_pod"
+	ReasonPolicyRenderingError Reason = "policy_rendering_failed"
+)
+
+// AllReasons lists every reason with its result, for docs and metrics.
+var AllReasons = []struct {
+	Reason Reason
+	Result Result
+}{
+	{ReasonNamespaceEnabled, Injected},
+	{ReasonPodOptedIn, Injected},
+	{ReasonNamespaceNotEnabled, Skipped},
+	{ReasonNamespaceDisabled, Skipped},
+	{ReasonPodOptedOut, Skipped},
+	{ReasonSystemNamespace, Skipped},
+	{ReasonInjectorNamespace, Skipped},
+	{ReasonHostNetwork, Skipped},
+	{ReasonAlreadyInjected, Skipped},
+	{ReasonOtherMesh, Skipped},
+	{ReasonNoContainers, Skipped},
+	{ReasonInvalidAnnotation, Refused},
+	{ReasonOverrideNotAllowed, Refused},
+	{ReasonOverrideOutOfBounds, Refused},
+	{ReasonOptOutNotAllowed, Refused},
+	{ReasonProxyUIDConflict, Refused},
+	{ReasonProxyPortConflict, Refused},
+	{ReasonMountPathConflict, Refused},
+	{ReasonInvalidPod, Refused},
+	{ReasonPolicyRenderingError, Refused},
+}
+
+// Decision says what happened to a pod and why.
+type Decision struct {
+	Result Result `json:"result"`
+	Reason Reason `json:"reason"`
+	// Message is a sentence for people; for a refusal it says how to fix
+	// the pod.
+	Message string `json:"message"`
+	// Warnings are returned as admission warnings (kubectl prints them).
+	Warnings []string `json:"warnings,omitempty"`
+	// Policy is the name of the policy that applied, if any.
+	Policy string `json:"policy,omitempty"`
+}
+
+func decide(r Result, reason Reason, msg string) Decision {
+	return Decision{Result: r, Reason: reason, Message: msg}
+}

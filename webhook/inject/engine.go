@@ -1,0 +1,329 @@
+package inject
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/sidecar-injector/injector/templates"
+	"github.com/sidecar-injector/injector/webhook/capture"
+	"github.com/sidecar-injector/injector/webhook/config"
+	"github.com/sidecar-injector/injector/webhook/envoy"
+	"github.com/sidecar-injector/injector/webhook/hooks"
+)
+
+// Options are the facts about the environment the engine needs.
+type Options struct {
+	// NativeSidecarsSupported resolves nativeSidecar "auto": true when the
+	// API server is 1.29 or newer (discovered once, at start).
+	NativeSidecarsSupported bool
+	// InjectorNamespace is never injected (the injector must not depend on
+	// itself to start).
+	InjectorNamespace string
+}
+
+// Engine is a compiled configuration: every policy with its templates
+// parsed and its default rendering done and validated. It is immutable and
+// safe for concurrent use; a reload builds a new Engine and swaps it in.
+type Engine struct {
+	opts     Options
+	config   *config.Config
+	policies map[string]*compiledPolicy
+}
+
+type compiledPolicy struct {
+	policy *config.Policy
+	set    *templates.Set
+	// base is the rendering for the policy's settings as they are.
+	base *Rendered
+	// overridden caches renderings for pods that override settings, keyed
+	// by the overrides they apply (most pods of a workload share them).
+	mu         sync.Mutex
+	overridden map[string]*Rendered
+}
+
+// maxCachedRenderings bounds the per-policy cache of overridden renderings;
+// when full it starts again, so odd annotation values cannot grow memory.
+const maxCachedRenderings = 512
+
+// Rendered is what the templates produce for one set of effective settings.
+// Its values are shared: callers copy before changing them.
+type Rendered struct {
+	Init       corev1.Container
+	Proxy      corev1.Container
+	Volumes    []corev1.Volume
+	AppPreStop corev1.LifecycleHandler
+	// Bootstrap is the Envoy bootstrap as compact JSON.
+	Bootstrap string
+	Native    bool
+	Settings  config.Settings
+}
+
+// New compiles a configuration: parses each template set once, renders and
+// validates every policy. Any failure names the policy and the problem, and
+// no Engine is returned.
+func New(cfg *config.Config, opts Options) (*Engine, error) {
+	if cfg == nil || cfg.Default == nil {
+		return nil, errors.New("no configuration")
+	}
+	e := &Engine{opts: opts, config: cfg, policies: map[string]*compiledPolicy{}}
+	sets := map[string]*templates.Set{}
+	getSet := func(name string) (*templates.Set, error) {
+		if s, ok := sets[name]; ok {
+			return s, nil
+		}
+		var overrides map[string]string
+		setName := "builtin"
+		if name != "" {
+			overrides, setName = cfg.TemplateSets[name], name
+		}
+		s, err := templates.Parse(setName, overrides)
+		if err != nil {
+			return nil, err
+		}
+		sets[name] = s
+		return s, nil
+	}
+	var errs []error
+	for _, p := range append([]*config.Policy{cfg.Default}, cfg.Policies...) {
+		set, err := getSet(p.TemplateSet)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("policy %q: %w", p.Name, err))
+			continue
+		}
+		cp := &compiledPolicy{policy: p, set: set, overridden: map[string]*Rendered{}}
+		cp.base, err = e.render(set, p.Settings, nil)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("policy %q: %w", p.Name, err))
+			continue
+		}
+		// Render the other native mode too, so a pod that flips it cannot
+		// meet a template error the load did not see.
+		flipped := p.Settings
+		flipped.Lifecycle.NativeSidecar = config.NativeTrue
+		if cp.base.Native {
+			flipped.Lifecycle.NativeSidecar = config.NativeFalse
+		}
+		if _, err := e.render(set, flipped, cp.base); err != nil {
+			errs = append(errs, fmt.Errorf("policy %q (native sidecar %s): %w", p.Name, flipped.Lifecycle.NativeSidecar, err))
+			continue
+		}
+		e.policies[p.Name] = cp
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return e, nil
+}
+
+// Config returns the compiled policy file the engine was built from.
+func (e *Engine) Config() *config.Config { return e.config }
+
+// Options returns the engine's options.
+func (e *Engine) Options() Options { return e.opts }
+
+// native resolves the native-sidecar mode.
+func (e *Engine) native(m config.NativeMode) bool {
+	switch m {
+	case config.NativeTrue:
+		return true
+	case config.NativeFalse:
+		return false
+	}
+	return e.opts.NativeSidecarsSupported
+}
+
+// TemplateDataFor computes everything templates see for a set of settings.
+func (e *Engine) TemplateDataFor(s config.Settings) TemplateData {
+	d := TemplateData{
+		Settings:       s,
+		Native:         e.native(s.Lifecycle.NativeSidecar),
+		Names:          DefaultNames,
+		Paths:          DefaultPaths,
+		InitResources:  s.Init.Resources.Requirements(),
+		ProxyResources: s.Proxy.Resources.Requirements(),
+	}
+	d.InitArgs = append([]string{"capture"}, captureConfig(s).Args()...)
+	d.InitArgs = append(d.InitArgs, "--copy-self-to="+d.Paths.Tool)
+	admin := fmt.Sprintf("http://127.0.0.1:%d", s.Proxy.Ports.Admin)
+	ready := fmt.Sprintf("http://127.0.0.1:%d%s", s.Proxy.Ports.Readiness, d.Paths.Readiness)
+	d.WaitReadyCommand = toolCommand(d.Paths.Tool, "wait-ready",
+		hooks.WaitReady{URL: ready, Timeout: s.Lifecycle.ProxyReadyTimeout}.Args())
+	d.ProxyStopCommand = toolCommand(d.Paths.Tool, "proxy-stop", hooks.ProxyStop{
+		Wait:     offlineBudget(s) + hooks.Duration(int64(s.Lifecycle.DrainSeconds)*1e9),
+		Drain:    hooks.Duration(int64(s.Lifecycle.ShutdownSeconds) * 1e9),
+		AdminURL: admin,
+	}.Args())
+	d.AppPreStopCommand = toolCommand(d.Paths.Tool, "prestop", hooks.PreStop{
+		Registry: s.Lifecycle.Registry,
+		Sleep:    hooks.Duration(int64(s.Lifecycle.DrainSeconds) * 1e9),
+	}.Args())
+	return d
+}
+
+func toolCommand(tool, hook string, args []string) []string {
+	return append([]string{tool, "hook", hook}, args...)
+}
+
+// offlineBudget is the time the offline step may take: nothing for "none",
+// and the hook tool's own default when the settings leave it at zero.
+func offlineBudget(s config.Settings) hooks.Duration {
+	if s.Lifecycle.Registry.Preset == hooks.PresetNone || s.Lifecycle.Registry.Preset == "" {
+		return 0
+	}
+	if s.Lifecycle.Registry.Timeout == 0 {
+		return hooks.Duration(hooks.DefaultOfflineTimeout)
+	}
+	return s.Lifecycle.Registry.Timeout
+}
+
+// captureConfig maps settings onto mesh-init's capture flags.
+func captureConfig(s config.Settings) capture.Config {
+	c := capture.Default()
+	c.ProxyUID = uint32(s.Proxy.UID)
+	c.ProxyGID = uint32(s.Proxy.GID)
+	c.OutboundPort = uint16(s.Proxy.Ports.Outbound)
+	c.InboundPort = uint16(s.Proxy.Ports.Inbound)
+	c.ProxyPorts = capture.PortList{
+		{From: uint16(s.Proxy.Ports.Admin), To: uint16(s.Proxy.Ports.Admin)},
+		{From: uint16(s.Proxy.Ports.Readiness), To: uint16(s.Proxy.Ports.Readiness)},
+		{From: uint16(s.Proxy.Ports.Stats), To: uint16(s.Proxy.Ports.Stats)},
+	}
+	sort.Slice(c.ProxyPorts, func(i, j int) bool { return c.ProxyPorts[i].From < c.ProxyPorts[j].From })
+	c.IncludeInboundPorts = s.Capture.IncludeInboundPorts
+	c.ExcludeInboundPorts = s.Capture.ExcludeInboundPorts
+	c.IncludeOutboundPorts = s.Capture.IncludeOutboundPorts
+	c.ExcludeOutboundPorts = s.Capture.ExcludeOutboundPorts
+	c.IncludeOutboundCIDRs = s.Capture.IncludeOutboundCIDRs
+	c.ExcludeOutboundCIDRs = s.Capture.ExcludeOutboundCIDRs
+	c.Mode = s.Init.IPTablesMode
+	c.IPv6 = s.Init.IPv6
+	return c
+}
+
+// sameBootstrapInputs reports whether two settings render the same
+// bootstrap: it reads only the Envoy block and the proxy's ports.
+func sameBootstrapInputs(a, b config.Settings) bool {
+	return a.Envoy == b.Envoy && a.Proxy.Ports == b.Proxy.Ports
+}
+
+// render runs every template of set for settings s, reusing the bootstrap
+// of reuse when it would render the same.
+func (e *Engine) render(set *templates.Set, s config.Settings, reuse *Rendered) (*Rendered, error) {
+	d := e.TemplateDataFor(s)
+	if reuse != nil && sameBootstrapInputs(reuse.Settings, s) {
+		// No pod annotation changes what the bootstrap is made of, so a
+		// pod's rendering shares its policy's validated bootstrap.
+		d.Bootstrap = reuse.Bootstrap
+	} else {
+		raw, err := set.Render(templates.EnvoyBootstrap, d)
+		if err != nil {
+			return nil, err
+		}
+		// Envoy's own schema, every typed config included: a policy whose
+		// bootstrap Envoy would reject never loads.
+		if d.Bootstrap, err = envoy.ValidateCompact(raw); err != nil {
+			return nil, fmt.Errorf("envoy bootstrap: %w", err)
+		}
+	}
+	d.ProxyArgs = proxyArgs(d)
+	r := &Rendered{Bootstrap: d.Bootstrap, Native: d.Native, Settings: s}
+	if err := set.RenderInto(templates.InitContainer, d, &r.Init); err != nil {
+		return nil, err
+	}
+	if err := set.RenderInto(templates.Sidecar, d, &r.Proxy); err != nil {
+		return nil, err
+	}
+	if err := set.RenderInto(templates.Volumes, d, &r.Volumes); err != nil {
+		return nil, err
+	}
+	if err := set.RenderInto(templates.AppPreStop, d, &r.AppPreStop); err != nil {
+		return nil, err
+	}
+	if err := checkRendered(r, d); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// proxyArgs are Envoy's command-line arguments. The node identity comes
+// from the downward API, so the rendering stays the same for every pod.
+func proxyArgs(d TemplateData) []string {
+	s := d.Settings
+	return []string{
+		"--config-yaml", d.Bootstrap,
+		"--log-level", s.Proxy.LogLevel,
+		"--concurrency", fmt.Sprint(s.Proxy.Concurrency),
+		"--drain-time-s", fmt.Sprint(s.Envoy.DrainSeconds),
+		"--drain-strategy", "immediate",
+		"--disable-hot-restart",
+		"--service-cluster", "$(POD_NAMESPACE)",
+		"--service-node", "$(POD_NAME).$(POD_NAMESPACE)",
+	}
+}
+
+// checkRendered catches custom templates that would produce a broken pod:
+// the names the engine relies on must be the ones rendered.
+func checkRendered(r *Rendered, d TemplateData) error {
+	var problems []string
+	if r.Init.Name != d.Names.Init {
+		problems = append(problems, fmt.Sprintf("%s must render a container named %q, not %q", templates.InitContainer, d.Names.Init, r.Init.Name))
+	}
+	if r.Proxy.Name != d.Names.Proxy {
+		problems = append(problems, fmt.Sprintf("%s must render a container named %q, not %q", templates.Sidecar, d.Names.Proxy, r.Proxy.Name))
+	}
+	if r.Init.Image == "" || r.Proxy.Image == "" {
+		problems = append(problems, "the init container and the sidecar need an image")
+	}
+	if r.Native && r.Proxy.RestartPolicy == nil {
+		problems = append(problems, fmt.Sprintf("%s must set restartPolicy: Always in native mode", templates.Sidecar))
+	}
+	if !r.Native && r.Proxy.RestartPolicy != nil {
+		problems = append(problems, fmt.Sprintf("%s must not set restartPolicy in classic mode", templates.Sidecar))
+	}
+	hasTools := false
+	for _, v := range r.Volumes {
+		if v.Name == d.Names.ToolsVolume {
+			hasTools = true
+		}
+	}
+	if !hasTools {
+		problems = append(problems, fmt.Sprintf("%s must render the volume %q that holds the hook tool", templates.Volumes, d.Names.ToolsVolume))
+	}
+	if r.AppPreStop.Exec == nil || len(r.AppPreStop.Exec.Command) == 0 {
+		problems = append(problems, fmt.Sprintf("%s must render an exec handler", templates.AppPreStop))
+	}
+	if len(problems) > 0 {
+		return errors.New(strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// rendering returns the rendering for a policy with the pod's overrides
+// applied; key identifies the overrides ("" for none).
+func (cp *compiledPolicy) rendering(e *Engine, key string, s config.Settings) (*Rendered, error) {
+	if key == "" {
+		return cp.base, nil
+	}
+	cp.mu.Lock()
+	r, ok := cp.overridden[key]
+	cp.mu.Unlock()
+	if ok {
+		return r, nil
+	}
+	r, err := e.render(cp.set, s, cp.base)
+	if err != nil {
+		return nil, err
+	}
+	cp.mu.Lock()
+	if len(cp.overridden) >= maxCachedRenderings {
+		cp.overridden = map[string]*Rendered{}
+	}
+	cp.overridden[key] = r
+	cp.mu.Unlock()
+	return r, nil
+}

@@ -1,0 +1,542 @@
+package inject
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/sidecar-injector/injector/webhook/config"
+	"github.com/sidecar-injector/injector/webhook/hooks"
+)
+
+// Namespace is what the core knows about the pod's namespace.
+type Namespace struct {
+	Name   string
+	Labels map[string]string
+}
+
+// systemNamespaces are never injected: the control plane must not depend on
+// the mesh to start.
+var systemNamespaces = map[string]bool{"kube-system": true, "kube-public": true, "kube-node-lease": true}
+
+// otherMeshContainers are sidecars of other meshes; two proxies in one pod
+// would capture each other's traffic.
+var otherMeshContainers = map[string]string{"istio-proxy": "Istio", "linkerd-proxy": "Linkerd", "istio-init": "Istio", "linkerd-init": "Linkerd"}
+
+// otherMeshAnnotations mark pods another mesh has injected.
+var otherMeshAnnotations = map[string]string{"sidecar.istio.io/status": "Istio", "linkerd.io/proxy-version": "Linkerd"}
+
+// Inject decides whether and how to inject pod, which lives in namespace ns.
+// It never modifies pod: the returned pod is a new value that shares the
+// parts injection did not touch with the input, so callers must treat both
+// as read-only. For a skip or a refusal the returned pod is the input.
+func (e *Engine) Inject(pod *corev1.Pod, ns Namespace) (*corev1.Pod, Decision) {
+	out, d, _ := e.inject(pod, ns)
+	return out, d
+}
+
+// evaluation carries what explain shows besides the decision.
+type evaluation struct {
+	selection config.Selection
+	settings  config.Settings
+	applied   []config.Applied
+}
+
+func (e *Engine) inject(pod *corev1.Pod, ns Namespace) (*corev1.Pod, Decision, *evaluation) {
+	if pod == nil {
+		return pod, decide(Refused, ReasonInvalidPod, "the request carries no pod"), nil
+	}
+	if ns.Name == "" {
+		ns.Name = pod.Namespace
+	}
+	if d, done := e.preflight(pod, ns); done {
+		return pod, d, nil
+	}
+	sel := e.config.Select(ns.Name, ns.Labels)
+	ev := &evaluation{selection: sel}
+	policy := sel.Policy
+
+	// Opt-in and opt-out.
+	podChoice, key, err := podInjectChoice(pod)
+	if err != nil {
+		return pod, withPolicy(decide(Refused, ReasonInvalidAnnotation, err.Error()), policy), ev
+	}
+	nsValue := ns.Labels[config.NamespaceLabel]
+	var reason Reason
+	switch {
+	case podChoice == "false":
+		if !policy.Bounds.AllowOptOut {
+			return pod, withPolicy(decide(Refused, ReasonOptOutNotAllowed, fmt.Sprintf(
+				"%s: \"false\" is not allowed: policy %q does not let pods opt out (podOverrides.allowOptOut is false); remove the key or ask the platform team",
+				key, policy.Name)), policy), ev
+		}
+		return pod, withPolicy(decide(Skipped, ReasonPodOptedOut, fmt.Sprintf("the pod opts out with %s: \"false\"", key)), policy), ev
+	case nsValue == "disabled":
+		return pod, withPolicy(decide(Skipped, ReasonNamespaceDisabled, fmt.Sprintf(
+			"namespace %q is labelled %s=disabled, which pods cannot override", ns.Name, config.NamespaceLabel)), policy), ev
+	case nsValue == "enabled":
+		reason = ReasonNamespaceEnabled
+	case podChoice == "true":
+		reason = ReasonPodOptedIn
+	default:
+		return pod, withPolicy(decide(Skipped, ReasonNamespaceNotEnabled, fmt.Sprintf(
+			"namespace %q is not labelled %s=enabled and the pod does not opt in", ns.Name, config.NamespaceLabel)), policy), ev
+	}
+
+	// Effective settings: the policy, then the pod's annotations within the
+	// policy's bounds.
+	s := policy.Settings
+	applied, warnings, err := config.ApplyAnnotations(&s, pod.Annotations)
+	ev.settings, ev.applied = s, applied
+	if err != nil {
+		return pod, withPolicy(decide(Refused, ReasonInvalidAnnotation, err.Error()), policy), ev
+	}
+	for _, a := range applied {
+		o, _ := config.LookupOverride(a.Key)
+		if !policy.Bounds.Allows(o) {
+			return pod, withPolicy(decide(Refused, ReasonOverrideNotAllowed, fmt.Sprintf(
+				"%s is not allowed by policy %q (podOverrides.allowedAnnotations: %s)",
+				a.Key, policy.Name, strings.Join(policy.Bounds.AllowedAnnotations, ", "))), policy), ev
+		}
+	}
+	if len(applied) > 0 {
+		if berr := policy.Bounds.Check(&s); berr != nil {
+			return pod, withPolicy(decide(Refused, ReasonOverrideOutOfBounds, fmt.Sprintf("%s: %s (policy %q)",
+				annotationFor(applied, berr.Field), berr.Problem, policy.Name)), policy), ev
+		}
+		if verr := s.Validate(); verr != nil {
+			return pod, withPolicy(decide(Refused, ReasonInvalidAnnotation, fmt.Sprintf(
+				"the pod's annotations make the settings invalid: %s", strings.ReplaceAll(verr.Error(), "\n", "; "))), policy), ev
+		}
+	}
+
+	cp := e.policies[policy.Name]
+	r, err := cp.rendering(e, overrideKey(applied), s)
+	if err != nil {
+		return pod, withPolicy(decide(Refused, ReasonPolicyRenderingError, fmt.Sprintf(
+			"the pod's annotations do not render with policy %q: %v", policy.Name, err)), policy), ev
+	}
+
+	// Pods that would break the mesh.
+	conflicts, refusal := checkConflicts(pod, s)
+	if refusal != nil {
+		return pod, withPolicy(*refusal, policy), ev
+	}
+	warnings = append(warnings, conflicts...)
+
+	out, more, err := e.mutate(pod, r, policy.Name)
+	if err != nil {
+		return pod, withPolicy(decide(Refused, ReasonMountPathConflict, err.Error()), policy), ev
+	}
+	warnings = append(warnings, more...)
+	msg := fmt.Sprintf("namespace %q is labelled %s=enabled", ns.Name, config.NamespaceLabel)
+	if reason == ReasonPodOptedIn {
+		msg = fmt.Sprintf("the pod opts in with %s: \"true\"", key)
+	}
+	d := withPolicy(decide(Injected, reason, msg+"; injected with policy "+fmt.Sprintf("%q", policy.Name)), policy)
+	d.Warnings = warnings
+	return out, d, ev
+}
+
+func withPolicy(d Decision, p *config.Policy) Decision {
+	if p != nil {
+		d.Policy = p.Name
+	}
+	return d
+}
+
+// annotationFor names the annotation that set a field, for bound messages.
+func annotationFor(applied []config.Applied, field string) string {
+	for _, a := range applied {
+		if a.Field == field || strings.HasPrefix(field, a.Field+".") {
+			return a.Key
+		}
+	}
+	if len(applied) > 0 {
+		return applied[0].Key
+	}
+	return field
+}
+
+// overrideKey identifies a pod's overrides for the rendering cache.
+func overrideKey(applied []config.Applied) string {
+	if len(applied) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	for _, a := range applied {
+		b.WriteString(a.Field)
+		b.WriteByte('=')
+		b.WriteString(a.Value)
+		b.WriteByte(0)
+	}
+	return b.String()
+}
+
+// preflight handles the skips that need no policy.
+func (e *Engine) preflight(pod *corev1.Pod, ns Namespace) (Decision, bool) {
+	switch {
+	case systemNamespaces[ns.Name]:
+		return decide(Skipped, ReasonSystemNamespace, fmt.Sprintf("namespace %q is a Kubernetes system namespace and is never injected", ns.Name)), true
+	case e.opts.InjectorNamespace != "" && ns.Name == e.opts.InjectorNamespace:
+		return decide(Skipped, ReasonInjectorNamespace, fmt.Sprintf("namespace %q runs the injector itself and is never injected", ns.Name)), true
+	}
+	if _, ok := pod.Annotations[config.StatusAnnotation]; ok {
+		return decide(Skipped, ReasonAlreadyInjected, "the pod already carries "+config.StatusAnnotation), true
+	}
+	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for _, c := range list {
+			if c.Name == DefaultNames.Proxy || c.Name == DefaultNames.Init {
+				return decide(Skipped, ReasonAlreadyInjected, fmt.Sprintf("the pod already has a container named %q", c.Name)), true
+			}
+			if mesh, ok := otherMeshContainers[c.Name]; ok {
+				return decide(Skipped, ReasonOtherMesh, fmt.Sprintf("the pod already has %s's %q container; two proxies would capture each other's traffic", mesh, c.Name)), true
+			}
+		}
+	}
+	for k, mesh := range otherMeshAnnotations {
+		if _, ok := pod.Annotations[k]; ok {
+			return decide(Skipped, ReasonOtherMesh, fmt.Sprintf("the pod is already injected by %s (%s)", mesh, k)), true
+		}
+	}
+	if pod.Spec.HostNetwork {
+		return decide(Skipped, ReasonHostNetwork, "the pod uses the host's network; capture rules would redirect the node's traffic"), true
+	}
+	if len(pod.Spec.Containers) == 0 {
+		return decide(Skipped, ReasonNoContainers, "the pod has no containers"), true
+	}
+	return Decision{}, false
+}
+
+// podInjectChoice reads the pod's opt-in/opt-out: our label, our
+// annotation, then Istio's label and annotation. It returns "true",
+// "false" or "" (no choice), and the key that decided.
+func podInjectChoice(pod *corev1.Pod) (string, string, error) {
+	type src struct {
+		m    map[string]string
+		key  string
+		kind string
+	}
+	for _, s := range []src{
+		{pod.Labels, config.InjectKey, "label"},
+		{pod.Annotations, config.InjectKey, "annotation"},
+		{pod.Labels, config.IstioInjectKey, "label"},
+		{pod.Annotations, config.IstioInjectKey, "annotation"},
+	} {
+		v, ok := s.m[s.key]
+		if !ok {
+			continue
+		}
+		switch strings.TrimSpace(v) {
+		case "true":
+			return "true", s.key, nil
+		case "false":
+			return "false", s.key, nil
+		}
+		return "", s.key, &config.AnnotationError{Key: s.key, Value: v, Problem: "the " + s.kind + " must be \"true\" or \"false\""}
+	}
+	return "", "", nil
+}
+
+// checkConflicts finds app containers that would break the mesh. It returns
+// warnings, or a refusal when the settings say refuse.
+func checkConflicts(pod *corev1.Pod, s config.Settings) ([]string, *Decision) {
+	var warnings []string
+	proxyPorts := s.Proxy.Ports.All()
+	var podUID, podGID *int64
+	if psc := pod.Spec.SecurityContext; psc != nil {
+		podUID, podGID = psc.RunAsUser, psc.RunAsGroup
+	}
+	for _, c := range pod.Spec.Containers {
+		uid, gid := podUID, podGID
+		if c.SecurityContext != nil {
+			if c.SecurityContext.RunAsUser != nil {
+				uid = c.SecurityContext.RunAsUser
+			}
+			if c.SecurityContext.RunAsGroup != nil {
+				gid = c.SecurityContext.RunAsGroup
+			}
+		}
+		if (uid != nil && *uid == s.Proxy.UID) || (gid != nil && *gid == s.Proxy.GID) {
+			what := fmt.Sprintf("UID %d", s.Proxy.UID)
+			if uid == nil || *uid != s.Proxy.UID {
+				what = fmt.Sprintf("GID %d", s.Proxy.GID)
+			}
+			msg := fmt.Sprintf("container %q runs as %s, the proxy's own identity, so its traffic would silently bypass the proxy; run it as another user and group (securityContext.runAsUser/runAsGroup)", c.Name, what)
+			if s.Checks.ProxyUIDConflict == config.Refuse {
+				d := decide(Refused, ReasonProxyUIDConflict, msg)
+				return nil, &d
+			}
+			warnings = append(warnings, msg)
+		}
+		for _, p := range c.Ports {
+			for _, pp := range proxyPorts {
+				if p.ContainerPort == pp && (p.Protocol == "" || p.Protocol == corev1.ProtocolTCP) {
+					msg := fmt.Sprintf("container %q declares port %d, which the proxy needs (ports %s are reserved), so the proxy could not start; move the app to another port or opt the pod out with %s: \"false\"",
+						c.Name, p.ContainerPort, joinPorts(proxyPorts), config.InjectKey)
+					if s.Checks.ProxyPortConflict == config.Refuse {
+						d := decide(Refused, ReasonProxyPortConflict, msg)
+						return nil, &d
+					}
+					warnings = append(warnings, msg)
+				}
+			}
+		}
+	}
+	return warnings, nil
+}
+
+func joinPorts(ports []int32) string {
+	s := make([]string, len(ports))
+	for i, p := range ports {
+		s[i] = fmt.Sprint(p)
+	}
+	return strings.Join(s, ", ")
+}
+
+// mutate builds the injected pod from a rendering. pod itself is not
+// changed: every slice or map that differs is new.
+func (e *Engine) mutate(pod *corev1.Pod, r *Rendered, policyName string) (*corev1.Pod, []string, error) {
+	var warnings []string
+	s := r.Settings
+	out := *pod
+	out.Spec = pod.Spec
+	st := Status{Version: StatusVersion, Policy: policyName, Native: r.Native}
+
+	// App containers: the tools volume and the preStop hook.
+	toolsDir := DefaultPaths.ToolsDir
+	needPreStop := s.Lifecycle.DrainSeconds > 0 || offlineBudget(s) > 0
+	isJob := isRunToCompletion(pod)
+	apps := make([]corev1.Container, len(pod.Spec.Containers))
+	for i := range pod.Spec.Containers {
+		c := pod.Spec.Containers[i] // shallow copy: replace, never append in place
+		for _, m := range c.VolumeMounts {
+			if m.MountPath == toolsDir {
+				return nil, nil, fmt.Errorf("container %q already mounts %s, where the injector mounts its hook tool; move that mount", c.Name, toolsDir)
+			}
+		}
+		change := AppChange{Name: c.Name}
+		mounts := make([]corev1.VolumeMount, len(c.VolumeMounts), len(c.VolumeMounts)+1)
+		copy(mounts, c.VolumeMounts)
+		c.VolumeMounts = append(mounts, corev1.VolumeMount{Name: DefaultNames.ToolsVolume, MountPath: toolsDir, ReadOnly: true})
+		change.Mounts = []string{DefaultNames.ToolsVolume}
+
+		if needPreStop {
+			handler, warn := appPreStop(&c, r.AppPreStop)
+			if warn != "" {
+				warnings = append(warnings, warn)
+			}
+			if handler != nil {
+				lc := corev1.Lifecycle{}
+				if c.Lifecycle != nil {
+					lc = *c.Lifecycle
+					change.HadLifecycle = true
+					change.PreStop = c.Lifecycle.PreStop
+				}
+				change.SetPreStop = true
+				lc.PreStop = handler
+				c.Lifecycle = &lc
+			}
+		}
+		if isJob && !r.Native {
+			if len(c.Command) > 0 {
+				change.Command = c.Command
+				change.SetCommand = true
+				c.Command = toolCommand(DefaultPaths.Tool, "run", hooks.Run{
+					ReadyURL:     readyURLIf(s),
+					ReadyTimeout: s.Lifecycle.ProxyReadyTimeout,
+					QuitURL:      fmt.Sprintf("http://127.0.0.1:%d/quitquitquit", s.Proxy.Ports.Admin),
+					Command:      c.Command,
+				}.Args())
+			} else {
+				warnings = append(warnings, fmt.Sprintf(
+					"container %q has no command, so the classic sidecar cannot be told when it exits and will keep this run-to-completion pod running; set the container's command or use native sidecars (%snative-sidecar: \"true\", Kubernetes 1.29+)",
+					c.Name, config.Prefix))
+			}
+		}
+		apps[i] = c
+		st.Apps = append(st.Apps, change)
+	}
+
+	proxy := r.Proxy
+	initc := r.Init
+	if r.Native {
+		out.Spec.InitContainers = make([]corev1.Container, 0, len(pod.Spec.InitContainers)+2)
+		out.Spec.InitContainers = append(out.Spec.InitContainers, initc, proxy)
+		out.Spec.InitContainers = append(out.Spec.InitContainers, pod.Spec.InitContainers...)
+		out.Spec.Containers = apps
+		st.InitContainers = []string{initc.Name, proxy.Name}
+	} else {
+		// mesh-init runs last, so the app's own init containers keep the
+		// network they had before injection (no proxy runs yet).
+		out.Spec.InitContainers = make([]corev1.Container, 0, len(pod.Spec.InitContainers)+1)
+		out.Spec.InitContainers = append(out.Spec.InitContainers, pod.Spec.InitContainers...)
+		out.Spec.InitContainers = append(out.Spec.InitContainers, initc)
+		out.Spec.Containers = make([]corev1.Container, 0, len(apps)+1)
+		out.Spec.Containers = append(out.Spec.Containers, proxy)
+		out.Spec.Containers = append(out.Spec.Containers, apps...)
+		st.InitContainers = []string{initc.Name}
+		st.Containers = []string{proxy.Name}
+	}
+	out.Spec.Volumes = make([]corev1.Volume, 0, len(pod.Spec.Volumes)+len(r.Volumes))
+	out.Spec.Volumes = append(out.Spec.Volumes, pod.Spec.Volumes...)
+	for _, v := range r.Volumes {
+		for _, existing := range pod.Spec.Volumes {
+			if existing.Name == v.Name {
+				return nil, nil, fmt.Errorf("the pod already has a volume named %q, which the injector adds; rename that volume", v.Name)
+			}
+		}
+		out.Spec.Volumes = append(out.Spec.Volumes, v)
+		st.Volumes = append(st.Volumes, v.Name)
+	}
+
+	// Grace period: offline + sleep + the app's shutdown must fit.
+	need := int64(offlineBudget(s).Seconds()) + int64(s.Lifecycle.DrainSeconds) + int64(s.Lifecycle.ShutdownSeconds)
+	current := int64(corev1.DefaultTerminationGracePeriodSeconds)
+	if pod.Spec.TerminationGracePeriodSeconds != nil {
+		current = *pod.Spec.TerminationGracePeriodSeconds
+	}
+	if current < need {
+		st.GracePeriod = &GraceChange{From: pod.Spec.TerminationGracePeriodSeconds, To: need}
+		out.Spec.TerminationGracePeriodSeconds = &need
+		warnings = append(warnings, fmt.Sprintf(
+			"terminationGracePeriodSeconds raised from %d to %d so the registry offline step (%ds), the drain sleep (%ds) and the app's shutdown (%ds) fit",
+			current, need, offlineBudget(s).Seconds(), s.Lifecycle.DrainSeconds, s.Lifecycle.ShutdownSeconds))
+	}
+
+	// Annotations: status, and kubectl's default container when absent.
+	ann := make(map[string]string, len(pod.Annotations)+2)
+	for k, v := range pod.Annotations {
+		ann[k] = v
+	}
+	if _, ok := ann[config.DefaultContainerAnnotation]; !ok {
+		ann[config.DefaultContainerAnnotation] = pod.Spec.Containers[0].Name
+		st.Annotations = []string{config.DefaultContainerAnnotation}
+	}
+	statusJSON, err := st.Marshal()
+	if err != nil {
+		return nil, nil, err
+	}
+	ann[config.StatusAnnotation] = statusJSON
+	out.Annotations = ann
+	return &out, warnings, nil
+}
+
+func readyURLIf(s config.Settings) string {
+	if !s.Lifecycle.HoldApplicationUntilProxyReady {
+		return ""
+	}
+	return fmt.Sprintf("http://127.0.0.1:%d%s", s.Proxy.Ports.Readiness, DefaultPaths.Readiness)
+}
+
+// isRunToCompletion reports whether the pod ends when its app exits (Job
+// and CronJob pods, bare pods with restartPolicy Never or OnFailure).
+func isRunToCompletion(pod *corev1.Pod) bool {
+	if pod.Spec.RestartPolicy == corev1.RestartPolicyNever || pod.Spec.RestartPolicy == corev1.RestartPolicyOnFailure {
+		return true
+	}
+	for _, o := range pod.OwnerReferences {
+		if o.Kind == "Job" {
+			return true
+		}
+	}
+	return false
+}
+
+// appPreStop builds an app container's preStop: the rendered offline +
+// sleep command, followed by the container's own handler.
+func appPreStop(c *corev1.Container, base corev1.LifecycleHandler) (*corev1.LifecycleHandler, string) {
+	cmd := append([]string(nil), base.Exec.Command...)
+	var orig *corev1.LifecycleHandler
+	if c.Lifecycle != nil {
+		orig = c.Lifecycle.PreStop
+	}
+	if orig != nil {
+		then, err := originalHandler(c, orig)
+		if err != nil {
+			return nil, fmt.Sprintf("container %q keeps its own preStop handler without the registry offline step and drain sleep: %v", c.Name, err)
+		}
+		cmd = append(cmd, thenArgs(then)...)
+	}
+	h := base
+	h.Exec = &corev1.ExecAction{Command: cmd}
+	return &h, ""
+}
+
+// thenArgs renders only the "run the original handler" part of the
+// preStop arguments.
+func thenArgs(o hooks.OriginalHandler) []string {
+	full := hooks.PreStop{Registry: hooks.Registry{Preset: hooks.PresetNone}, Then: o}.Args()
+	return full[2:] // drop --registry and --sleep, which the rendered base already has
+}
+
+// originalHandler converts an app's own preStop handler for the hook tool.
+func originalHandler(c *corev1.Container, h *corev1.LifecycleHandler) (hooks.OriginalHandler, error) {
+	switch {
+	case h.Exec != nil:
+		if len(h.Exec.Command) == 0 {
+			return hooks.OriginalHandler{}, fmt.Errorf("its exec handler has no command")
+		}
+		return hooks.OriginalHandler{Exec: h.Exec.Command}, nil
+	case h.HTTPGet != nil:
+		g := h.HTTPGet
+		port, err := resolvePort(c, g.Port)
+		if err != nil {
+			return hooks.OriginalHandler{}, err
+		}
+		scheme := strings.ToLower(string(g.Scheme))
+		if scheme == "" {
+			scheme = "http"
+		}
+		host := g.Host
+		if host == "" {
+			// The kubelet calls the pod IP; from inside the pod, loopback
+			// reaches the same app and is never captured.
+			host = "127.0.0.1"
+		}
+		path := g.Path
+		if !strings.HasPrefix(path, "/") {
+			path = "/" + path
+		}
+		o := hooks.OriginalHandler{HTTPGet: fmt.Sprintf("%s://%s%s", scheme, hostPort(host, port), path)}
+		for _, hd := range g.HTTPHeaders {
+			o.HTTPHeaders = append(o.HTTPHeaders, hd.Name+": "+hd.Value)
+		}
+		return o, nil
+	case h.Sleep != nil:
+		return hooks.OriginalHandler{Sleep: hooks.Duration(h.Sleep.Seconds * 1e9)}, nil
+	}
+	return hooks.OriginalHandler{}, fmt.Errorf("its preStop handler type cannot be run by the hook tool")
+}
+
+func hostPort(host string, port int32) string {
+	if strings.Contains(host, ":") {
+		return fmt.Sprintf("[%s]:%d", host, port)
+	}
+	return fmt.Sprintf("%s:%d", host, port)
+}
+
+func resolvePort(c *corev1.Container, p intstr.IntOrString) (int32, error) {
+	if p.Type == intstr.Int {
+		if p.IntVal < 1 || p.IntVal > 65535 {
+			return 0, fmt.Errorf("its httpGet port %d is not a port", p.IntVal)
+		}
+		return p.IntVal, nil
+	}
+	for _, cp := range c.Ports {
+		if cp.Name == p.StrVal {
+			return cp.ContainerPort, nil
+		}
+	}
+	names := make([]string, 0, len(c.Ports))
+	for _, cp := range c.Ports {
+		if cp.Name != "" {
+			names = append(names, cp.Name)
+		}
+	}
+	sort.Strings(names)
+	return 0, fmt.Errorf("its httpGet port %q names no port of the container (named ports: %s)", p.StrVal, strings.Join(names, ", "))
+}

@@ -1,0 +1,11 @@
+package main
+
+import (
+	"os"
+
+	"github.com/sidecar-injector/injector/webhook/hooks"
+)
+
+// hookMain is `mesh-init hook ...`: the lifecycle hook tool run by the app
+// and sidecar containers' preStop/postStart hooks (see docs/lifecycle-hooks.md).
+func hookMain(args []string) int { return hooks.Main(args, os.Stdout, os.Stderr) }

@@ -49,8 +49,6 @@ type ServeOptions struct {
 	ShutdownDelay time.Duration
 	// EnablePprof serves /debug/pprof on the metrics address.
 	EnablePprof bool
-	// Explain serves /debug/explain on the metrics address when set.
-	Explain http.Handler
 	Log     *slog.Logger
 	// OnReady is called once the server is ready (tests, the demo).
 	OnReady func()
@@ -137,9 +135,7 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		mmux.Handle("/metrics", promhttp.HandlerFor(ctrlmetrics.Registry, promhttp.HandlerOpts{}))
 		mmux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 		mmux.Handle("/readyz", ready)
-		if o.Explain != nil {
-			mmux.Handle("/debug/explain", o.Explain)
-		}
+		mmux.Handle("/debug/explain", handler.ExplainHandler())
 		if o.EnablePprof {
 			mmux.HandleFunc("/debug/pprof/", pprof.Index)
 			mmux.HandleFunc("/debug/pprof/profile", pprof.Profile)

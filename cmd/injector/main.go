@@ -26,6 +26,9 @@ type command struct {
 
 var commands = []command{
 	{"serve", "run the admission webhook server", serveMain},
+	{"inject", "inject pods and workload pod templates in manifests (-f FILE|DIR|-)", injectMain},
+	{"uninject", "remove exactly what injection added to manifests", uninjectMain},
+	{"explain", "show whether a pod would be injected, which policy applies and every value's source", explainMain},
 	{"demo", "inject sample pods through a local server over TLS and show the result", demoMain},
 	{"certs", "generate a CA and a serving certificate into a directory", certsMain},
 	{"version", "print the version", func(_ []string, stdout, _ io.Writer) int { fmt.Fprintln(stdout, version); return 0 }},

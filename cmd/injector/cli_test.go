@@ -1,0 +1,106 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func runCLI(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func write(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	require.NoError(t, os.WriteFile(p, []byte(content), 0o644))
+	return p
+}
+
+const deployment = `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: web:1}]
+`
+
+func TestInjectExitCodes(t *testing.T) {
+	ok := write(t, "ok.yaml", deployment)
+	code, out, errs := runCLI(t, "inject", "-f", ok, "--namespace-labels", "shop=sidecar-injector.io/injection=enabled")
+	assert.Equal(t, 0, code, errs)
+	assert.Contains(t, out, "mesh-proxy")
+	assert.Contains(t, errs, "deployment/web (namespace shop): injected (namespace_enabled)")
+
+	// Skips are success too, and the report says why.
+	code, out, errs = runCLI(t, "inject", "-f", ok)
+	assert.Equal(t, 0, code)
+	assert.NotContains(t, out, "mesh-proxy")
+	assert.Contains(t, errs, "skipped (namespace_not_enabled)")
+
+	bad := write(t, "bad.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: s}\n---\n"+strings.Replace(deployment,
+		"metadata: {labels: {app: web}}", "metadata: {labels: {app: web}, annotations: {sidecar-injector.io/drain-seconds: soon}}", 1))
+	code, out, errs = runCLI(t, "inject", "-f", bad, "--namespace-labels", "*=sidecar-injector.io/injection=enabled")
+	assert.Equal(t, 1, code)
+	assert.Empty(t, out, "nothing is written on error")
+	assert.Contains(t, errs, "bad.yaml: document 2, spec.template: sidecar-injector.io/drain-seconds: \"soon\" is invalid")
+
+	code, _, errs = runCLI(t, "inject", "-f", write(t, "x.yaml", "kind: [oops"))
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errs, "document 1")
+
+	code, _, _ = runCLI(t, "inject")
+	assert.Equal(t, 2, code, "-f is required")
+	code, _, _ = runCLI(t, "inject", "-f", ok, "--output", "xml")
+	assert.Equal(t, 2, code)
+}
+
+func TestUninjectRoundTripThroughCLI(t *testing.T) {
+	in := write(t, "in.yaml", deployment)
+	_, injected, _ := runCLI(t, "inject", "-f", in, "--namespace-labels", "shop=sidecar-injector.io/injection=enabled")
+	code, back, errs := runCLI(t, "uninject", "-f", write(t, "inj.yaml", injected))
+	assert.Equal(t, 0, code, errs)
+	assert.NotContains(t, back, "mesh-")
+	assert.Contains(t, errs, "uninjected")
+}
+
+func TestExplain(t *testing.T) {
+	policy := write(t, "policy.yaml", `apiVersion: sidecar-injector.io/v1alpha1
+kind: InjectorConfig
+defaults:
+  settings: {proxy: {logLevel: info}}
+policies:
+- name: payments
+  namespaces: [pay]
+  settings: {lifecycle: {drainSeconds: 25}}
+- name: teams
+  namespaceSelector: {matchLabels: {team: pay}}
+`)
+	pod := write(t, "pod.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: pay, annotations: {sidecar-injector.io/proxy-cpu: 300m}}\nspec:\n  containers: [{name: a, image: a}]\n")
+	code, out, errs := runCLI(t, "explain", "--config", policy, "-f", pod,
+		"--namespace-labels", "pay=sidecar-injector.io/injection=enabled,team=pay")
+	require.Equal(t, 0, code, errs)
+	assert.Contains(t, out, "decision:   injected (namespace_enabled)")
+	assert.Contains(t, out, "policy:     payments")
+	assert.Contains(t, out, "matched:    payments, teams")
+	assert.Contains(t, out, "wins over selector matches")
+	assert.Regexp(t, `lifecycle.drainSeconds\s+25\s+\(policy payments\)`, out)
+	assert.Regexp(t, `proxy.logLevel\s+info\s+\(file defaults\)`, out)
+	assert.Regexp(t, `proxy.resources.requests.cpu\s+300m\s+\(annotation sidecar-injector.io/proxy-cpu\)`, out)
+	assert.Regexp(t, `proxy.image\s+\S+\s+\(built-in default\)`, out)
+
+	code, out, _ = runCLI(t, "explain", "--config", policy, "--namespace", "other", "--output", "json")
+	require.Equal(t, 0, code)
+	assert.Contains(t, out, `"policy":"default"`)
+}

@@ -49,7 +49,7 @@ type ServeOptions struct {
 	ShutdownDelay time.Duration
 	// EnablePprof serves /debug/pprof on the metrics address.
 	EnablePprof bool
-	Log     *slog.Logger
+	Log         *slog.Logger
 	// OnReady is called once the server is ready (tests, the demo).
 	OnReady func()
 }

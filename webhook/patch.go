@@ -10,6 +10,7 @@ import (
 
 	"gomodules.xyz/jsonpatch/v2"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // buildPatch returns JSON Patch operations that turn orig into mutated,
@@ -25,7 +26,15 @@ import (
 // valid when its operation applies.
 func buildPatch(orig, mutated *corev1.Pod) ([]jsonpatch.Operation, error) {
 	ops := make([]jsonpatch.Operation, 0, 16)
-	ops = annotationOps(ops, orig.Annotations, mutated.Annotations)
+	if reflect.DeepEqual(orig.ObjectMeta, metav1.ObjectMeta{}) {
+		// The object may have no metadata at all (the API server always
+		// sends some, but nothing guarantees it): add it whole.
+		if len(mutated.Annotations) > 0 {
+			ops = append(ops, jsonpatch.NewOperation("add", "/metadata", map[string]any{"annotations": mutated.Annotations}))
+		}
+	} else {
+		ops = annotationOps(ops, orig.Annotations, mutated.Annotations)
+	}
 
 	// Existing containers first, at their original indices.
 	var err error

@@ -208,6 +208,23 @@ func (e *Engine) preflight(pod *corev1.Pod, ns Namespace) (Decision, bool) {
 	if len(pod.Spec.Containers) == 0 {
 		return decide(Skipped, ReasonNoContainers, "the pod has no containers"), true
 	}
+	// Injection keys everything it records by container name; a pod the
+	// API server would reject anyway is refused here with a clear reason.
+	seen := map[string]bool{}
+	for _, list := range []struct {
+		field string
+		cs    []corev1.Container
+	}{{"spec.initContainers", pod.Spec.InitContainers}, {"spec.containers", pod.Spec.Containers}} {
+		for i, c := range list.cs {
+			switch {
+			case c.Name == "":
+				return decide(Refused, ReasonInvalidPod, fmt.Sprintf("%s[%d] has no name; every container needs a unique name", list.field, i)), true
+			case seen[c.Name]:
+				return decide(Refused, ReasonInvalidPod, fmt.Sprintf("%s[%d]: the container name %q is used twice", list.field, i, c.Name)), true
+			}
+			seen[c.Name] = true
+		}
+	}
 	return Decision{}, false
 }
 

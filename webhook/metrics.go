@@ -1,6 +1,8 @@
 package webhook
 
 import (
+	"errors"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sidecar-injector/injector/webhook/inject"
@@ -33,10 +35,17 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "1 when the last configuration load succeeded, 0 when it failed and the previous configuration stays in force.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.injections, m.ConfigReloads, m.ConfigValid} {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
+	// A second server in one process (tests, the demo) shares the
+	// collectors already registered instead of failing.
+	var err error
+	if m.injections, err = register(reg, m.injections); err != nil {
+		return nil, err
+	}
+	if m.ConfigReloads, err = register(reg, m.ConfigReloads); err != nil {
+		return nil, err
+	}
+	if m.ConfigValid, err = register(reg, m.ConfigValid); err != nil {
+		return nil, err
 	}
 	// Every known series starts at zero, so rate() and alerts work from the
 	// first scrape.
@@ -55,4 +64,17 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 // Observe counts one admission.
 func (m *Metrics) Observe(result inject.Result, reason inject.Reason) {
 	m.injections.WithLabelValues(string(result), string(reason)).Inc()
+}
+
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing, nil
+			}
+		}
+		return c, err
+	}
+	return c, nil
 }

@@ -197,7 +197,10 @@ func Parse(data []byte) (*Config, error) {
 
 	base, err := compileLayer(DefaultPolicyName, -1, f.Defaults, builtinMap, builtinBounds, "", origin, SourceFileDefaults, f.TemplateSets)
 	if err != nil {
-		errs = append(errs, fmt.Errorf("defaults: %w", err))
+		errs = append(errs, prefixLines("defaults: ", err))
+		// Keep checking the policies against the built-in defaults, so
+		// one run reports every problem in the file.
+		base, _ = compileLayer(DefaultPolicyName, -1, Layer{}, builtinMap, builtinBounds, "", origin, SourceBuiltin, nil)
 	}
 	c := &Config{Default: base, TemplateSets: f.TemplateSets}
 	seen := map[string]int{}
@@ -215,14 +218,11 @@ func Parse(data []byte) (*Config, error) {
 			continue
 		}
 		seen[spec.Name] = i
-		if base == nil {
-			continue
-		}
 		settingsBase, _ := toMap(base.Settings)
 		boundsBase, _ := toMap(base.Bounds)
 		p, err := compileLayer(spec.Name, i, spec.Layer, settingsBase, boundsBase, base.TemplateSet, base.Origin, SourcePolicy(spec.Name), f.TemplateSets)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", where, err))
+			errs = append(errs, prefixLines(where+": ", err))
 			continue
 		}
 		p.Namespaces = spec.Namespaces

@@ -1,0 +1,124 @@
+package inject_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/sidecar-injector/injector/templates"
+	"github.com/sidecar-injector/injector/webhook/config"
+	"github.com/sidecar-injector/injector/webhook/inject"
+	"github.com/sidecar-injector/injector/webhook/inject/injecttest"
+)
+
+// policyWithTemplate is a policy file whose "custom" set replaces one
+// template; the namespace "custom" uses it.
+func policyWithTemplate(t *testing.T, name, text string) string {
+	t.Helper()
+	b, err := yaml.Marshal(map[string]any{
+		"apiVersion": config.APIVersion, "kind": config.Kind,
+		"templateSets": map[string]any{"custom": map[string]string{name: text}},
+		"policies":     []any{map[string]any{"name": "custom", "namespaces": []string{"custom"}, "templateSet": "custom"}},
+	})
+	require.NoError(t, err)
+	return string(b)
+}
+
+func compile(policy string) (*inject.Engine, error) {
+	cfg, err := config.Parse([]byte(policy))
+	if err != nil {
+		return nil, err
+	}
+	return inject.New(cfg, injecttest.Options(false))
+}
+
+func builtinText(t *testing.T, name string) string {
+	t.Helper()
+	s, err := templates.Builtin(name)
+	require.NoError(t, err)
+	return s
+}
+
+func TestCustomTemplateIsUsed(t *testing.T) {
+	text := strings.Replace(builtinText(t, templates.Sidecar), "env:\n", "env:\n- {name: MESH_FLAVOUR, value: custom}\n", 1)
+	e, err := compile(policyWithTemplate(t, templates.Sidecar, text))
+	require.NoError(t, err)
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
+	enabled := map[string]string{config.NamespaceLabel: "enabled"}
+
+	out, d := e.Inject(pod, inject.Namespace{Name: "custom", Labels: enabled})
+	require.Equal(t, inject.Injected, d.Result, d.Message)
+	assert.Equal(t, "custom", d.Policy)
+	assert.Contains(t, out.Spec.Containers[0].Env, corev1.EnvVar{Name: "MESH_FLAVOUR", Value: "custom"})
+
+	out, d = e.Inject(pod, inject.Namespace{Name: "elsewhere", Labels: enabled})
+	require.Equal(t, inject.Injected, d.Result)
+	for _, env := range out.Spec.Containers[0].Env {
+		assert.NotEqual(t, "MESH_FLAVOUR", env.Name, "other namespaces keep the built-in templates")
+	}
+
+	// A pod override re-renders the custom set, not the built-in one.
+	pod.Annotations = map[string]string{"sidecar-injector.io/proxy-log-level": "debug"}
+	out, d = e.Inject(pod, inject.Namespace{Name: "custom", Labels: enabled})
+	require.Equal(t, inject.Injected, d.Result)
+	assert.Contains(t, out.Spec.Containers[0].Env, corev1.EnvVar{Name: "MESH_FLAVOUR", Value: "custom"})
+	assert.Contains(t, out.Spec.Containers[0].Args, "debug")
+}
+
+// Every template of a set is parsed and test-rendered when the policy
+// loads; a broken one refuses the whole configuration with its place.
+func TestBrokenTemplatesFailAtLoad(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		template string
+		text     func(t *testing.T) string
+		want     []string
+	}{
+		{"does not parse", templates.Sidecar, func(*testing.T) string { return "name: {{ .Names.Proxy " }, []string{`template set "custom"`, "sidecar.yaml"}},
+		{"missing key", templates.Volumes, func(*testing.T) string { return "- name: {{ .Settings.Proxy.Nope }}\n" }, []string{"volumes.yaml", "Nope"}},
+		{"unknown field in a container", templates.Sidecar, func(t *testing.T) string {
+			return strings.Replace(builtinText(t, templates.Sidecar), "env:\n", "enviroment: []\nenv:\n", 1)
+		}, []string{"sidecar.yaml renders invalid YAML", `unknown field "enviroment"`}},
+		{"wrong container name", templates.InitContainer, func(t *testing.T) string {
+			return strings.Replace(builtinText(t, templates.InitContainer), "name: {{ .Names.Init }}", "name: my-init", 1)
+		}, []string{`must render a container named "mesh-init", not "my-init"`}},
+		{"no tools volume", templates.Volumes, func(*testing.T) string { return "- {name: other, emptyDir: {}}\n" }, []string{`the volume "mesh-tools"`}},
+		{"invalid Envoy bootstrap", templates.EnvoyBootstrap, func(t *testing.T) string {
+			return strings.Replace(builtinText(t, templates.EnvoyBootstrap), "max_ejection_percent: {{ . }}", "max_ejection_percent: 200", 1)
+		}, []string{"envoy bootstrap", "max_ejection_percent", "less than or equal to 100"}},
+		{"unknown template name", "sidecars.yaml", func(*testing.T) string { return "x" }, []string{`unknown template(s) sidecars.yaml`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := compile(policyWithTemplate(t, tc.template, tc.text(t)))
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), `policy "custom"`)
+			for _, w := range tc.want {
+				assert.Contains(t, err.Error(), w)
+			}
+		})
+	}
+}
+
+// A policy's bootstrap carries its circuit breakers: a change in policy is a
+// change in the rendered Envoy configuration, validated at load.
+func TestPolicyBootstrapDiffers(t *testing.T) {
+	e, err := compile(`apiVersion: sidecar-injector.io/v1alpha1
+kind: InjectorConfig
+policies:
+- name: tight
+  namespaces: [tight]
+  settings: {envoy: {outbound: {circuitBreakers: {maxConnections: 7}}}}
+`)
+	require.NoError(t, err)
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
+	enabled := map[string]string{config.NamespaceLabel: "enabled"}
+	tight, _ := e.Inject(pod, inject.Namespace{Name: "tight", Labels: enabled})
+	loose, _ := e.Inject(pod, inject.Namespace{Name: "loose", Labels: enabled})
+	assert.Contains(t, tight.Spec.Containers[0].Args[1], `"max_connections":7`)
+	assert.NotContains(t, loose.Spec.Containers[0].Args[1], `"max_connections":7`)
+}

@@ -1,0 +1,399 @@
+package webhook
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	jsonpatchv4 "gopkg.in/evanphx/json-patch.v4"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/sidecar-injector/injector/certs"
+	"github.com/sidecar-injector/injector/webhook/inject/injecttest"
+)
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// testServer runs Serve for real: HTTPS with certificates in a directory,
+// a policy file, a metrics address.
+type testServer struct {
+	addr, metrics string
+	certDir       string
+	configPath    string
+	pool          *x509.CertPool
+	client        *http.Client
+	cancel        context.CancelFunc
+	done          chan error
+}
+
+func writePolicy(t *testing.T, path, logLevel string, drain int) {
+	t.Helper()
+	policy := fmt.Sprintf(`apiVersion: sidecar-injector.io/v1alpha1
+kind: InjectorConfig
+defaults:
+  settings:
+    proxy: {logLevel: %s}
+    lifecycle: {drainSeconds: %d}
+`, logLevel, drain)
+	tmp := path + ".tmp"
+	require.NoError(t, os.WriteFile(tmp, []byte(policy), 0o644))
+	require.NoError(t, os.Rename(tmp, path))
+}
+
+func issue(t *testing.T, dir string, pool *x509.CertPool) *x509.Certificate {
+	t.Helper()
+	ca, err := certs.NewCA("test-ca", time.Hour)
+	require.NoError(t, err)
+	pair, err := ca.IssueServing([]string{"127.0.0.1", "localhost"}, time.Hour)
+	require.NoError(t, err)
+	require.NoError(t, certs.WriteDir(dir, pair, ca.CertPEM))
+	pool.AddCert(ca.Cert)
+	cert, err := certs.ParseCertificate(pair.CertPEM)
+	require.NoError(t, err)
+	return cert
+}
+
+func startServer(t *testing.T, ns NamespaceSource, shutdownDelay time.Duration) *testServer {
+	t.Helper()
+	s := &testServer{addr: freePort(t), metrics: freePort(t), certDir: t.TempDir(), pool: x509.NewCertPool(), done: make(chan error, 1)}
+	issue(t, s.certDir, s.pool)
+	s.configPath = filepath.Join(t.TempDir(), "policy.yaml")
+	writePolicy(t, s.configPath, "info", 11)
+	s.client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: s.pool}, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 16}}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	ready := make(chan struct{})
+	var once sync.Once
+	go func() {
+		s.done <- Serve(ctx, ServeOptions{
+			Listen: s.addr, CertDir: s.certDir, MetricsListen: s.metrics,
+			Loader:        &Loader{Path: s.configPath, Options: injecttest.Options(false), Poll: 50 * time.Millisecond},
+			Namespaces:    ns,
+			ShutdownDelay: shutdownDelay,
+			OnReady:       func() { once.Do(func() { close(ready) }) },
+		})
+	}()
+	select {
+	case <-ready:
+	case err := <-s.done:
+		t.Fatalf("server stopped: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("server not ready after 30s")
+	}
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-s.done:
+		case <-time.After(30 * time.Second):
+			t.Error("server did not stop")
+		}
+	})
+	return s
+}
+
+func (s *testServer) admit(t *testing.T, ns string, pod []byte) (*admissionv1.AdmissionResponse, error) {
+	req, _ := http.NewRequest(http.MethodPost, "https://"+s.addr+InjectPath, strings.NewReader(string(review("u", admissionv1.Create, ns, "Pod", pod, false))))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("HTTP %d", resp.StatusCode)
+	}
+	var rev admissionv1.AdmissionReview
+	if err := json.NewDecoder(resp.Body).Decode(&rev); err != nil {
+		return nil, err
+	}
+	return rev.Response, nil
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+var plainPod = []byte(`{"apiVersion":"v1","kind":"Pod","metadata":{"generateName":"web-","namespace":"shop"},"spec":{"containers":[{"name":"web","image":"web:1"}]}}`)
+
+// configOf reads back which configuration an injected pod was made with.
+func configOf(t *testing.T, r *admissionv1.AdmissionResponse) string {
+	t.Helper()
+	if r == nil || !r.Allowed || len(r.Patch) == 0 {
+		return "not injected"
+	}
+	patch, err := jsonpatchv4.DecodePatch(r.Patch)
+	require.NoError(t, err)
+	out, err := patch.Apply(plainPod)
+	require.NoError(t, err)
+	var pod corev1.Pod
+	require.NoError(t, json.Unmarshal(out, &pod))
+	var level, sleep string
+	for _, c := range pod.Spec.Containers {
+		for i, a := range c.Args {
+			if a == "--log-level" {
+				level = c.Args[i+1]
+			}
+		}
+		if c.Lifecycle != nil && c.Lifecycle.PreStop != nil && c.Lifecycle.PreStop.Exec != nil {
+			for _, a := range c.Lifecycle.PreStop.Exec.Command {
+				if strings.HasPrefix(a, "--sleep=") && c.Name == "web" {
+					sleep = strings.TrimPrefix(a, "--sleep=")
+				}
+			}
+		}
+	}
+	return level + "/" + sleep
+}
+
+var shopNS = StaticNamespaces{"shop": {"sidecar-injector.io/injection": "enabled"}}
+
+func TestServeHealthMetricsAndTLS(t *testing.T) {
+	s := startServer(t, shopNS, 0)
+
+	r, err := s.admit(t, "shop", plainPod)
+	require.NoError(t, err)
+	assert.Equal(t, "info/11s", configOf(t, r))
+
+	code, body := get(t, "http://"+s.metrics+"/readyz")
+	assert.Equal(t, http.StatusOK, code, body)
+	assert.Contains(t, body, "[+] tls ok")
+	code, _ = get(t, "http://"+s.metrics+"/healthz")
+	assert.Equal(t, http.StatusOK, code)
+	_, metrics := get(t, "http://"+s.metrics+"/metrics")
+	assert.Contains(t, metrics, `sidecar_injector_injections_total{reason="namespace_enabled",result="injected"}`)
+	assert.Contains(t, metrics, `controller_runtime_webhook_requests_total{code="200",webhook="/inject"}`)
+	assert.Contains(t, metrics, "sidecar_injector_config_valid 1")
+	for _, line := range strings.Split(metrics, "\n") {
+		if strings.HasPrefix(line, "sidecar_injector_injections_total{") {
+			assert.NotContains(t, line, "namespace=", "no namespace label: the series must stay bounded")
+			assert.NotContains(t, line, "pod=")
+		}
+	}
+	code, body = get(t, "http://"+s.metrics+"/debug/explain?namespace=shop&format=text")
+	assert.Equal(t, http.StatusOK, code)
+	assert.Contains(t, body, "policy:     default")
+	assert.Regexp(t, `proxy.logLevel\s+info\s+\(file defaults\)`, body)
+
+	// The HTTPS port serves health too, and speaks HTTP/2.
+	resp, err := s.client.Get("https://" + s.addr + "/readyz")
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, 2, resp.ProtoMajor)
+
+	// TLS 1.2 or newer only.
+	_, err = tls.Dial("tcp", s.addr, &tls.Config{RootCAs: s.pool, MaxVersion: tls.VersionTLS11})
+	assert.Error(t, err, "TLS 1.1 must be refused")
+	conn, err := tls.Dial("tcp", s.addr, &tls.Config{RootCAs: s.pool, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12})
+	require.NoError(t, err)
+	conn.Close()
+}
+
+// Rotated certificate files are picked up without a restart, and no request
+// fails while they change.
+func TestServeCertificateRotation(t *testing.T) {
+	s := startServer(t, shopNS, 0)
+	served := func() *x509.Certificate {
+		conn, err := tls.Dial("tcp", s.addr, &tls.Config{RootCAs: s.pool})
+		require.NoError(t, err)
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0]
+	}
+	before := served()
+
+	var failures, total atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				// New connections each time, so every handshake meets
+				// whichever certificate is current.
+				c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: s.pool}, DisableKeepAlives: true}}
+				req, _ := http.NewRequest(http.MethodPost, "https://"+s.addr+InjectPath, strings.NewReader(string(review("u", admissionv1.Create, "shop", "Pod", plainPod, false))))
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := c.Do(req)
+				total.Add(1)
+				if err != nil || resp.StatusCode != http.StatusOK {
+					failures.Add(1)
+				}
+				if resp != nil {
+					resp.Body.Close()
+				}
+			}
+		}()
+	}
+	time.Sleep(200 * time.Millisecond)
+	after := issue(t, s.certDir, s.pool)
+	require.Eventually(t, func() bool { return served().SerialNumber.Cmp(after.SerialNumber) == 0 }, 20*time.Second, 50*time.Millisecond,
+		"the server must serve the new certificate without a restart")
+	assert.NotEqual(t, before.SerialNumber, after.SerialNumber)
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	assert.Zero(t, failures.Load(), "no request may fail across a rotation (%d sent)", total.Load())
+	assert.Greater(t, total.Load(), int64(10))
+}
+
+// A new policy file is swapped in atomically under concurrent admissions:
+// every response is wholly the old or wholly the new configuration. An
+// invalid file is rejected, the last good one keeps serving, /readyz says
+// so and the metric shows it.
+func TestServeReloadUnderLoad(t *testing.T) {
+	s := startServer(t, shopNS, 0)
+	var mu sync.Mutex
+	seen := map[string]int{}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				r, err := s.admit(t, "shop", plainPod)
+				got := "error"
+				if err == nil {
+					got = configOf(t, r)
+				}
+				mu.Lock()
+				seen[got]++
+				mu.Unlock()
+			}
+		}()
+	}
+	for i := 0; i < 6; i++ {
+		if i%2 == 0 {
+			writePolicy(t, s.configPath, "debug", 22)
+		} else {
+			writePolicy(t, s.configPath, "info", 11)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	writePolicy(t, s.configPath, "debug", 22)
+	require.Eventually(t, func() bool {
+		r, err := s.admit(t, "shop", plainPod)
+		return err == nil && configOf(t, r) == "debug/22s"
+	}, 10*time.Second, 50*time.Millisecond)
+
+	// An invalid file: rejected, the last good configuration stays.
+	require.NoError(t, os.WriteFile(s.configPath, []byte("apiVersion: sidecar-injector.io/v1alpha1\nkind: InjectorConfig\ndefaults: {settings: {proxy: {logLevel: loud}}}\n"), 0o644))
+	require.Eventually(t, func() bool {
+		_, body := get(t, "http://"+s.metrics+"/readyz")
+		return strings.Contains(body, "[!] config")
+	}, 10*time.Second, 50*time.Millisecond)
+	code, body := get(t, "http://"+s.metrics+"/readyz")
+	assert.Equal(t, http.StatusOK, code, "a rejected reload must not take the replica out of service")
+	assert.Contains(t, body, `"loud" is not one of`)
+	_, metrics := get(t, "http://"+s.metrics+"/metrics")
+	assert.Contains(t, metrics, "sidecar_injector_config_valid 0")
+	assert.Contains(t, metrics, `sidecar_injector_config_loads_total{result="failure"}`)
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+
+	r, err := s.admit(t, "shop", plainPod)
+	require.NoError(t, err)
+	assert.Equal(t, "debug/22s", configOf(t, r), "the last good configuration keeps serving")
+	for k := range seen {
+		assert.Contains(t, []string{"info/11s", "debug/22s"}, k, "a response mixed configurations or failed")
+	}
+	assert.Greater(t, seen["info/11s"]+seen["debug/22s"], 20)
+}
+
+// blockingNamespaces holds admissions for the namespace "slow" until
+// released, to have a request in flight during shutdown.
+type blockingNamespaces struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingNamespaces) Labels(_ context.Context, name string) (map[string]string, error) {
+	if name == "slow" {
+		b.entered <- struct{}{}
+		<-b.release
+	}
+	return map[string]string{"sidecar-injector.io/injection": "enabled"}, nil
+}
+
+// On SIGTERM (context cancel) the server reports not ready, stops accepting
+// new connections and finishes the requests in flight before Serve returns.
+func TestServeGracefulShutdown(t *testing.T) {
+	ns := &blockingNamespaces{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	s := startServer(t, ns, 300*time.Millisecond)
+
+	result := make(chan error, 1)
+	go func() {
+		r, err := s.admit(t, "slow", plainPod)
+		if err == nil && (r == nil || !r.Allowed || len(r.Patch) == 0) {
+			err = fmt.Errorf("in-flight admission was not injected: %+v", r)
+		}
+		result <- err
+	}()
+	<-ns.entered
+	s.cancel()
+
+	require.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + s.metrics + "/readyz")
+		if err != nil {
+			return true
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusServiceUnavailable
+	}, 5*time.Second, 20*time.Millisecond, "not ready once shutting down")
+
+	select {
+	case err := <-s.done:
+		t.Fatalf("Serve returned with a request in flight: %v", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	close(ns.release)
+	require.NoError(t, <-result, "the in-flight request completes")
+	select {
+	case err := <-s.done:
+		assert.NoError(t, err)
+		s.done <- err // for the cleanup
+	case <-time.After(30 * time.Second):
+		t.Fatal("Serve did not return after the last request")
+	}
+	_, err := tls.Dial("tcp", s.addr, &tls.Config{RootCAs: s.pool})
+	assert.Error(t, err, "no new connections after shutdown")
+}

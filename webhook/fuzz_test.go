@@ -67,6 +67,7 @@ func FuzzHandlerPod(f *testing.F) {
 	}
 	f.Add([]byte(`{"metadata":{"annotations":{"sidecar-injector.io/proxy-cpu":"-1"}},"spec":{"containers":[{"name":"a"}]}}`), "shop")
 	f.Fuzz(func(t *testing.T, pod []byte, ns string) {
+		samePodDecode(t, pod)
 		resp := serveOnce(t, h, review("fuzz", admissionv1.Create, ns, "Pod", rawOrNull(pod), false))
 		if len(resp.Patch) == 0 {
 			return

@@ -16,6 +16,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 	sigsjson "sigs.k8s.io/json"
 
@@ -65,42 +66,70 @@ const (
 
 var podResource = metav1.GroupVersionResource{Version: "v1", Resource: "pods"}
 
-// Handle implements admission.Handler.
+// Handle implements admission.Handler, for embedding in controller-runtime's
+// admission.Webhook. `injector serve` mounts the Handler itself (ServeHTTP),
+// which answers identically without the generic decoder's cost.
 func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.Response {
 	start := time.Now()
-	resp, d, pod := h.handle(ctx, req)
-	h.record(req, resp, d, pod, time.Since(start))
+	in := admissionInput{
+		uid: req.UID, kind: req.Kind, resource: req.Resource, subResource: req.SubResource,
+		namespace: req.Namespace, operation: req.Operation, dryRun: req.DryRun != nil && *req.DryRun,
+		raw: req.Object.Raw,
+	}
+	resp, d, pod := h.decide(ctx, &in)
+	h.record(&in, d, pod, time.Since(start))
 	return resp
 }
 
-func (h *Handler) handle(ctx context.Context, req admission.Request) (admission.Response, inject.Decision, *corev1.Pod) {
-	if req.UID == "" && req.Kind.Kind == "" && req.Operation == "" {
+// admissionInput is what the handler needs from an AdmissionRequest. pod is
+// set when the HTTP edge decoded the object along with the review; raw when
+// it is still to be decoded.
+type admissionInput struct {
+	uid         types.UID
+	kind        metav1.GroupVersionKind
+	resource    metav1.GroupVersionResource
+	subResource string
+	namespace   string
+	operation   admissionv1.Operation
+	dryRun      bool
+	pod         *corev1.Pod
+	raw         []byte
+	noRequest   bool
+}
+
+// decide answers one admission. The response's patch values for the added
+// containers and volumes are the rendering's pre-marshalled JSON.
+func (h *Handler) decide(ctx context.Context, in *admissionInput) (admission.Response, inject.Decision, *corev1.Pod) {
+	if in.noRequest || (in.uid == "" && in.kind.Kind == "" && in.operation == "") {
 		return refuse400(ReasonMalformedRequest, "the AdmissionReview has no request")
 	}
-	resourceOK := req.Resource == podResource || req.Resource == (metav1.GroupVersionResource{})
-	if req.Kind.Group != "" || req.Kind.Kind != "Pod" || !resourceOK || req.SubResource != "" {
-		msg := fmt.Sprintf("%s %s/%s is not a pod; allowed unchanged", req.Kind.Kind, req.Resource.Resource, req.SubResource)
+	resourceOK := in.resource == podResource || in.resource == (metav1.GroupVersionResource{})
+	if in.kind.Group != "" || in.kind.Kind != "Pod" || !resourceOK || in.subResource != "" {
+		msg := fmt.Sprintf("%s %s/%s is not a pod; allowed unchanged", in.kind.Kind, in.resource.Resource, in.subResource)
 		return admission.Allowed(msg), inject.Decision{Result: inject.Skipped, Reason: ReasonNotAPod, Message: msg}, nil
 	}
-	if req.Operation != admissionv1.Create {
-		msg := fmt.Sprintf("operation %s is not CREATE; allowed unchanged", req.Operation)
+	if in.operation != admissionv1.Create {
+		msg := fmt.Sprintf("operation %s is not CREATE; allowed unchanged", in.operation)
 		return admission.Allowed(msg), inject.Decision{Result: inject.Skipped, Reason: ReasonNotCreate, Message: msg}, nil
 	}
-	raw := req.Object.Raw
-	if len(raw) == 0 {
-		return refuse400(ReasonMalformedRequest, "request.object is empty")
-	}
-	if !isJSONObject(raw) {
-		return refuse400(ReasonMalformedRequest, "request.object is not a JSON object")
-	}
-	pod := &corev1.Pod{}
-	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(raw, pod); err != nil {
-		return refuse400(ReasonMalformedRequest, "request.object is not a valid Pod: "+err.Error())
+	pod := in.pod
+	if pod == nil {
+		raw := in.raw
+		if len(raw) == 0 {
+			return refuse400(ReasonMalformedRequest, "request.object is empty")
+		}
+		if !isJSONObject(raw) {
+			return refuse400(ReasonMalformedRequest, "request.object is not a JSON object")
+		}
+		pod = &corev1.Pod{}
+		if err := sigsjson.UnmarshalCaseSensitivePreserveInts(raw, pod); err != nil {
+			return refuse400(ReasonMalformedRequest, "request.object is not a valid Pod: "+err.Error())
+		}
 	}
 	if pod.Kind != "" && (pod.Kind != "Pod" || pod.APIVersion != "v1") {
 		return refuse400(ReasonMalformedRequest, fmt.Sprintf("request.object is a %s %s, not a v1 Pod", pod.APIVersion, pod.Kind))
 	}
-	nsName := req.Namespace
+	nsName := in.namespace
 	if nsName == "" {
 		nsName = pod.Namespace
 	}
@@ -109,12 +138,11 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) (admission.
 		d := inject.Decision{Result: inject.Refused, Reason: ReasonNamespaceUnknown, Message: "namespace labels are not available: " + err.Error()}
 		return admission.Errored(http.StatusServiceUnavailable, errors.New(d.Message)), d, pod
 	}
-	engine := h.engine.Load()
-	out, d := engine.Inject(pod, inject.Namespace{Name: nsName, Labels: labels})
+	out, d, rendered := h.engine.Load().InjectRendered(pod, inject.Namespace{Name: nsName, Labels: labels})
 	var resp admission.Response
 	switch d.Result {
 	case inject.Injected:
-		ops, err := buildPatch(pod, out)
+		ops, err := buildPatch(pod, out, rendered.JSON)
 		if err != nil {
 			d = inject.Decision{Result: inject.Refused, Reason: ReasonInternalError, Message: err.Error()}
 			return admission.Errored(http.StatusInternalServerError, err), d, pod
@@ -152,7 +180,7 @@ func isJSONObject(b []byte) bool {
 }
 
 // record writes the log line and the metric for one admission.
-func (h *Handler) record(req admission.Request, resp admission.Response, d inject.Decision, pod *corev1.Pod, took time.Duration) {
+func (h *Handler) record(in *admissionInput, d inject.Decision, pod *corev1.Pod, took time.Duration) {
 	if h.metrics != nil {
 		h.metrics.Observe(d.Result, d.Reason)
 	}
@@ -164,8 +192,8 @@ func (h *Handler) record(req admission.Request, resp admission.Response, d injec
 		return
 	}
 	attrs := []slog.Attr{
-		slog.String("uid", string(req.UID)),
-		slog.String("namespace", req.Namespace),
+		slog.String("uid", string(in.uid)),
+		slog.String("namespace", in.namespace),
 		slog.String("result", string(d.Result)),
 		slog.String("reason", string(d.Reason)),
 		slog.Duration("took", took),
@@ -186,7 +214,7 @@ func (h *Handler) record(req admission.Request, resp admission.Response, d injec
 	if len(d.Warnings) > 0 {
 		attrs = append(attrs, slog.Any("warnings", d.Warnings))
 	}
-	if req.DryRun != nil && *req.DryRun {
+	if in.dryRun {
 		attrs = append(attrs, slog.Bool("dryRun", true))
 	}
 	h.log.LogAttrs(context.Background(), level, "admission", attrs...)

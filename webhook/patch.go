@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
 	"reflect"
@@ -24,7 +25,11 @@ import (
 // Operations on existing list elements come first, at their original
 // indices; insertions follow in increasing final index, so each index is
 // valid when its operation applies.
-func buildPatch(orig, mutated *corev1.Pod) ([]jsonpatch.Operation, error) {
+//
+// cached holds pre-marshalled JSON of the added containers ("container/"+name)
+// and volumes ("volume/"+name); such values go into the patch as
+// json.RawMessage and are never encoded again.
+func buildPatch(orig, mutated *corev1.Pod, cached map[string][]byte) ([]jsonpatch.Operation, error) {
 	ops := make([]jsonpatch.Operation, 0, 16)
 	if reflect.DeepEqual(orig.ObjectMeta, metav1.ObjectMeta{}) {
 		// The object may have no metadata at all (the API server always
@@ -44,12 +49,25 @@ func buildPatch(orig, mutated *corev1.Pod) ([]jsonpatch.Operation, error) {
 	if ops, err = modifiedContainerOps(ops, "/spec/initContainers", orig.Spec.InitContainers, mutated.Spec.InitContainers); err != nil {
 		return nil, err
 	}
+	container := func(list []corev1.Container) func(int) any {
+		return func(i int) any {
+			if b, ok := cached["container/"+list[i].Name]; ok {
+				return json.RawMessage(b)
+			}
+			return list[i]
+		}
+	}
 	ops = insertOps(ops, "/spec/initContainers", containerNames(orig.Spec.InitContainers), containerNames(mutated.Spec.InitContainers),
-		func(i int) any { return mutated.Spec.InitContainers[i] }, func() any { return mutated.Spec.InitContainers })
+		container(mutated.Spec.InitContainers))
 	ops = insertOps(ops, "/spec/containers", containerNames(orig.Spec.Containers), containerNames(mutated.Spec.Containers),
-		func(i int) any { return mutated.Spec.Containers[i] }, func() any { return mutated.Spec.Containers })
+		container(mutated.Spec.Containers))
 	ops = insertOps(ops, "/spec/volumes", volumeNames(orig.Spec.Volumes), volumeNames(mutated.Spec.Volumes),
-		func(i int) any { return mutated.Spec.Volumes[i] }, func() any { return mutated.Spec.Volumes })
+		func(i int) any {
+			if b, ok := cached["volume/"+mutated.Spec.Volumes[i].Name]; ok {
+				return json.RawMessage(b)
+			}
+			return mutated.Spec.Volumes[i]
+		})
 
 	if !reflect.DeepEqual(orig.Spec.TerminationGracePeriodSeconds, mutated.Spec.TerminationGracePeriodSeconds) {
 		if mutated.Spec.TerminationGracePeriodSeconds == nil {
@@ -129,13 +147,18 @@ func volumeNames(vs []corev1.Volume) []string {
 }
 
 // insertOps adds the elements of the mutated list whose names the original
-// lacks. The original elements must keep their relative order.
-func insertOps(ops []jsonpatch.Operation, path string, orig, mutated []string, elem func(int) any, whole func() any) []jsonpatch.Operation {
+// lacks. The original elements must keep their relative order. A list that
+// was empty (absent, null or []) is added whole.
+func insertOps(ops []jsonpatch.Operation, path string, orig, mutated []string, elem func(int) any) []jsonpatch.Operation {
 	if len(mutated) == len(orig) {
 		return ops
 	}
 	if len(orig) == 0 {
-		return append(ops, jsonpatch.NewOperation("add", path, whole()))
+		items := make([]any, len(mutated))
+		for i := range mutated {
+			items[i] = elem(i)
+		}
+		return append(ops, jsonpatch.NewOperation("add", path, items))
 	}
 	have := make(map[string]bool, len(orig))
 	for _, n := range orig {

@@ -17,10 +17,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"k8s.io/utils/ptr"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/sidecar-injector/injector/webhook/inject"
 )
@@ -95,7 +93,7 @@ func Serve(ctx context.Context, o ServeOptions) error {
 			c.NextProtos = []string{"h2", "http/1.1"}
 		}},
 	})
-	srv.Register(InjectPath, &admission.Webhook{Handler: handler, RecoverPanic: ptr.To(true)})
+	srv.Register(InjectPath, handler)
 
 	var shuttingDown sync.Once
 	stopping := make(chan struct{})

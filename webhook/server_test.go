@@ -61,14 +61,22 @@ defaults:
 	require.NoError(t, os.Rename(tmp, path))
 }
 
-func issue(t *testing.T, dir string, pool *x509.CertPool) *x509.Certificate {
+// newPair makes a CA and a serving certificate for loopback; the CA goes
+// into pool (before any client uses the pool: CertPool is not safe for
+// concurrent writes).
+func newPair(t *testing.T, pool *x509.CertPool) (*certs.Pair, *certs.CA) {
 	t.Helper()
 	ca, err := certs.NewCA("test-ca", time.Hour)
 	require.NoError(t, err)
 	pair, err := ca.IssueServing([]string{"127.0.0.1", "localhost"}, time.Hour)
 	require.NoError(t, err)
-	require.NoError(t, certs.WriteDir(dir, pair, ca.CertPEM))
 	pool.AddCert(ca.Cert)
+	return pair, ca
+}
+
+func install(t *testing.T, dir string, pair *certs.Pair, ca *certs.CA) *x509.Certificate {
+	t.Helper()
+	require.NoError(t, certs.WriteDir(dir, pair, ca.CertPEM))
 	cert, err := certs.ParseCertificate(pair.CertPEM)
 	require.NoError(t, err)
 	return cert
@@ -77,7 +85,8 @@ func issue(t *testing.T, dir string, pool *x509.CertPool) *x509.Certificate {
 func startServer(t *testing.T, ns NamespaceSource, shutdownDelay time.Duration) *testServer {
 	t.Helper()
 	s := &testServer{addr: freePort(t), metrics: freePort(t), certDir: t.TempDir(), pool: x509.NewCertPool(), done: make(chan error, 1)}
-	issue(t, s.certDir, s.pool)
+	pair, ca := newPair(t, s.pool)
+	install(t, s.certDir, pair, ca)
 	s.configPath = filepath.Join(t.TempDir(), "policy.yaml")
 	writePolicy(t, s.configPath, "info", 11)
 	s.client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
@@ -220,6 +229,7 @@ func TestServeHealthMetricsAndTLS(t *testing.T) {
 // fails while they change.
 func TestServeCertificateRotation(t *testing.T) {
 	s := startServer(t, shopNS, 0)
+	nextPair, nextCA := newPair(t, s.pool) // trusted before any client starts
 	served := func() *x509.Certificate {
 		conn, err := tls.Dial("tcp", s.addr, &tls.Config{RootCAs: s.pool})
 		require.NoError(t, err)
@@ -258,7 +268,7 @@ func TestServeCertificateRotation(t *testing.T) {
 		}()
 	}
 	time.Sleep(200 * time.Millisecond)
-	after := issue(t, s.certDir, s.pool)
+	after := install(t, s.certDir, nextPair, nextCA)
 	require.Eventually(t, func() bool { return served().SerialNumber.Cmp(after.SerialNumber) == 0 }, 20*time.Second, 50*time.Millisecond,
 		"the server must serve the new certificate without a restart")
 	assert.NotEqual(t, before.SerialNumber, after.SerialNumber)

@@ -1,6 +1,7 @@
 package inject
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -61,6 +62,10 @@ type Rendered struct {
 	Bootstrap string
 	Native    bool
 	Settings  config.Settings
+	// JSON holds each added container's and volume's JSON, by name,
+	// marshalled once here so a webhook response can carry it without
+	// re-encoding the bootstrap on every request.
+	JSON map[string][]byte
 }
 
 // New compiles a configuration: parses each template set once, renders and
@@ -246,6 +251,21 @@ func (e *Engine) render(set *templates.Set, s config.Settings, reuse *Rendered) 
 	}
 	if err := checkRendered(r, d); err != nil {
 		return nil, err
+	}
+	r.JSON = map[string][]byte{}
+	for _, c := range []corev1.Container{r.Init, r.Proxy} {
+		b, err := json.Marshal(c)
+		if err != nil {
+			return nil, err
+		}
+		r.JSON["container/"+c.Name] = b
+	}
+	for _, v := range r.Volumes {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return nil, err
+		}
+		r.JSON["volume/"+v.Name] = b
 	}
 	return r, nil
 }

@@ -38,11 +38,23 @@ func (e *Engine) Inject(pod *corev1.Pod, ns Namespace) (*corev1.Pod, Decision) {
 	return out, d
 }
 
+// InjectRendered is Inject that also returns, for an injected pod, the
+// rendering the added containers and volumes were copied from (unchanged),
+// so callers can reuse its pre-marshalled JSON.
+func (e *Engine) InjectRendered(pod *corev1.Pod, ns Namespace) (*corev1.Pod, Decision, *Rendered) {
+	out, d, ev := e.inject(pod, ns)
+	if d.Result != Injected || ev == nil {
+		return out, d, nil
+	}
+	return out, d, ev.rendered
+}
+
 // evaluation carries what explain shows besides the decision.
 type evaluation struct {
 	selection config.Selection
 	settings  config.Settings
 	applied   []config.Applied
+	rendered  *Rendered
 }
 
 func (e *Engine) inject(pod *corev1.Pod, ns Namespace) (*corev1.Pod, Decision, *evaluation) {
@@ -119,6 +131,8 @@ func (e *Engine) inject(pod *corev1.Pod, ns Namespace) (*corev1.Pod, Decision, *
 		return pod, withPolicy(decide(Refused, ReasonPolicyRenderingError, fmt.Sprintf(
 			"the pod's annotations do not render with policy %q: %v", policy.Name, err)), policy), ev
 	}
+
+	ev.rendered = r
 
 	// Pods that would break the mesh.
 	conflicts, refusal := checkConflicts(pod, s)

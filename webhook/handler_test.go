@@ -22,8 +22,6 @@ import (
 	jsonpatchv4 "gopkg.in/evanphx/json-patch.v4"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 	"sigs.k8s.io/yaml"
 
 	"github.com/sidecar-injector/injector/certs"
@@ -44,7 +42,7 @@ func tlsServer(t *testing.T, h *Handler) (*httptest.Server, *http.Client) {
 	cert, err := tls.X509KeyPair(pair.CertPEM, pair.KeyPEM)
 	require.NoError(t, err)
 	mux := http.NewServeMux()
-	mux.Handle(InjectPath, &admission.Webhook{Handler: h, RecoverPanic: ptr.To(true)})
+	mux.Handle(InjectPath, h) // the production path, as Serve mounts it
 	srv := httptest.NewUnstartedServer(mux)
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	srv.EnableHTTP2 = true

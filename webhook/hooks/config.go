@@ -265,18 +265,25 @@ func (p PreStop) Args() []string {
 			add("http-expect-status", strings.Join(codes, ","))
 		}
 	}
-	if p.Then.HTTPGet != "" {
-		add("then-http-get", p.Then.HTTPGet)
-		for _, h := range p.Then.HTTPHeaders {
-			add("then-http-header", h)
+	return append(args, p.Then.Args()...)
+}
+
+// Args renders the "run the original handler" arguments, which always come
+// last in a preStop command (an exec handler's command ends it).
+func (o OriginalHandler) Args() []string {
+	var args []string
+	if o.HTTPGet != "" {
+		args = append(args, "--then-http-get="+o.HTTPGet)
+		for _, h := range o.HTTPHeaders {
+			args = append(args, "--then-http-header="+h)
 		}
 	}
-	if p.Then.Sleep != 0 {
-		add("then-sleep", p.Then.Sleep.String())
+	if o.Sleep != 0 {
+		args = append(args, "--then-sleep="+o.Sleep.String())
 	}
-	if len(p.Then.Exec) > 0 {
+	if len(o.Exec) > 0 {
 		args = append(args, "--then-exec", "--")
-		args = append(args, p.Then.Exec...)
+		args = append(args, o.Exec...)
 	}
 	return args
 }
@@ -509,11 +516,8 @@ func ParseWaitReady(args []string) (WaitReady, error) {
 	fs.StringVar(&w.URL, "url", "http://127.0.0.1:15021/healthz/ready", "readiness URL")
 	w.Timeout = Duration(60 * time.Second)
 	fs.Var(durationFlag{&w.Timeout}, "timeout", "bound on the wait")
-	if err := fs.Parse(args); err != nil {
+	if err := parseAll(fs, args); err != nil {
 		return WaitReady{}, err
-	}
-	if fs.NArg() > 0 {
-		return WaitReady{}, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	return w, nil
 }
@@ -544,11 +548,8 @@ func ParseProxyStop(args []string) (ProxyStop, error) {
 	fs.Var(durationFlag{&p.Wait}, "wait", "keep serving this long")
 	fs.Var(durationFlag{&p.Drain}, "drain", "bound on the listener drain")
 	fs.StringVar(&p.AdminURL, "admin-url", "http://127.0.0.1:15000", "Envoy admin URL")
-	if err := fs.Parse(args); err != nil {
+	if err := parseAll(fs, args); err != nil {
 		return ProxyStop{}, err
-	}
-	if fs.NArg() > 0 {
-		return ProxyStop{}, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	return p, nil
 }
@@ -593,6 +594,17 @@ func ParseRun(args []string) (Run, error) {
 		return Run{}, errors.New("hook run needs the command to run after --")
 	}
 	return r, nil
+}
+
+// parseAll parses flags and refuses anything left over.
+func parseAll(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	return nil
 }
 
 type discard struct{}

@@ -490,18 +490,11 @@ func appPreStop(c *corev1.Container, base corev1.LifecycleHandler) (*corev1.Life
 		if err != nil {
 			return nil, fmt.Sprintf("container %q keeps its own preStop handler without the registry offline step and drain sleep: %v", c.Name, err)
 		}
-		cmd = append(cmd, thenArgs(then)...)
+		cmd = append(cmd, then.Args()...)
 	}
 	h := base
 	h.Exec = &corev1.ExecAction{Command: cmd}
 	return &h, ""
-}
-
-// thenArgs renders only the "run the original handler" part of the
-// preStop arguments.
-func thenArgs(o hooks.OriginalHandler) []string {
-	full := hooks.PreStop{Registry: hooks.Registry{Preset: hooks.PresetNone}, Then: o}.Args()
-	return full[2:] // drop --registry and --sleep, which the rendered base already has
 }
 
 // originalHandler converts an app's own preStop handler for the hook tool.

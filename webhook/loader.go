@@ -37,6 +37,17 @@ func (l *Loader) Load() (*inject.Engine, error) {
 			return nil, l.fail(nil, fmt.Errorf("--config: %w", err))
 		}
 	}
+	return l.load(data)
+}
+
+// load compiles content read from the file (or nothing, for the built-in
+// defaults), remembering it so Watch only reloads real changes.
+func (l *Loader) load(data []byte) (*inject.Engine, error) {
+	// An empty file is caught mid-write or wrongly emptied; taking it for
+	// "built-in defaults" would silently change every namespace.
+	if l.Path != "" && len(bytes.TrimSpace(data)) == 0 {
+		return nil, l.fail(data, fmt.Errorf("%s is empty; a policy file needs at least apiVersion and kind", l.Path))
+	}
 	e, err := Compile(data, l.Options)
 	if err != nil {
 		if l.Path != "" {
@@ -109,7 +120,7 @@ func (l *Loader) Watch(ctx context.Context, apply func(*inject.Engine, error)) {
 			}
 			continue
 		}
-		e, err := l.Load()
+		e, err := l.load(data)
 		apply(e, err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -101,6 +102,7 @@ func startServer(t *testing.T, ns NamespaceSource, shutdownDelay time.Duration) 
 			Loader:        &Loader{Path: s.configPath, Options: injecttest.Options(false), Poll: 50 * time.Millisecond},
 			Namespaces:    ns,
 			ShutdownDelay: shutdownDelay,
+			Log:           slog.New(slog.DiscardHandler),
 			OnReady:       func() { once.Do(func() { close(ready) }) },
 		})
 	}()
@@ -318,11 +320,24 @@ func TestServeReloadUnderLoad(t *testing.T) {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	writePolicy(t, s.configPath, "debug", 22)
+	// A configuration not seen before, so waiting for it proves the
+	// watcher has caught up with every write.
+	writePolicy(t, s.configPath, "debug", 33)
 	require.Eventually(t, func() bool {
 		r, err := s.admit(t, "shop", plainPod)
-		return err == nil && configOf(t, r) == "debug/22s"
+		return err == nil && configOf(t, r) == "debug/33s"
 	}, 10*time.Second, 50*time.Millisecond)
+
+	// An empty file (as seen in the middle of a non-atomic write) is
+	// rejected like any invalid one, never taken for the built-in defaults.
+	require.NoError(t, os.WriteFile(s.configPath, nil, 0o644))
+	require.Eventually(t, func() bool {
+		_, body := get(t, "http://"+s.metrics+"/readyz")
+		return strings.Contains(body, "is empty")
+	}, 10*time.Second, 20*time.Millisecond)
+	r, err := s.admit(t, "shop", plainPod)
+	require.NoError(t, err)
+	assert.Equal(t, "debug/33s", configOf(t, r))
 
 	// An invalid file: rejected, the last good configuration stays.
 	require.NoError(t, os.WriteFile(s.configPath, []byte("apiVersion: sidecar-injector.io/v1alpha1\nkind: InjectorConfig\ndefaults: {settings: {proxy: {logLevel: loud}}}\n"), 0o644))
@@ -340,11 +355,11 @@ func TestServeReloadUnderLoad(t *testing.T) {
 	close(stop)
 	wg.Wait()
 
-	r, err := s.admit(t, "shop", plainPod)
+	r, err = s.admit(t, "shop", plainPod)
 	require.NoError(t, err)
-	assert.Equal(t, "debug/22s", configOf(t, r), "the last good configuration keeps serving")
+	assert.Equal(t, "debug/33s", configOf(t, r), "the last good configuration keeps serving")
 	for k := range seen {
-		assert.Contains(t, []string{"info/11s", "debug/22s"}, k, "a response mixed configurations or failed")
+		assert.Contains(t, []string{"info/11s", "debug/22s", "debug/33s"}, k, "a response mixed configurations or failed")
 	}
 	assert.Greater(t, seen["info/11s"]+seen["debug/22s"], 20)
 }

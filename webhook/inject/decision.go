@@ -39,6 +39,7 @@ const (
 	ReasonAlreadyInjected     Reason = "already_injected"
 	ReasonOtherMesh           Reason = "other_mesh_sidecar"
 	ReasonNoContainers        Reason = "no_containers"
+	ReasonWindowsPod          Reason = "windows_pod"
 )
 
 // Reasons for refusing.
@@ -50,6 +51,7 @@ const (
 	ReasonProxyUIDConflict     Reason = "proxy_uid_conflict"
 	ReasonProxyPortConflict    Reason = "proxy_port_conflict"
 	ReasonMountPathConflict    Reason = "mount_path_conflict"
+	ReasonVolumeNameConflict   Reason = "volume_name_conflict"
 	ReasonInvalidPod           Reason = "invalid_pod"
 	ReasonPolicyRenderingError Reason = "policy_rendering_failed"
 )
@@ -70,6 +72,7 @@ var AllReasons = []struct {
 	{ReasonAlreadyInjected, Skipped},
 	{ReasonOtherMesh, Skipped},
 	{ReasonNoContainers, Skipped},
+	{ReasonWindowsPod, Skipped},
 	{ReasonInvalidAnnotation, Refused},
 	{ReasonOverrideNotAllowed, Refused},
 	{ReasonOverrideOutOfBounds, Refused},
@@ -77,6 +80,7 @@ var AllReasons = []struct {
 	{ReasonProxyUIDConflict, Refused},
 	{ReasonProxyPortConflict, Refused},
 	{ReasonMountPathConflict, Refused},
+	{ReasonVolumeNameConflict, Refused},
 	{ReasonInvalidPod, Refused},
 	{ReasonPolicyRenderingError, Refused},
 }

@@ -1,6 +1,7 @@
 package inject
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -143,7 +144,12 @@ func (e *Engine) inject(pod *corev1.Pod, ns Namespace) (*corev1.Pod, Decision, *
 
 	out, more, err := e.mutate(pod, r, policy.Name)
 	if err != nil {
-		return pod, withPolicy(decide(Refused, ReasonMountPathConflict, err.Error()), policy), ev
+		var ce *conflictError
+		reason := ReasonMountPathConflict
+		if errors.As(err, &ce) {
+			reason = ce.reason
+		}
+		return pod, withPolicy(decide(Refused, reason, err.Error()), policy), ev
 	}
 	warnings = append(warnings, more...)
 	msg := fmt.Sprintf("namespace %q is labelled %s=enabled", ns.Name, config.NamespaceLabel)
@@ -218,6 +224,9 @@ func (e *Engine) preflight(pod *corev1.Pod, ns Namespace) (Decision, bool) {
 	}
 	if pod.Spec.HostNetwork {
 		return decide(Skipped, ReasonHostNetwork, "the pod uses the host's network; capture rules would redirect the node's traffic"), true
+	}
+	if pod.Spec.OS != nil && pod.Spec.OS.Name == corev1.Windows {
+		return decide(Skipped, ReasonWindowsPod, "the pod runs on Windows; the proxy and its iptables capture are Linux only"), true
 	}
 	if len(pod.Spec.Containers) == 0 {
 		return decide(Skipped, ReasonNoContainers, "the pod has no containers"), true
@@ -346,7 +355,8 @@ func (e *Engine) mutate(pod *corev1.Pod, r *Rendered, policyName string) (*corev
 		c := pod.Spec.Containers[i] // shallow copy: replace, never append in place
 		for _, m := range c.VolumeMounts {
 			if m.MountPath == toolsDir {
-				return nil, nil, fmt.Errorf("container %q already mounts %s, where the injector mounts its hook tool; move that mount", c.Name, toolsDir)
+				return nil, nil, &conflictError{ReasonMountPathConflict, fmt.Sprintf(
+					"container %q already mounts %s, where the injector mounts its hook tool; move that mount", c.Name, toolsDir)}
 			}
 		}
 		change := AppChange{Name: c.Name}
@@ -417,7 +427,8 @@ func (e *Engine) mutate(pod *corev1.Pod, r *Rendered, policyName string) (*corev
 	for _, v := range r.Volumes {
 		for _, existing := range pod.Spec.Volumes {
 			if existing.Name == v.Name {
-				return nil, nil, fmt.Errorf("the pod already has a volume named %q, which the injector adds; rename that volume", v.Name)
+				return nil, nil, &conflictError{ReasonVolumeNameConflict, fmt.Sprintf(
+					"the pod already has a volume named %q, which the injector adds; rename that volume", v.Name)}
 			}
 		}
 		out.Spec.Volumes = append(out.Spec.Volumes, v)
@@ -455,6 +466,14 @@ func (e *Engine) mutate(pod *corev1.Pod, r *Rendered, policyName string) (*corev
 	out.Annotations = ann
 	return &out, warnings, nil
 }
+
+// conflictError is a pod that already uses a name or path injection needs.
+type conflictError struct {
+	reason Reason
+	msg    string
+}
+
+func (e *conflictError) Error() string { return e.msg }
 
 func readyURLIf(s config.Settings) string {
 	if !s.Lifecycle.HoldApplicationUntilProxyReady {

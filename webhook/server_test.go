@@ -340,11 +340,13 @@ func TestServeReloadUnderLoad(t *testing.T) {
 	assert.Equal(t, "debug/33s", configOf(t, r))
 
 	// An invalid file: rejected, the last good configuration stays.
-	require.NoError(t, os.WriteFile(s.configPath, []byte("apiVersion: sidecar-injector.io/v1alpha1\nkind: InjectorConfig\ndefaults: {settings: {proxy: {logLevel: loud}}}\n"), 0o644))
+	invalid := s.configPath + ".tmp"
+	require.NoError(t, os.WriteFile(invalid, []byte("apiVersion: sidecar-injector.io/v1alpha1\nkind: InjectorConfig\ndefaults: {settings: {proxy: {logLevel: loud}}}\n"), 0o644))
+	require.NoError(t, os.Rename(invalid, s.configPath))
 	require.Eventually(t, func() bool {
 		_, body := get(t, "http://"+s.metrics+"/readyz")
-		return strings.Contains(body, "[!] config")
-	}, 10*time.Second, 50*time.Millisecond)
+		return strings.Contains(body, `"loud" is not one of`)
+	}, 10*time.Second, 20*time.Millisecond)
 	code, body := get(t, "http://"+s.metrics+"/readyz")
 	assert.Equal(t, http.StatusOK, code, "a rejected reload must not take the replica out of service")
 	assert.Contains(t, body, `"loud" is not one of`)

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -102,8 +103,30 @@ func LoadCase(path string) (Case, error) {
 	}, nil
 }
 
+// engines memoizes compiled engines by configuration: an Engine is
+// immutable and safe to share, and compiling validates every bootstrap
+// against Envoy's schema, which dominates the tests' time otherwise.
+var engines sync.Map // engineKey -> *inject.Engine
+
+type engineKey struct {
+	config string
+	native bool
+}
+
 // Compile builds the engine the fixture asks for.
 func (c Case) Compile() (*inject.Engine, error) {
+	key := engineKey{c.Config, c.NativeSidecarsSupported}
+	if e, ok := engines.Load(key); ok {
+		return e.(*inject.Engine), nil
+	}
+	e, err := c.compile()
+	if err == nil {
+		engines.Store(key, e)
+	}
+	return e, err
+}
+
+func (c Case) compile() (*inject.Engine, error) {
 	cfg := config.BuiltinConfig()
 	if c.Config != "" {
 		var err error

@@ -24,7 +24,8 @@ type Loader struct {
 	Poll time.Duration
 
 	mu       sync.Mutex
-	lastData []byte
+	lastData []byte // the content last compiled, good or bad
+	goodData []byte // the content of the configuration in force
 	lastErr  error
 }
 
@@ -56,7 +57,7 @@ func (l *Loader) load(data []byte) (*inject.Engine, error) {
 		return nil, l.fail(data, err)
 	}
 	l.mu.Lock()
-	l.lastData, l.lastErr = data, nil
+	l.lastData, l.goodData, l.lastErr = data, data, nil
 	l.mu.Unlock()
 	return e, nil
 }
@@ -90,7 +91,9 @@ func Compile(data []byte, opts inject.Options) (*inject.Engine, error) {
 
 // Watch polls the file until ctx ends and calls apply with each new engine,
 // or with the error when a changed file does not compile (the caller keeps
-// the previous engine).
+// the previous engine), or with neither when the file is back to the
+// content already in force after an error (nothing to swap; the error is
+// cleared).
 func (l *Loader) Watch(ctx context.Context, apply func(*inject.Engine, error)) {
 	if l.Path == "" {
 		return
@@ -110,7 +113,15 @@ func (l *Loader) Watch(ctx context.Context, apply func(*inject.Engine, error)) {
 		data, err := os.ReadFile(l.Path)
 		l.mu.Lock()
 		unchanged := err == nil && bytes.Equal(data, l.lastData)
+		recovered := err == nil && l.lastErr != nil && bytes.Equal(data, l.goodData)
+		if recovered {
+			l.lastData, l.lastErr = data, nil
+		}
 		l.mu.Unlock()
+		if recovered {
+			apply(nil, nil)
+			continue
+		}
 		if unchanged {
 			continue
 		}

@@ -76,6 +76,13 @@ func buildPatch(orig, mutated *corev1.Pod, cached map[string][]byte) ([]jsonpatc
 			ops = append(ops, jsonpatch.NewOperation("add", "/spec/terminationGracePeriodSeconds", *mutated.Spec.TerminationGracePeriodSeconds))
 		}
 	}
+	if !reflect.DeepEqual(orig.Spec.Resources, mutated.Spec.Resources) {
+		if mutated.Spec.Resources == nil {
+			ops = append(ops, jsonpatch.NewOperation("remove", "/spec/resources", nil))
+		} else {
+			ops = append(ops, jsonpatch.NewOperation("add", "/spec/resources", *mutated.Spec.Resources))
+		}
+	}
 	if err := checkUntouched(orig, mutated); err != nil {
 		return nil, err
 	}
@@ -95,6 +102,7 @@ func checkUntouched(orig, mutated *corev1.Pod) error {
 	a.InitContainers, b.InitContainers = nil, nil
 	a.Volumes, b.Volumes = nil, nil
 	a.TerminationGracePeriodSeconds, b.TerminationGracePeriodSeconds = nil, nil
+	a.Resources, b.Resources = nil, nil
 	if !reflect.DeepEqual(a, b) {
 		return fmt.Errorf("internal error: injection changed pod spec fields the patch builder does not handle")
 	}

@@ -152,6 +152,11 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		log.Info("serving metrics", "address", ln.Addr().String())
 	}
 	go o.Loader.Watch(serveCtx, func(e *inject.Engine, err error) {
+		if e == nil && err == nil {
+			metrics.ConfigValid.Set(1)
+			log.Info("configuration file is back to the configuration in force")
+			return
+		}
 		metrics.ConfigReloads.WithLabelValues(loadResult(err)).Inc()
 		if err != nil {
 			metrics.ConfigValid.Set(0)

@@ -493,14 +493,3 @@ func ApplyAnnotations(s *Settings, annotations map[string]string) (applied []App
 	}
 	return applied, warnings, nil
 }
-
-// HasOverrides reports whether annotations holds any override key or alias.
-// The webhook uses it to take the fast path for pods that tune nothing.
-func HasOverrides(annotations map[string]string) bool {
-	for k := range annotations {
-		if _, ok := overrideByKey[k]; ok {
-			return true
-		}
-	}
-	return false
-}

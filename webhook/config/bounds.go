@@ -84,7 +84,17 @@ func (b *Bounds) Check(s *Settings) *BoundError {
 		return nil
 	}
 	r := s.Proxy.Resources
+	// A missing or zero limit means "unlimited" to the kubelet, so a cap
+	// needs a limit at or under it.
+	unlimited := func(field string, lim, max *resource.Quantity, bound string) *BoundError {
+		if max != nil && (lim == nil || lim.IsZero()) {
+			return &BoundError{Field: field, Problem: fmt.Sprintf("%s is unset or 0, which means unlimited, but %s is %s", field, bound, max.String())}
+		}
+		return nil
+	}
 	for _, e := range []*BoundError{
+		unlimited("proxy.resources.limits.cpu", r.Limits.CPU, b.MaxProxyCPU, "maxProxyCPU"),
+		unlimited("proxy.resources.limits.memory", r.Limits.Memory, b.MaxProxyMemory, "maxProxyMemory"),
 		over("proxy.resources.requests.cpu", r.Requests.CPU, b.MaxProxyCPU, "maxProxyCPU"),
 		over("proxy.resources.limits.cpu", r.Limits.CPU, b.MaxProxyCPU, "maxProxyCPU"),
 		over("proxy.resources.requests.memory", r.Requests.Memory, b.MaxProxyMemory, "maxProxyMemory"),

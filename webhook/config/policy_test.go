@@ -136,6 +136,7 @@ func TestBrokenPolicies(t *testing.T) {
 		{"unknown override in bounds", "defaults: {podOverrides: {allowedAnnotations: [proxy-gpu]}}\n", []string{`"proxy-gpu" is not an override annotation`}},
 		{"empty drain range", "defaults: {podOverrides: {minDrainSeconds: 30, maxDrainSeconds: 10}}\n", []string{"30-10 is empty"}},
 		{"settings outside own bounds", "defaults: {podOverrides: {maxProxyCPU: 500m}}\n", []string{"outside this layer's own podOverrides bounds", "maxProxyCPU 500m"}},
+		{"proxy ready timeout of zero", "defaults: {settings: {lifecycle: {proxyReadyTimeout: 0s}}}\n", []string{"lifecycle.proxyReadyTimeout", "under 1s"}},
 		{"request above limit", "defaults: {settings: {proxy: {resources: {requests: {cpu: \"4\"}, limits: {cpu: \"1\"}}}}}\n", []string{"requests.cpu: 4 exceeds the limit 1"}},
 		{"two problems at once", "policies:\n- {name: a, namespaces: [x], settings: {proxy: {logLevel: loud}}}\n- {name: b}\n",
 			[]string{"policies[0] (a)", "policies[1] (b)"}},
@@ -161,7 +162,7 @@ policies:
 - name: tight
   namespaces: [pay]
   podOverrides:
-    allowedAnnotations: [proxy-cpu, proxy-memory-limit, drain-seconds, proxy-image]
+    allowedAnnotations: [proxy-cpu, proxy-cpu-limit, proxy-memory-limit, drain-seconds, proxy-image]
     maxProxyCPU: "1"
     maxProxyMemory: 1Gi
     allowedProxyImages: [registry.example.com/mesh/]
@@ -185,6 +186,8 @@ policies:
 		{"drain above max", map[string]string{"sidecar-injector.io/drain-seconds": "600"}, "lifecycle.drainSeconds"},
 		{"image outside prefixes", map[string]string{"sidecar-injector.io/proxy-image": "docker.io/evil/envoy:1"}, "proxy.image"},
 		{"image inside prefixes", map[string]string{"sidecar-injector.io/proxy-image": "registry.example.com/mesh/envoy:v2"}, ""},
+		// A zero limit is "unlimited" to the kubelet: not a way around a cap.
+		{"zero cpu limit", map[string]string{"sidecar-injector.io/proxy-cpu": "0", "sidecar-injector.io/proxy-cpu-limit": "0"}, "proxy.resources.limits.cpu"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := p.Settings

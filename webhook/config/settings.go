@@ -347,6 +347,9 @@ func (s *Settings) Validate() error {
 	default:
 		errs.add("lifecycle.nativeSidecar", fmt.Sprintf("%q is not auto, true or false", s.Lifecycle.NativeSidecar))
 	}
+	if s.Lifecycle.ProxyReadyTimeout < hooks.Duration(time.Second) {
+		errs.add("lifecycle.proxyReadyTimeout", fmt.Sprintf("%s is under 1s: the proxy could never be ready in time", s.Lifecycle.ProxyReadyTimeout))
+	}
 	if s.Lifecycle.DrainSeconds < 0 || s.Lifecycle.DrainSeconds > 3600 {
 		errs.add("lifecycle.drainSeconds", fmt.Sprintf("%d is not between 0 and 3600", s.Lifecycle.DrainSeconds))
 	}

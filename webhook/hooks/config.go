@@ -184,6 +184,10 @@ type OriginalHandler struct {
 	HTTPGet string
 	// HTTPHeaders are the httpGet handler's headers, "Name: value".
 	HTTPHeaders []string
+	// HTTPGetPodIP replaces HTTPGet's host with the pod's IP at hook time,
+	// as the kubelet calls a handler without a host (HTTPGet keeps
+	// 127.0.0.1 as the fallback).
+	HTTPGetPodIP bool
 	// Sleep is the duration of a sleep handler.
 	Sleep Duration
 }
@@ -274,6 +278,9 @@ func (o OriginalHandler) Args() []string {
 	var args []string
 	if o.HTTPGet != "" {
 		args = append(args, "--then-http-get="+o.HTTPGet)
+		if o.HTTPGetPodIP {
+			args = append(args, "--then-http-get-pod-ip")
+		}
 		for _, h := range o.HTTPHeaders {
 			args = append(args, "--then-http-header="+h)
 		}
@@ -375,6 +382,7 @@ func ParsePreStop(args []string) (PreStop, error) {
 	fs.StringVar(&expect, "http-expect-status", "", "comma-separated acceptable status codes")
 	fs.StringVar(&p.Then.HTTPGet, "then-http-get", "", "original httpGet handler URL")
 	fs.Var(multiFlag{&thenHeaders}, "then-http-header", "original httpGet handler header")
+	fs.BoolVar(&p.Then.HTTPGetPodIP, "then-http-get-pod-ip", false, "call the original httpGet handler on the pod's IP")
 	fs.Var(durationFlag{&p.Then.Sleep}, "then-sleep", "original sleep handler")
 	fs.BoolVar(&thenExec, "then-exec", false, "the original exec handler follows --")
 	if err := fs.Parse(args); err != nil {
@@ -563,6 +571,11 @@ type Run struct {
 	ReadyTimeout Duration
 	// QuitURL is Envoy's admin quit endpoint, called when the command exits.
 	QuitURL string
+	// QuitOnFailure also quits the proxy when the command fails (or never
+	// starts). Only right when the pod will not restart the container
+	// (restartPolicy Never): with OnFailure the kubelet retries the command,
+	// which needs the proxy, and a proxy that exited 0 is never restarted.
+	QuitOnFailure bool
 	// Command is the original command and arguments.
 	Command []string
 }
@@ -573,7 +586,7 @@ func (r Run) Args() []string {
 	if r.ReadyURL != "" {
 		args = append(args, "--ready-url="+r.ReadyURL, "--ready-timeout="+r.ReadyTimeout.String())
 	}
-	args = append(args, "--quit-url="+r.QuitURL, "--")
+	args = append(args, "--quit-url="+r.QuitURL, fmt.Sprintf("--quit-on-failure=%t", r.QuitOnFailure), "--")
 	return append(args, r.Command...)
 }
 
@@ -586,6 +599,7 @@ func ParseRun(args []string) (Run, error) {
 	r.ReadyTimeout = Duration(60 * time.Second)
 	fs.Var(durationFlag{&r.ReadyTimeout}, "ready-timeout", "bound on the wait")
 	fs.StringVar(&r.QuitURL, "quit-url", "http://127.0.0.1:15000/quitquitquit", "Envoy quit URL")
+	fs.BoolVar(&r.QuitOnFailure, "quit-on-failure", false, "also quit the proxy when the command fails")
 	if err := fs.Parse(args); err != nil {
 		return Run{}, err
 	}

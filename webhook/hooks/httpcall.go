@@ -2,6 +2,7 @@ package hooks
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,14 @@ import (
 // Every call carries its own deadline through its context.
 var httpClient = &http.Client{
 	Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true},
+}
+
+// kubeletLikeClient runs an app's own httpGet lifecycle handler the way the
+// kubelet would: HTTPS without certificate verification (the handler names
+// no CA, and the kubelet does not check one).
+var kubeletLikeClient = &http.Client{
+	Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true,
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, //nolint:gosec // as the kubelet does
 }
 
 // verdict is what one answer means for the call.
@@ -109,6 +118,10 @@ func (a answer) String() string {
 // exchange sends one request bounded by timeout (none when zero) and reads
 // up to 4 KiB of the answer.
 func exchange(ctx context.Context, timeout time.Duration, method, target string, header http.Header, body string) answer {
+	return exchangeWith(httpClient, ctx, timeout, method, target, header, body)
+}
+
+func exchangeWith(client *http.Client, ctx context.Context, timeout time.Duration, method, target string, header http.Header, body string) answer {
 	start := time.Now()
 	if timeout > 0 {
 		var cancel context.CancelFunc
@@ -127,7 +140,7 @@ func exchange(ctx context.Context, timeout time.Duration, method, target string,
 		req.Header[k] = vs
 	}
 	req.Header.Set("User-Agent", "mesh-init-hook")
-	resp, err := httpClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return answer{err: err, took: time.Since(start)}
 	}

@@ -56,6 +56,7 @@ var commandUsage = map[string]string{
   --http-method=POST --http-url=URL --http-header="Name: value" (repeatable)
   --http-body=TEXT --http-expect-status=200,204
   --then-http-get=URL --then-http-header="Name: value" (repeatable)
+  --then-http-get-pod-ip       call that URL on the pod's IP, as the kubelet does for a handler without a host
   --then-sleep=DURATION
   --then-exec -- COMMAND ARGS...   the app's original exec handler (last)
 
@@ -73,11 +74,13 @@ docs/lifecycle-hooks.md.
   --drain=5s                          then drain inbound listeners gracefully and wait this long
   --admin-url=http://127.0.0.1:15000  Envoy admin address
 `,
-	"run": `usage: mesh-init hook run [--ready-url=URL --ready-timeout=60s] [--quit-url=URL] -- COMMAND ARGS...
+	"run": `usage: mesh-init hook run [--ready-url=URL --ready-timeout=60s] [--quit-url=URL] [--quit-on-failure] -- COMMAND ARGS...
 
   --ready-url=URL      wait for this readiness URL before starting the command
   --ready-timeout=60s  bound on that wait
-  --quit-url=http://127.0.0.1:15000/quitquitquit   POSTed when the command exits
+  --quit-url=http://127.0.0.1:15000/quitquitquit   POSTed when the command is done for good
+  --quit-on-failure    also quit after a failure (restartPolicy Never); without it the
+                       proxy keeps running for the kubelet's retry (OnFailure)
 `,
 }
 

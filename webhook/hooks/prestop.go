@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"strings"
@@ -153,10 +155,22 @@ func (t *tool) originalHTTPGet(ctx context.Context, o OriginalHandler) (int, str
 		k, v, _ := strings.Cut(h, ":")
 		header.Add(strings.TrimSpace(k), strings.TrimSpace(v))
 	}
+	target := o.HTTPGet
+	if o.HTTPGetPodIP {
+		// The kubelet calls a handler without a host on the pod's IP; an
+		// app may listen there only.
+		if ips := t.env.podIPs(); len(ips) > 0 {
+			if u, err := url.Parse(target); err == nil {
+				u.Host = net.JoinHostPort(ips[0], u.Port())
+				target = u.String()
+			}
+		}
+	}
 	// Like kubelet's own httpGet handler: one try, no timeout of its own
-	// (the pod's grace period bounds it).
-	a := exchange(ctx, 0, http.MethodGet, o.HTTPGet, header, "")
-	line := fmt.Sprintf("GET %s -> %s", redact(o.HTTPGet), a)
+	// (the pod's grace period bounds it), and no certificate verification
+	// for HTTPS (the kubelet does not verify either).
+	a := exchangeWith(kubeletLikeClient, ctx, 0, http.MethodGet, target, header, "")
+	line := fmt.Sprintf("GET %s -> %s", redact(target), a)
 	t.logf("original httpGet handler %s", line)
 	if a.err != nil || a.status >= 400 {
 		return 0, "original httpGet handler " + line

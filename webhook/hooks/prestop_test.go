@@ -4,9 +4,12 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -566,5 +569,26 @@ func TestPreStopBadArguments(t *testing.T) {
 		if r.code != ExitUsage || r.stdout != "" || strings.Count(r.stderr, "\n") != 1 || !strings.HasPrefix(r.stderr, "mesh-init prestop: bad arguments: ") {
 			t.Errorf("%q: exit %d, stdout %q, stderr %q", args, r.code, r.stdout, r.stderr)
 		}
+	}
+}
+
+// The app's own HTTPS httpGet handler runs as the kubelet runs it: without
+// certificate verification, and on the pod's IP when it names no host.
+func TestOriginalHTTPSHandlerLikeKubelet(t *testing.T) {
+	t.Parallel()
+	var got atomic.Int32
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got.Add(1)
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer srv.Close()
+	u, _ := url.Parse(srv.URL)
+	// The server listens on 127.0.0.1; POD_IP says so too, and the URL
+	// carries another loopback host that the flag must replace.
+	h := harness{vars: map[string]string{"POD_IP": "127.0.0.1"}}
+	r := h.run("prestop", "--registry=none", "--sleep=0s",
+		"--then-http-get=https://127.0.0.2:"+u.Port()+"/shutdown", "--then-http-get-pod-ip")
+	if r.code != 0 || got.Load() != 1 {
+		t.Fatalf("exit %d, %d calls; want 0 and 1 (stderr %q)", r.code, got.Load(), r.stderr)
 	}
 }

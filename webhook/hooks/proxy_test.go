@@ -121,7 +121,7 @@ func TestRun(t *testing.T) {
 		admin := newFake(t, envoyAdmin)
 		ready := newFake(t, readyAfter(300*time.Millisecond))
 		stamp := filepath.Join(t.TempDir(), "stamp")
-		args := append([]string{"run", "--ready-url=" + ready.URL, "--ready-timeout=5s", "--quit-url=" + admin.URL + "/quitquitquit", "--"},
+		args := append([]string{"run", "--ready-url=" + ready.URL, "--ready-timeout=5s", "--quit-url=" + admin.URL + "/quitquitquit", "--quit-on-failure", "--"},
 			helperCommand(t, "stamp", stamp, "say", "job output", "exit", "7")...)
 		r := harness{}.run(args...)
 		if r.code != 7 {
@@ -147,7 +147,7 @@ func TestRun(t *testing.T) {
 		admin := newFake(t, envoyAdmin)
 		ready := newFake(t, readyAfter(time.Hour))
 		stamp := filepath.Join(t.TempDir(), "stamp")
-		args := append([]string{"run", "--ready-url=" + ready.URL, "--ready-timeout=300ms", "--quit-url=" + admin.URL + "/quitquitquit", "--"},
+		args := append([]string{"run", "--ready-url=" + ready.URL, "--ready-timeout=300ms", "--quit-url=" + admin.URL + "/quitquitquit", "--quit-on-failure", "--"},
 			helperCommand(t, "stamp", stamp)...)
 		r := harness{}.run(args...)
 		if r.code != ExitFailed || !strings.Contains(r.stderr, "the command was not started") {
@@ -173,7 +173,7 @@ func TestRun(t *testing.T) {
 				}
 			}
 		}()
-		r := h.run(append([]string{"run", "--quit-url=" + admin.URL + "/quitquitquit", "--"}, helperCommand(t, "trap", trapped)...)...)
+		r := h.run(append([]string{"run", "--quit-url=" + admin.URL + "/quitquitquit", "--quit-on-failure", "--"}, helperCommand(t, "trap", trapped)...)...)
 		if r.code != 42 {
 			t.Errorf("exit %d, want 42 from the command's SIGTERM handler\n%s", r.code, r.stderr)
 		}
@@ -184,9 +184,21 @@ func TestRun(t *testing.T) {
 	t.Run("command missing", func(t *testing.T) {
 		t.Parallel()
 		admin := newFake(t, envoyAdmin)
-		r := harness{}.run("run", "--quit-url="+admin.URL+"/quitquitquit", "--", "/nonexistent/job")
+		r := harness{}.run("run", "--quit-url="+admin.URL+"/quitquitquit", "--quit-on-failure", "--", "/nonexistent/job")
 		if r.code != 127 || len(admin.requests()) != 1 {
 			t.Errorf("exit %d, %d quit requests; want 127 and the quit", r.code, len(admin.requests()))
+		}
+	})
+	t.Run("restartPolicy OnFailure keeps the proxy after a failure", func(t *testing.T) {
+		t.Parallel()
+		admin := newFake(t, envoyAdmin)
+		r := harness{}.run("run", "--quit-url="+admin.URL+"/quitquitquit", "--", "/bin/sh", "-c", "exit 3")
+		if r.code != 3 || len(admin.requests()) != 0 {
+			t.Errorf("exit %d, %d quit requests; want 3 and no quit (the kubelet retries the command, which needs the proxy)", r.code, len(admin.requests()))
+		}
+		r = harness{}.run("run", "--quit-url="+admin.URL+"/quitquitquit", "--", "/bin/sh", "-c", "exit 0")
+		if r.code != 0 || len(admin.requests()) != 1 {
+			t.Errorf("exit %d, %d quit requests; want 0 and the quit once the command succeeds", r.code, len(admin.requests()))
 		}
 	})
 	t.Run("quit fails", func(t *testing.T) {

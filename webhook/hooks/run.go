@@ -23,12 +23,12 @@ func (t *tool) run(args []string) (int, error) {
 		ready, last := t.pollReady(ctx, r.ReadyURL, time.Duration(r.ReadyTimeout))
 		stop()
 		if code, ok := t.stopped(in, "waiting for the proxy; the command was not started"); ok {
-			t.quitProxy(r.QuitURL)
+			t.quitAfter(r, code)
 			return code, nil
 		}
 		if !ready {
 			t.errorf("FAILED: proxy not ready after %s (last answer: %s); the command was not started", r.ReadyTimeout, last)
-			t.quitProxy(r.QuitURL)
+			t.quitAfter(r, ExitFailed)
 			return ExitFailed, nil
 		}
 	}
@@ -41,7 +41,7 @@ func (t *tool) run(args []string) (int, error) {
 	if err := cmd.Start(); err != nil {
 		code := startFailureCode(err)
 		t.errorf("FAILED: the command could not start (exit %d): %v", code, err)
-		t.quitProxy(r.QuitURL)
+		t.quitAfter(r, code)
 		return code, nil
 	}
 	done := make(chan struct{})
@@ -60,8 +60,18 @@ func (t *tool) run(args []string) (int, error) {
 	}
 	code := processExitCode(cmd.ProcessState)
 	t.logf("the command exited %d", code)
-	t.quitProxy(r.QuitURL)
+	t.quitAfter(r, code)
 	return code, nil
+}
+
+// quitAfter tells the proxy to quit once the command is done for good: on
+// success, or on failure when the container will not be restarted.
+func (t *tool) quitAfter(r Run, code int) {
+	if code != 0 && !r.QuitOnFailure {
+		t.logf("the proxy keeps running: the kubelet restarts this container after a failure (restartPolicy OnFailure)")
+		return
+	}
+	t.quitProxy(r.QuitURL)
 }
 
 // quitProxy asks Envoy to exit. A failure is logged, not returned: the

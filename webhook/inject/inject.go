@@ -3,6 +3,7 @@ package inject
 import (
 	"errors"
 	"fmt"
+	"path"
 	"sort"
 	"strings"
 
@@ -72,24 +73,28 @@ func (e *Engine) inject(pod *corev1.Pod, ns Namespace) (*corev1.Pod, Decision, *
 	ev := &evaluation{selection: sel}
 	policy := sel.Policy
 
-	// Opt-in and opt-out.
-	podChoice, key, err := podInjectChoice(pod)
+	// Opt-in and opt-out. A namespace labelled disabled wins over
+	// everything; a pod's opt-out only matters where it would otherwise be
+	// injected, so only there can a policy refuse it.
+	podChoice, key, choiceWarnings, err := podInjectChoice(pod)
 	if err != nil {
 		return pod, withPolicy(decide(Refused, ReasonInvalidAnnotation, err.Error()), policy), ev
 	}
 	nsValue := ns.Labels[config.NamespaceLabel]
 	var reason Reason
 	switch {
-	case podChoice == "false":
-		if !policy.Bounds.AllowOptOut {
-			return pod, withPolicy(decide(Refused, ReasonOptOutNotAllowed, fmt.Sprintf(
-				"%s: \"false\" is not allowed: policy %q does not let pods opt out (podOverrides.allowOptOut is false); remove the key or ask the platform team",
-				key, policy.Name)), policy), ev
-		}
-		return pod, withPolicy(decide(Skipped, ReasonPodOptedOut, fmt.Sprintf("the pod opts out with %s: \"false\"", key)), policy), ev
 	case nsValue == "disabled":
 		return pod, withPolicy(decide(Skipped, ReasonNamespaceDisabled, fmt.Sprintf(
 			"namespace %q is labelled %s=disabled, which pods cannot override", ns.Name, config.NamespaceLabel)), policy), ev
+	case podChoice == "false" && nsValue != "enabled":
+		return pod, withPolicy(decide(Skipped, ReasonPodOptedOut, fmt.Sprintf("the pod opts out with %s", key)), policy), ev
+	case podChoice == "false":
+		if !policy.Bounds.AllowOptOut {
+			return pod, withPolicy(decide(Refused, ReasonOptOutNotAllowed, fmt.Sprintf(
+				"%s opts out, which policy %q does not allow in namespace %q (podOverrides.allowOptOut is false); remove the key or ask the platform team",
+				key, policy.Name, ns.Name)), policy), ev
+		}
+		return pod, withPolicy(decide(Skipped, ReasonPodOptedOut, fmt.Sprintf("the pod opts out with %s", key)), policy), ev
 	case nsValue == "enabled":
 		reason = ReasonNamespaceEnabled
 	case podChoice == "true":
@@ -103,6 +108,7 @@ func (e *Engine) inject(pod *corev1.Pod, ns Namespace) (*corev1.Pod, Decision, *
 	// policy's bounds.
 	s := policy.Settings
 	applied, warnings, err := config.ApplyAnnotations(&s, pod.Annotations)
+	warnings = append(choiceWarnings, warnings...)
 	ev.settings, ev.applied = s, applied
 	if err != nil {
 		return pod, withPolicy(decide(Refused, ReasonInvalidAnnotation, err.Error()), policy), ev
@@ -136,7 +142,7 @@ func (e *Engine) inject(pod *corev1.Pod, ns Namespace) (*corev1.Pod, Decision, *
 	ev.rendered = r
 
 	// Pods that would break the mesh.
-	conflicts, refusal := checkConflicts(pod, s)
+	conflicts, refusal := checkConflicts(pod, s, r.Native)
 	if refusal != nil {
 		return pod, withPolicy(*refusal, policy), ev
 	}
@@ -154,7 +160,7 @@ func (e *Engine) inject(pod *corev1.Pod, ns Namespace) (*corev1.Pod, Decision, *
 	warnings = append(warnings, more...)
 	msg := fmt.Sprintf("namespace %q is labelled %s=enabled", ns.Name, config.NamespaceLabel)
 	if reason == ReasonPodOptedIn {
-		msg = fmt.Sprintf("the pod opts in with %s: \"true\"", key)
+		msg = fmt.Sprintf("the pod opts in with %s", key)
 	}
 	d := withPolicy(decide(Injected, reason, msg+"; injected with policy "+fmt.Sprintf("%q", policy.Name)), policy)
 	d.Warnings = warnings
@@ -181,17 +187,16 @@ func annotationFor(applied []config.Applied, field string) string {
 	return field
 }
 
-// overrideKey identifies a pod's overrides for the rendering cache.
+// overrideKey identifies a pod's overrides for the rendering cache. Fields
+// and values are length-prefixed, so no annotation value, whatever bytes it
+// holds, can make two different sets of overrides share a key.
 func overrideKey(applied []config.Applied) string {
 	if len(applied) == 0 {
 		return ""
 	}
 	var b strings.Builder
 	for _, a := range applied {
-		b.WriteString(a.Field)
-		b.WriteByte('=')
-		b.WriteString(a.Value)
-		b.WriteByte(0)
+		fmt.Fprintf(&b, "%d:%s%d:%s", len(a.Field), a.Field, len(a.Value), a.Value)
 	}
 	return b.String()
 }
@@ -252,45 +257,73 @@ func (e *Engine) preflight(pod *corev1.Pod, ns Namespace) (Decision, bool) {
 }
 
 // podInjectChoice reads the pod's opt-in/opt-out: our label, our
-// annotation, then Istio's label and annotation. It returns "true",
-// "false" or "" (no choice), and the key that decided.
-func podInjectChoice(pod *corev1.Pod) (string, string, error) {
+// annotation, then Istio's label and annotation. It returns "true", "false"
+// or "" (no choice), the key and value that decided (for messages), and a
+// warning for every other key that says something else. Our keys take
+// exactly "true" or "false"; Istio's are read as Istio reads them (y, yes,
+// true or on, any case, inject; anything else does not).
+func podInjectChoice(pod *corev1.Pod) (choice, decidedBy string, warnings []string, err error) {
 	type src struct {
-		m    map[string]string
-		key  string
-		kind string
+		m     map[string]string
+		key   string
+		kind  string
+		istio bool
 	}
 	for _, s := range []src{
-		{pod.Labels, config.InjectKey, "label"},
-		{pod.Annotations, config.InjectKey, "annotation"},
-		{pod.Labels, config.IstioInjectKey, "label"},
-		{pod.Annotations, config.IstioInjectKey, "annotation"},
+		{pod.Labels, config.InjectKey, "label", false},
+		{pod.Annotations, config.InjectKey, "annotation", false},
+		{pod.Labels, config.IstioInjectKey, "label", true},
+		{pod.Annotations, config.IstioInjectKey, "annotation", true},
 	} {
 		v, ok := s.m[s.key]
 		if !ok {
 			continue
 		}
-		switch strings.TrimSpace(v) {
-		case "true":
-			return "true", s.key, nil
-		case "false":
-			return "false", s.key, nil
+		var c string
+		switch t := strings.TrimSpace(v); {
+		case s.istio:
+			c = "false"
+			switch strings.ToLower(t) {
+			case "y", "yes", "true", "on":
+				c = "true"
+			}
+		case t == "true" || t == "false":
+			c = t
+		default:
+			return "", s.key, nil, &config.AnnotationError{Key: s.key, Value: v, Problem: "the " + s.kind + " must be \"true\" or \"false\""}
 		}
-		return "", s.key, &config.AnnotationError{Key: s.key, Value: v, Problem: "the " + s.kind + " must be \"true\" or \"false\""}
+		if choice == "" {
+			choice, decidedBy = c, fmt.Sprintf("%s %s %q", s.kind, s.key, v)
+		} else if c != choice {
+			warnings = append(warnings, fmt.Sprintf("%s %s %q is ignored because the %s decides", s.kind, s.key, v, decidedBy))
+		}
 	}
-	return "", "", nil
+	return choice, decidedBy, warnings, nil
 }
 
 // checkConflicts finds app containers that would break the mesh. It returns
 // warnings, or a refusal when the settings say refuse.
-func checkConflicts(pod *corev1.Pod, s config.Settings) ([]string, *Decision) {
+//
+// The containers checked are those that run while capture is in place:
+// every app container, and the pod's init containers that run after the
+// proxy (all of them with native sidecars; in classic mode, only its own
+// native sidecars, which keep running beside the proxy).
+func checkConflicts(pod *corev1.Pod, s config.Settings, native bool) ([]string, *Decision) {
 	var warnings []string
 	proxyPorts := s.Proxy.Ports.All()
 	var podUID, podGID *int64
 	if psc := pod.Spec.SecurityContext; psc != nil {
 		podUID, podGID = psc.RunAsUser, psc.RunAsGroup
 	}
-	for _, c := range pod.Spec.Containers {
+	checked := make([]corev1.Container, 0, len(pod.Spec.Containers)+len(pod.Spec.InitContainers))
+	for _, c := range pod.Spec.InitContainers {
+		restartable := c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
+		if native || restartable {
+			checked = append(checked, c)
+		}
+	}
+	checked = append(checked, pod.Spec.Containers...)
+	for _, c := range checked {
 		uid, gid := podUID, podGID
 		if c.SecurityContext != nil {
 			if c.SecurityContext.RunAsUser != nil {
@@ -354,9 +387,15 @@ func (e *Engine) mutate(pod *corev1.Pod, r *Rendered, policyName string) (*corev
 	for i := range pod.Spec.Containers {
 		c := pod.Spec.Containers[i] // shallow copy: replace, never append in place
 		for _, m := range c.VolumeMounts {
-			if m.MountPath == toolsDir {
+			if path.Clean(m.MountPath) == toolsDir {
 				return nil, nil, &conflictError{ReasonMountPathConflict, fmt.Sprintf(
-					"container %q already mounts %s, where the injector mounts its hook tool; move that mount", c.Name, toolsDir)}
+					"container %q already mounts %s at %s, where the injector mounts its hook tool; move that mount", c.Name, m.Name, m.MountPath)}
+			}
+		}
+		for _, d := range c.VolumeDevices {
+			if path.Clean(d.DevicePath) == toolsDir {
+				return nil, nil, &conflictError{ReasonMountPathConflict, fmt.Sprintf(
+					"container %q has a device at %s, where the injector mounts its hook tool; move that device", c.Name, d.DevicePath)}
 			}
 		}
 		change := AppChange{Name: c.Name}
@@ -383,16 +422,26 @@ func (e *Engine) mutate(pod *corev1.Pod, r *Rendered, policyName string) (*corev
 			}
 		}
 		if isJob && !r.Native {
-			if len(c.Command) > 0 {
+			switch {
+			case len(pod.Spec.Containers) > 1:
+				if i == 0 {
+					warnings = append(warnings, fmt.Sprintf(
+						"this run-to-completion pod has %d containers; with a classic sidecar none of them can tell the proxy that the last one has finished, so the proxy keeps the pod running; use native sidecars (%snative-sidecar: \"true\", Kubernetes 1.29+)",
+						len(pod.Spec.Containers), config.Prefix))
+				}
+			case len(c.Command) > 0:
 				change.Command = c.Command
 				change.SetCommand = true
 				c.Command = toolCommand(DefaultPaths.Tool, "run", hooks.Run{
 					ReadyURL:     readyURLIf(s),
 					ReadyTimeout: s.Lifecycle.ProxyReadyTimeout,
 					QuitURL:      fmt.Sprintf("http://127.0.0.1:%d/quitquitquit", s.Proxy.Ports.Admin),
-					Command:      c.Command,
+					// With OnFailure the kubelet reruns a failed command,
+					// which needs the proxy: quit only once it succeeded.
+					QuitOnFailure: pod.Spec.RestartPolicy == corev1.RestartPolicyNever,
+					Command:       c.Command,
 				}.Args())
-			} else {
+			default:
 				warnings = append(warnings, fmt.Sprintf(
 					"container %q has no command, so the classic sidecar cannot be told when it exits and will keep this run-to-completion pod running; set the container's command or use native sidecars (%snative-sidecar: \"true\", Kubernetes 1.29+)",
 					c.Name, config.Prefix))
@@ -435,6 +484,18 @@ func (e *Engine) mutate(pod *corev1.Pod, r *Rendered, policyName string) (*corev
 		st.Volumes = append(st.Volumes, v.Name)
 	}
 
+	// Pod-level resources (PodLevelResources) bound the containers': the
+	// proxy's share is added so the pod still validates, and mesh-init's
+	// requests and limits must fit on their own.
+	if pr := pod.Spec.Resources; pr != nil {
+		grown := raisePodResources(pr, proxy.Resources, initc.Resources)
+		if !equalResources(pr, grown) {
+			st.PodResources = &PodResourcesChange{From: pr.DeepCopy()}
+			out.Spec.Resources = grown
+			warnings = append(warnings, fmt.Sprintf("pod-level resources raised to make room for the proxy: %s", describeResources(grown)))
+		}
+	}
+
 	// Grace period: offline + sleep + the app's shutdown must fit.
 	need := int64(offlineBudget(s).Seconds()) + int64(s.Lifecycle.DrainSeconds) + int64(s.Lifecycle.ShutdownSeconds)
 	current := int64(corev1.DefaultTerminationGracePeriodSeconds)
@@ -463,8 +524,80 @@ func (e *Engine) mutate(pod *corev1.Pod, r *Rendered, policyName string) (*corev
 		return nil, nil, err
 	}
 	ann[config.StatusAnnotation] = statusJSON
+	if size := annotationsSize(ann); size > maxAnnotationsSize {
+		return nil, nil, &conflictError{ReasonInvalidPod, fmt.Sprintf(
+			"with the status annotation the pod's annotations would total %d bytes, over Kubernetes' limit of %d (the status records the original commands and preStop handlers of the app containers); shorten them or opt the pod out",
+			size, maxAnnotationsSize)}
+	}
 	out.Annotations = ann
 	return &out, warnings, nil
+}
+
+// raisePodResources returns pod-level resources with the proxy's requests
+// and limits added for every resource the pod bounds, and never below what
+// mesh-init asks for on its own.
+func raisePodResources(pod *corev1.ResourceRequirements, proxy, initc corev1.ResourceRequirements) *corev1.ResourceRequirements {
+	out := pod.DeepCopy()
+	grow := func(list corev1.ResourceList, proxyList, initList corev1.ResourceList) {
+		for name, q := range list {
+			if p, ok := proxyList[name]; ok {
+				q.Add(p)
+			}
+			if i, ok := initList[name]; ok && i.Cmp(q) > 0 {
+				q = i.DeepCopy()
+			}
+			list[name] = q
+		}
+	}
+	grow(out.Requests, proxy.Requests, initc.Requests)
+	grow(out.Limits, proxy.Limits, initc.Limits)
+	return out
+}
+
+func equalResources(a, b *corev1.ResourceRequirements) bool {
+	eq := func(x, y corev1.ResourceList) bool {
+		if len(x) != len(y) {
+			return false
+		}
+		for k, v := range x {
+			if w, ok := y[k]; !ok || v.Cmp(w) != 0 {
+				return false
+			}
+		}
+		return true
+	}
+	return eq(a.Requests, b.Requests) && eq(a.Limits, b.Limits)
+}
+
+func describeResources(r *corev1.ResourceRequirements) string {
+	var parts []string
+	for _, side := range []struct {
+		name string
+		list corev1.ResourceList
+	}{{"requests", r.Requests}, {"limits", r.Limits}} {
+		names := make([]string, 0, len(side.list))
+		for n := range side.list {
+			names = append(names, string(n))
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			q := side.list[corev1.ResourceName(n)]
+			parts = append(parts, fmt.Sprintf("%s.%s=%s", side.name, n, q.String()))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// maxAnnotationsSize is the API server's limit on a pod's annotations, keys
+// and values together.
+const maxAnnotationsSize = 256 * 1024
+
+func annotationsSize(m map[string]string) int {
+	n := 0
+	for k, v := range m {
+		n += len(k) + len(v)
+	}
+	return n
 }
 
 // conflictError is a pod that already uses a name or path injection needs.
@@ -535,16 +668,18 @@ func originalHandler(c *corev1.Container, h *corev1.LifecycleHandler) (hooks.Ori
 			scheme = "http"
 		}
 		host := g.Host
-		if host == "" {
-			// The kubelet calls the pod IP; from inside the pod, loopback
-			// reaches the same app and is never captured.
+		podIP := host == ""
+		if podIP {
+			// The kubelet calls the pod IP; the hook tool does too (it
+			// finds the IP at hook time), with loopback as the fallback.
+			// Both are local to the pod and never captured.
 			host = "127.0.0.1"
 		}
 		path := g.Path
 		if !strings.HasPrefix(path, "/") {
 			path = "/" + path
 		}
-		o := hooks.OriginalHandler{HTTPGet: fmt.Sprintf("%s://%s%s", scheme, hostPort(host, port), path)}
+		o := hooks.OriginalHandler{HTTPGet: fmt.Sprintf("%s://%s%s", scheme, hostPort(host, port), path), HTTPGetPodIP: podIP}
 		for _, hd := range g.HTTPHeaders {
 			o.HTTPHeaders = append(o.HTTPHeaders, hd.Name+": "+hd.Value)
 		}

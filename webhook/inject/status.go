@@ -28,6 +28,8 @@ type Status struct {
 	Apps []AppChange `json:"apps,omitempty"`
 	// GracePeriod is set when terminationGracePeriodSeconds was raised.
 	GracePeriod *GraceChange `json:"gracePeriod,omitempty"`
+	// PodResources is set when pod-level resources were raised.
+	PodResources *PodResourcesChange `json:"podResources,omitempty"`
 	// Annotations were added (besides the status itself).
 	Annotations []string `json:"annotations,omitempty"`
 }
@@ -53,6 +55,12 @@ type AppChange struct {
 type GraceChange struct {
 	From *int64 `json:"from"`
 	To   int64  `json:"to"`
+}
+
+// PodResourcesChange records pod-level resources before injection raised
+// them.
+type PodResourcesChange struct {
+	From *corev1.ResourceRequirements `json:"from"`
 }
 
 // Marshal renders the annotation value.
@@ -155,6 +163,9 @@ func Uninject(pod *corev1.Pod) (*corev1.Pod, error) {
 	}
 	if st.GracePeriod != nil {
 		out.Spec.TerminationGracePeriodSeconds = st.GracePeriod.From
+	}
+	if st.PodResources != nil {
+		out.Spec.Resources = st.PodResources.From
 	}
 	for _, k := range st.Annotations {
 		delete(out.Annotations, k)

@@ -22,8 +22,8 @@ build: ## build bin/injector and bin/mesh-init (static, CGO off, as in the Docke
 	$(GOBUILD) -o $(BIN)/injector ./cmd/injector
 	$(GOBUILD) -o $(BIN)/mesh-init ./cmd/mesh-init
 
-run: ## run the main job on an embedded default: sample pods through a local TLS server
-	$(GO) run ./cmd/injector demo
+run: ## the injector on a local kube-apiserver + etcd with the chart's webhook: sample pods and what they get (the first run builds kube-apiserver, etcd and helm: 5-14 min)
+	eval "$$(bash test/tools/install.sh --only controlplane --print-env)" && eval "$$(bash test/tools/install.sh --only helm --print-env)" && $(GO) run ./test/demo
 
 test: tools lint unit fuzz ## run every test: lint, all tiers with -race (netns, e2e), brief fuzzing
 

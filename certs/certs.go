@@ -1,6 +1,10 @@
-// Package certs generates the injector's TLS material when cert-manager is
-// not used: a self-signed CA and a serving certificate for the webhook's
-// Service, written as tls.crt/tls.key/ca.crt. Rotation only needs new files
+// Package certs is the injector's TLS material: a self-signed CA and a
+// serving certificate for the webhook's Service, written as
+// tls.crt/tls.key/ca.crt (dev, tests, `injector certs`); the self-managed
+// mode (SelfManaged: a CA and certificate in a Secret shared by the
+// replicas, renewed and rotated, with the webhook configuration's caBundle
+// kept in sync); and the cert-manager mode's readiness check on the serving
+// Certificate, with cert-manager's API types. Rotation only needs new files
 // in the directory: the server's certificate watcher picks them up.
 package certs
 
@@ -17,6 +21,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -27,6 +32,10 @@ const (
 	KeyFile  = "tls.key"
 	CAFile   = "ca.crt"
 )
+
+// backdate is how far NotBefore is set in the past, for clock skew between
+// machines; renewal deadlines measure lifetimes from issuance.
+const backdate = 5 * time.Minute
 
 // CA is a certificate authority that can issue serving certificates.
 type CA struct {
@@ -45,6 +54,10 @@ type Pair struct {
 
 // NewCA creates a self-signed CA valid for validity from now.
 func NewCA(commonName string, validity time.Duration) (*CA, error) {
+	return newCAAt(commonName, time.Now(), validity)
+}
+
+func newCAAt(commonName string, now time.Time, validity time.Duration) (*CA, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -53,11 +66,10 @@ func NewCA(commonName string, validity time.Duration) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               pkix.Name{CommonName: commonName},
-		NotBefore:             now.Add(-5 * time.Minute),
+		NotBefore:             now.Add(-backdate),
 		NotAfter:              now.Add(validity),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
@@ -111,6 +123,10 @@ func (ca *CA) KeyPEM() ([]byte, error) {
 // IssueServing issues a TLS server certificate for the given DNS names and
 // IP addresses (hosts may mix both).
 func (ca *CA) IssueServing(hosts []string, validity time.Duration) (*Pair, error) {
+	return ca.issueServingAt(hosts, time.Now(), validity)
+}
+
+func (ca *CA) issueServingAt(hosts []string, now time.Time, validity time.Duration) (*Pair, error) {
 	if len(hosts) == 0 {
 		return nil, errors.New("a serving certificate needs at least one host")
 	}
@@ -122,7 +138,6 @@ func (ca *CA) IssueServing(hosts []string, validity time.Duration) (*Pair, error
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now()
 	notAfter := now.Add(validity)
 	if notAfter.After(ca.Cert.NotAfter) {
 		notAfter = ca.Cert.NotAfter
@@ -130,7 +145,7 @@ func (ca *CA) IssueServing(hosts []string, validity time.Duration) (*Pair, error
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
 		Subject:      pkix.Name{CommonName: hosts[0]},
-		NotBefore:    now.Add(-5 * time.Minute),
+		NotBefore:    now.Add(-backdate),
 		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
@@ -185,6 +200,76 @@ func WriteDir(dir string, p *Pair, caPEM []byte) error {
 		if err := writeAtomic(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// dataLink is the symlink WriteDirAtomic swaps, as the kubelet does for
+// Secret volumes.
+const dataLink = "..data"
+
+// WriteDirAtomic writes tls.crt, tls.key and ca.crt so that all three
+// change in one rename, the way the kubelet updates a Secret volume: the
+// files go into a new hidden folder, the symlink ..data is swapped to it,
+// and tls.crt, tls.key and ca.crt are symlinks through ..data. A watcher
+// (controller-runtime's certwatcher) never sees a new certificate with the
+// old key. Older folders are removed.
+func WriteDirAtomic(dir string, p *Pair, caPEM []byte) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	gen, err := os.MkdirTemp(dir, "..gen-")
+	if err != nil {
+		return err
+	}
+	if err := os.Chmod(gen, 0o755); err != nil {
+		return err
+	}
+	for _, f := range []struct {
+		name string
+		data []byte
+		mode os.FileMode
+	}{{CAFile, caPEM, 0o644}, {KeyFile, p.KeyPEM, 0o600}, {CertFile, p.CertPEM, 0o644}} {
+		if err := os.WriteFile(filepath.Join(gen, f.name), f.data, f.mode); err != nil {
+			os.RemoveAll(gen)
+			return err
+		}
+	}
+	if err := replaceSymlink(filepath.Base(gen), filepath.Join(dir, dataLink)); err != nil {
+		os.RemoveAll(gen)
+		return err
+	}
+	for _, name := range []string{CAFile, KeyFile, CertFile} {
+		target := filepath.Join(dataLink, name)
+		if cur, err := os.Readlink(filepath.Join(dir, name)); err == nil && cur == target {
+			continue
+		}
+		if err := replaceSymlink(target, filepath.Join(dir, name)); err != nil {
+			return err
+		}
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if e.IsDir() && strings.HasPrefix(e.Name(), "..gen-") && e.Name() != filepath.Base(gen) {
+			os.RemoveAll(filepath.Join(dir, e.Name()))
+		}
+	}
+	return nil
+}
+
+// replaceSymlink points path at target in one rename.
+func replaceSymlink(target, path string) error {
+	tmp := path + ".tmp-link"
+	os.Remove(tmp)
+	if err := os.Symlink(target, tmp); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
 	}
 	return nil
 }

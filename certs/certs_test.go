@@ -77,3 +77,38 @@ func TestNeedsRenewal(t *testing.T) {
 	assert.False(t, NeedsRenewal(ca.Cert, nb.Add(life/2), 2.0/3))
 	assert.True(t, NeedsRenewal(ca.Cert, nb.Add(life*3/4), 2.0/3))
 }
+
+func TestWriteDirAtomicSwapsThePair(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := NewCA("ca", time.Hour)
+	require.NoError(t, err)
+	// A folder first written with WriteDir (plain files) is taken over.
+	first, err := ca.IssueServing([]string{"localhost"}, time.Hour)
+	require.NoError(t, err)
+	require.NoError(t, WriteDir(dir, first, ca.CertPEM))
+	for i := 0; i < 3; i++ {
+		pair, err := ca.IssueServing([]string{"localhost"}, time.Hour)
+		require.NoError(t, err)
+		require.NoError(t, WriteDirAtomic(dir, pair, ca.CertPEM))
+		certPEM, err := os.ReadFile(filepath.Join(dir, CertFile))
+		require.NoError(t, err)
+		keyPEM, err := os.ReadFile(filepath.Join(dir, KeyFile))
+		require.NoError(t, err)
+		assert.Equal(t, pair.CertPEM, certPEM)
+		_, err = tls.X509KeyPair(certPEM, keyPEM)
+		require.NoError(t, err)
+		st, err := os.Stat(filepath.Join(dir, KeyFile))
+		require.NoError(t, err)
+		assert.Equal(t, os.FileMode(0o600), st.Mode().Perm(), "the key is private")
+	}
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	assert.Len(t, names, 5, "..data, one generation folder and three links: %v", names)
+	target, err := os.Readlink(filepath.Join(dir, CertFile))
+	require.NoError(t, err)
+	assert.Equal(t, filepath.Join("..data", CertFile), target)
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/sidecar-injector/injector/certs"
 	"github.com/sidecar-injector/injector/webhook"
 	"github.com/sidecar-injector/injector/webhook/inject"
 )
@@ -36,8 +38,14 @@ func serveMain(args []string, _, stderr io.Writer) int {
 	pprofOn := fs.Bool("enable-pprof", false, "serve /debug/pprof on the metrics address")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "json", "json or text")
+	var tf tlsFlags
+	tf.register(fs)
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
+	}
+	if err := tf.check(*namespace, *nsLabels != ""); err != nil {
+		fmt.Fprintln(stderr, "injector serve:", err)
+		return 2
 	}
 	log, err := newLogger(stderr, *logLevel, *logFormat)
 	if err != nil {
@@ -86,6 +94,10 @@ func serveMain(args []string, _, stderr io.Writer) int {
 		}()
 		source = cached
 		readyChecks["namespaces"] = cached.Ready
+		if err := tf.start(ctx, cfg, *namespace, *certDir, readyChecks, log); err != nil {
+			fmt.Fprintln(stderr, "injector serve:", err)
+			return 1
+		}
 	}
 	loader := &webhook.Loader{Path: *configPath, Options: opts, Poll: *configPoll}
 	err = webhook.Serve(ctx, webhook.ServeOptions{
@@ -104,6 +116,94 @@ func serveMain(args []string, _, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// TLS modes: where the serving certificate comes from.
+const (
+	tlsModeFiles       = "files"
+	tlsModeSelfManaged = "self-managed"
+	tlsModeCertManager = "cert-manager"
+)
+
+// tlsFlags are the serve flags of the TLS modes (docs/install.md).
+type tlsFlags struct {
+	mode, secret, webhookConfig, service, hosts, certificate string
+	caValidity, certValidity, caPropagation, resync          time.Duration
+}
+
+func (f *tlsFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.mode, "tls-mode", tlsModeFiles, "where tls.crt/tls.key in --cert-dir come from: files (someone else writes them), self-managed (the injector keeps a CA and certificate in --tls-secret and the caBundle of --webhook-configuration), cert-manager (a mounted cert-manager Secret; --certificate's Ready condition is part of /readyz)")
+	fs.StringVar(&f.secret, "tls-secret", "", "self-managed: the Secret in --namespace holding ca.crt, ca.key, tls.crt, tls.key (created when missing)")
+	fs.StringVar(&f.webhookConfig, "webhook-configuration", "", "self-managed: the MutatingWebhookConfiguration whose webhooks' caBundle is kept in sync")
+	fs.StringVar(&f.service, "service", "", "self-managed: the webhook's Service name; the certificate is issued for <service>.<namespace>.svc and its variants")
+	fs.StringVar(&f.hosts, "tls-hosts", "", "self-managed: extra comma-separated DNS names or IPs for the serving certificate")
+	fs.DurationVar(&f.caValidity, "tls-ca-validity", certs.DefaultCAValidity, "self-managed: lifetime of a new CA (replaced at 2/3 of it)")
+	fs.DurationVar(&f.certValidity, "tls-cert-validity", certs.DefaultCertValidity, "self-managed: lifetime of a serving certificate (renewed at 2/3 of it)")
+	fs.DurationVar(&f.caPropagation, "tls-ca-propagation", certs.DefaultCAPropagation, "self-managed: how long a new CA is in the caBundle before it signs")
+	fs.DurationVar(&f.resync, "tls-resync", certs.DefaultResync, "self-managed: how often the Secret and the caBundle are re-checked")
+	fs.StringVar(&f.certificate, "certificate", "", "cert-manager: the Certificate in --namespace whose Ready condition /readyz reports")
+}
+
+func (f *tlsFlags) check(namespace string, noCluster bool) error {
+	switch f.mode {
+	case tlsModeFiles:
+		return nil
+	case tlsModeSelfManaged:
+		if f.secret == "" || f.service == "" {
+			return errors.New("--tls-mode=self-managed needs --tls-secret and --service (and usually --webhook-configuration)")
+		}
+	case tlsModeCertManager:
+		if f.certificate == "" {
+			return errors.New("--tls-mode=cert-manager needs --certificate")
+		}
+	default:
+		return fmt.Errorf("--tls-mode %q: use files, self-managed or cert-manager", f.mode)
+	}
+	if noCluster {
+		return fmt.Errorf("--tls-mode=%s needs the Kubernetes API; it cannot be combined with --namespace-labels", f.mode)
+	}
+	if namespace == "" {
+		return fmt.Errorf("--tls-mode=%s needs --namespace (or $POD_NAMESPACE)", f.mode)
+	}
+	return nil
+}
+
+// start prepares the certificate before the server reads it and adds the
+// mode's readiness check.
+func (f *tlsFlags) start(ctx context.Context, cfg *rest.Config, namespace, certDir string, ready map[string]func() error, log *slog.Logger) error {
+	switch f.mode {
+	case tlsModeSelfManaged:
+		cs, err := certs.NewKubeClient(cfg)
+		if err != nil {
+			return err
+		}
+		hosts := certs.ServiceHosts(f.service, namespace)
+		for _, h := range strings.Split(f.hosts, ",") {
+			if h = strings.TrimSpace(h); h != "" {
+				hosts = append(hosts, h)
+			}
+		}
+		m, err := certs.NewSelfManaged(certs.SelfManagedOptions{
+			Client: cs, Namespace: namespace, SecretName: f.secret, WebhookConfiguration: f.webhookConfig,
+			Hosts: hosts, CertDir: certDir, CAValidity: f.caValidity, CertValidity: f.certValidity,
+			CAPropagation: f.caPropagation, Resync: f.resync, Log: log,
+		})
+		if err != nil {
+			return err
+		}
+		log.Info("self-managed TLS: ensuring the CA and serving certificate", "secret", namespace+"/"+f.secret, "webhookConfiguration", f.webhookConfig)
+		if err := m.Start(ctx); err != nil {
+			return err
+		}
+		ready["self-managed-tls"] = m.Ready
+	case tlsModeCertManager:
+		c, err := certs.NewCertificateChecker(cfg, namespace, f.certificate)
+		if err != nil {
+			return err
+		}
+		ready["certificate"] = c.Check
+	}
+	return nil
 }
 
 // restConfig finds the API server: --kubeconfig, in-cluster, $KUBECONFIG,

@@ -1,0 +1,5 @@
+//go:build !race
+
+package certmanager
+
+const raceEnabled = false

@@ -204,11 +204,9 @@ func elideBootstrap(podJSON []byte) ([]byte, error) {
 		for _, c := range cs {
 			cm, _ := c.(map[string]any)
 			args, _ := cm["args"].([]any)
-			for i := 0; i+1 < len(args); i++ {
-				if args[i] == "--config-yaml" {
-					if s, ok := args[i+1].(string); ok {
-						args[i+1] = fmt.Sprintf("<Envoy bootstrap, %d bytes of JSON; run with --full to see it>", len(s))
-					}
+			for i := range args {
+				if s, ok := args[i].(string); ok && strings.HasPrefix(s, "--envoy-bootstrap=") {
+					args[i] = fmt.Sprintf("--envoy-bootstrap=<Envoy bootstrap, %d bytes gzip+base64; run with --full to see it>", len(s)-len("--envoy-bootstrap="))
 				}
 			}
 		}

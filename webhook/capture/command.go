@@ -1,6 +1,9 @@
 package capture
 
 import (
+	"bytes"
+	"compress/gzip"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -22,6 +25,12 @@ type Command struct {
 	// CopySelfTo, when set, is where the running binary is copied (before
 	// any rule is written) so other containers can run `mesh-init hook`.
 	CopySelfTo string
+	// EnvoyBootstrap is the proxy's bootstrap as EncodeFile gives it, and
+	// EnvoyBootstrapTo the file it is written to (before any rule), where
+	// the proxy reads it. The injector validated it against Envoy's schema;
+	// it travels compressed so every pod's spec stays small.
+	EnvoyBootstrap   string
+	EnvoyBootstrapTo string
 }
 
 // The flags ParseCommand accepts besides the Config flags.
@@ -29,6 +38,10 @@ const (
 	FlagDryRun     = "dry-run"
 	FlagCleanup    = "cleanup"
 	FlagCopySelfTo = "copy-self-to"
+	// FlagEnvoyBootstrap and FlagEnvoyBootstrapTo carry the proxy's
+	// bootstrap (see Command).
+	FlagEnvoyBootstrap   = "envoy-bootstrap"
+	FlagEnvoyBootstrapTo = "envoy-bootstrap-to"
 )
 
 // Args renders the command as arguments for `mesh-init capture`: every
@@ -44,6 +57,9 @@ func (c Command) Args() []string {
 	}
 	if c.CopySelfTo != "" {
 		out = append(out, "--"+FlagCopySelfTo+"="+c.CopySelfTo)
+	}
+	if c.EnvoyBootstrapTo != "" {
+		out = append(out, "--"+FlagEnvoyBootstrapTo+"="+c.EnvoyBootstrapTo, "--"+FlagEnvoyBootstrap+"="+c.EnvoyBootstrap)
 	}
 	return out
 }
@@ -217,8 +233,66 @@ func commandSettings(c *Command) []setting {
 				return nil
 			},
 		},
+		setting{
+			name: FlagEnvoyBootstrapTo, usage: "write the proxy's bootstrap (--envoy-bootstrap) to this file (atomically, mode 0644, parent created) before writing rules",
+			get: func() string { return c.EnvoyBootstrapTo },
+			set: func(s string) error {
+				s = strings.TrimSpace(s)
+				if s != "" && !filepath.IsAbs(s) {
+					return fmt.Errorf("%q is not an absolute path", s)
+				}
+				c.EnvoyBootstrapTo = s
+				return nil
+			},
+		},
+		setting{
+			name: FlagEnvoyBootstrap, usage: "the proxy's bootstrap, gzip-compressed and base64-encoded (as the injector renders it)",
+			get: func() string { return c.EnvoyBootstrap },
+			set: func(s string) error {
+				if _, err := DecodeFile(s); err != nil {
+					return err
+				}
+				c.EnvoyBootstrap = s
+				return nil
+			},
+		},
 	)
 	return out
+}
+
+// EncodeFile compresses and encodes a file's content for a command-line
+// argument: gzip at best compression with no timestamp (the same input
+// always gives the same argument), then standard base64.
+func EncodeFile(data []byte) string {
+	var b bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&b, gzip.BestCompression)
+	_, _ = zw.Write(data)
+	_ = zw.Close()
+	return base64.StdEncoding.EncodeToString(b.Bytes())
+}
+
+// maxDecodedFile bounds what DecodeFile inflates, so a bad argument cannot
+// exhaust memory.
+const maxDecodedFile = 4 << 20
+
+// DecodeFile reverses EncodeFile.
+func DecodeFile(s string) ([]byte, error) {
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
+	if err != nil {
+		return nil, fmt.Errorf("not base64: %w", err)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(raw))
+	if err != nil {
+		return nil, fmt.Errorf("not gzip data: %w", err)
+	}
+	data, err := io.ReadAll(io.LimitReader(zr, maxDecodedFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("not gzip data: %w", err)
+	}
+	if len(data) > maxDecodedFile {
+		return nil, fmt.Errorf("over %d bytes once decompressed", maxDecodedFile)
+	}
+	return data, nil
 }
 
 // ParseCommand parses the arguments of `mesh-init capture`: every Config
@@ -237,6 +311,9 @@ func ParseCommand(args []string, lookup func(string) (string, bool)) (Command, e
 	}
 	if len(rest) > 0 {
 		return Command{}, &UsageError{Err: fmt.Errorf("unexpected argument %q: mesh-init capture takes only --flags (see mesh-init capture --help)", rest[0])}
+	}
+	if (cmd.EnvoyBootstrap == "") != (cmd.EnvoyBootstrapTo == "") {
+		return Command{}, &UsageError{Err: fmt.Errorf("--%s and --%s go together", FlagEnvoyBootstrap, FlagEnvoyBootstrapTo)}
 	}
 	if err := cmd.Config.Validate(); err != nil {
 		return Command{}, &UsageError{Err: err}

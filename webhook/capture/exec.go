@@ -3,6 +3,7 @@ package capture
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -278,23 +279,33 @@ func classifyToolError(err error, f Family, mode Mode, input string) error {
 // mode 0755 when missing), makes it mode 0755, syncs it and renames it over
 // dst, so a reader sees either the old file or the whole new one — and a
 // running copy of the old file is not disturbed.
-func CopySelf(self, dst string) (err error) {
+func CopySelf(self, dst string) error {
 	if fi, serr := os.Stat(dst); serr == nil && fi.IsDir() {
 		return fmt.Errorf("--copy-self-to=%s is a directory; give the file to create, such as %s",
 			dst, filepath.Join(dst, "mesh-init"))
-	}
-	dir := filepath.Dir(dst)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("copy to %s: %w", dst, err)
 	}
 	in, err := os.Open(self)
 	if err != nil {
 		return fmt.Errorf("copy to %s: reading the running binary: %w", dst, err)
 	}
 	defer in.Close()
+	if err := writeFileAtomic(dst, in, 0o755); err != nil {
+		return fmt.Errorf("copy to %s: %w", dst, err)
+	}
+	return nil
+}
+
+// writeFileAtomic writes src to a temporary file in dst's directory
+// (created with mode 0755 when missing), sets mode, syncs it and renames it
+// over dst: a reader sees the old file or the whole new one.
+func writeFileAtomic(dst string, src io.Reader, mode os.FileMode) (err error) {
+	dir := filepath.Dir(dst)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(dst)+".tmp-*")
 	if err != nil {
-		return fmt.Errorf("copy to %s: %w", dst, err)
+		return err
 	}
 	defer func() {
 		if err != nil {
@@ -302,22 +313,19 @@ func CopySelf(self, dst string) (err error) {
 			os.Remove(tmp.Name())
 		}
 	}()
-	if _, err = io.Copy(tmp, in); err != nil {
-		return fmt.Errorf("copy to %s: %w", dst, err)
+	if _, err = io.Copy(tmp, src); err != nil {
+		return err
 	}
-	if err = tmp.Chmod(0o755); err != nil {
-		return fmt.Errorf("copy to %s: %w", dst, err)
+	if err = tmp.Chmod(mode); err != nil {
+		return err
 	}
 	if err = tmp.Sync(); err != nil {
-		return fmt.Errorf("copy to %s: %w", dst, err)
+		return err
 	}
 	if err = tmp.Close(); err != nil {
-		return fmt.Errorf("copy to %s: %w", dst, err)
+		return err
 	}
-	if err = os.Rename(tmp.Name(), dst); err != nil {
-		return fmt.Errorf("copy to %s: %w", dst, err)
-	}
-	return nil
+	return os.Rename(tmp.Name(), dst)
 }
 
 // families decides which families to write, logging the IPv6 decision.
@@ -462,6 +470,9 @@ func Execute(ctx context.Context, cmd Command, h *Host) error {
 		if cmd.CopySelfTo != "" {
 			h.logf("dry run: not copying the binary to %s", cmd.CopySelfTo)
 		}
+		if cmd.EnvoyBootstrapTo != "" {
+			h.logf("dry run: not writing the proxy's bootstrap to %s", cmd.EnvoyBootstrapTo)
+		}
 		_, err := io.WriteString(h.Stdout, DryRun(c, cmd.Cleanup))
 		return err
 	}
@@ -471,6 +482,16 @@ func Execute(ctx context.Context, cmd Command, h *Host) error {
 			return err
 		}
 		h.logf("copied the binary to %s", cmd.CopySelfTo)
+	}
+	if cmd.EnvoyBootstrapTo != "" {
+		data, err := DecodeFile(cmd.EnvoyBootstrap)
+		if err != nil {
+			return &UsageError{Err: fmt.Errorf("--%s: %w", FlagEnvoyBootstrap, err)}
+		}
+		if err := writeFileAtomic(cmd.EnvoyBootstrapTo, bytes.NewReader(data), 0o644); err != nil {
+			return fmt.Errorf("writing the proxy's bootstrap: %w", err)
+		}
+		h.logf("wrote the proxy's bootstrap (%d bytes, sha256 %x) to %s", len(data), sha256.Sum256(data), cmd.EnvoyBootstrapTo)
 	}
 	// NET_ADMIN is needed whatever the backend; NET_RAW only by legacy,
 	// which auto mode checks once it has chosen.

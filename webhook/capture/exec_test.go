@@ -429,3 +429,43 @@ func TestCopySelf(t *testing.T) {
 		}
 	}
 }
+
+// The proxy's bootstrap travels compressed in mesh-init's arguments and is
+// written, byte for byte, where the proxy reads it; a bad argument is a
+// usage error naming the flag, and the two flags go together.
+func TestEnvoyBootstrapIsWritten(t *testing.T) {
+	bootstrap := []byte(`{"admin":{"address":{"socket_address":{"address":"127.0.0.1","port_value":15000}}}}`)
+	enc := EncodeFile(bootstrap)
+	if enc != EncodeFile(bootstrap) {
+		t.Fatal("EncodeFile is not deterministic")
+	}
+	dst := filepath.Join(t.TempDir(), "mesh", "envoy-bootstrap.json")
+	f := newFake()
+	if err := f.execute(t, "--"+FlagEnvoyBootstrapTo+"="+dst, "--"+FlagEnvoyBootstrap+"="+enc); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(dst)
+	if err != nil || string(got) != string(bootstrap) {
+		t.Fatalf("wrote %q (%v), want %q", got, err, bootstrap)
+	}
+	if fi, _ := os.Stat(dst); fi.Mode().Perm() != 0o644 {
+		t.Errorf("mode %v, want 0644 (the proxy runs as another user)", fi.Mode())
+	}
+
+	for _, args := range [][]string{
+		{"--" + FlagEnvoyBootstrapTo + "=" + dst, "--" + FlagEnvoyBootstrap + "=not-base64!"},
+		{"--" + FlagEnvoyBootstrapTo + "=" + dst, "--" + FlagEnvoyBootstrap + "=" + "aGVsbG8="}, // base64, not gzip
+		{"--" + FlagEnvoyBootstrap + "=" + enc},
+		{"--" + FlagEnvoyBootstrapTo + "=relative/path", "--" + FlagEnvoyBootstrap + "=" + enc},
+	} {
+		_, err := ParseCommand(args, nil)
+		if err == nil || ExitCode(err) != ExitUsage || !strings.Contains(err.Error(), "envoy-bootstrap") {
+			t.Errorf("%q: %v (exit %d), want a usage error naming the flag", args, err, ExitCode(err))
+		}
+	}
+	cmd := Command{Config: Default(), EnvoyBootstrapTo: dst, EnvoyBootstrap: enc}
+	back, err := ParseCommand(cmd.Args(), nil)
+	if err != nil || back.EnvoyBootstrap != enc || back.EnvoyBootstrapTo != dst {
+		t.Errorf("round trip: %+v, %v", back, err)
+	}
+}

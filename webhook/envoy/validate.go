@@ -76,7 +76,8 @@ func Parse(bootstrapYAML []byte) (*bootstrapv3.Bootstrap, error) {
 }
 
 // CompactJSON returns the bootstrap as compact JSON, the form passed to
-// Envoy's --config-yaml. The output is deterministic (object keys sorted) and
+// mesh-init's --envoy-bootstrap (compressed) and, from there, Envoy's
+// --config-path. The output is deterministic (object keys sorted) and
 // is exactly the document Validate checks; it does not validate by itself.
 func CompactJSON(bootstrapYAML []byte) (string, error) {
 	js, err := toJSON(bootstrapYAML)

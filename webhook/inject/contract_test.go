@@ -1,6 +1,7 @@
 package inject_test
 
 import (
+	"encoding/json"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -56,6 +57,17 @@ func TestInitContainerArgsParseWithMeshInit(t *testing.T) {
 			require.NoError(t, err, "mesh-init must accept the rendered args %q", c.Args)
 			assert.Equal(t, c.Args[1:], cmd.Args(), "rendering the parsed command gives the same args back")
 			assert.Equal(t, inject.DefaultPaths.Tool, cmd.CopySelfTo)
+			// The bootstrap mesh-init writes is where Envoy reads it, in
+			// the volume both mount, and is valid JSON.
+			assert.Equal(t, inject.DefaultPaths.Bootstrap, cmd.EnvoyBootstrapTo)
+			assert.True(t, strings.HasPrefix(cmd.EnvoyBootstrapTo, inject.DefaultPaths.ToolsDir+"/"))
+			b, err := capture.DecodeFile(cmd.EnvoyBootstrap)
+			require.NoError(t, err)
+			assert.True(t, json.Valid(b), "the bootstrap is JSON")
+			proxy := container(pod, inject.DefaultNames.Proxy)
+			require.NotNil(t, proxy)
+			assert.Equal(t, []string{"--config-path", inject.DefaultPaths.Bootstrap}, proxy.Args[:2])
+			assert.True(t, mounts(*proxy, inject.DefaultNames.ToolsVolume, inject.DefaultPaths.ToolsDir))
 			assert.False(t, cmd.DryRun)
 			assert.False(t, cmd.Cleanup)
 			assert.Equal(t, uint32(1337), cmd.Config.ProxyUID)

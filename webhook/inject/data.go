@@ -28,6 +28,9 @@ type Paths struct {
 	ToolsDir string
 	// Tool is the hook tool binary mesh-init copies into ToolsDir.
 	Tool string
+	// Bootstrap is the file mesh-init writes the proxy's bootstrap to and
+	// Envoy reads (inside ToolsDir, so every container sees the same file).
+	Bootstrap string
 	// Readiness is the proxy's readiness path on the readiness port.
 	Readiness string
 	// Stats is the proxy's Prometheus path on the stats port.
@@ -38,6 +41,7 @@ type Paths struct {
 var DefaultPaths = Paths{
 	ToolsDir:  "/var/run/mesh",
 	Tool:      "/var/run/mesh/mesh-init",
+	Bootstrap: "/var/run/mesh/envoy-bootstrap.json",
 	Readiness: "/healthz/ready",
 	Stats:     "/stats/prometheus",
 }
@@ -53,8 +57,9 @@ type TemplateData struct {
 	Names  Names
 	Paths  Paths
 
-	// InitArgs are mesh-init's arguments: "capture", the capture flags and
-	// the tool installation flag.
+	// InitArgs are mesh-init's arguments: "capture", the capture flags, the
+	// tool installation and the compressed bootstrap to write (empty while
+	// the bootstrap itself is rendered).
 	InitArgs []string
 	// Bootstrap is the rendered Envoy bootstrap as compact JSON (empty while
 	// the bootstrap itself is rendered).

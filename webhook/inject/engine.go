@@ -152,8 +152,6 @@ func (e *Engine) TemplateDataFor(s config.Settings) TemplateData {
 		InitResources:  s.Init.Resources.Requirements(),
 		ProxyResources: s.Proxy.Resources.Requirements(),
 	}
-	d.InitArgs = append([]string{"capture"}, captureConfig(s).Args()...)
-	d.InitArgs = append(d.InitArgs, "--copy-self-to="+d.Paths.Tool)
 	admin := fmt.Sprintf("http://127.0.0.1:%d", s.Proxy.Ports.Admin)
 	ready := fmt.Sprintf("http://127.0.0.1:%d%s", s.Proxy.Ports.Readiness, d.Paths.Readiness)
 	d.WaitReadyCommand = toolCommand(d.Paths.Tool, "wait-ready",
@@ -235,6 +233,12 @@ func (e *Engine) render(set *templates.Set, s config.Settings, reuse *Rendered) 
 			return nil, fmt.Errorf("envoy bootstrap: %w", err)
 		}
 	}
+	d.InitArgs = append([]string{"capture"}, capture.Command{
+		Config:           captureConfig(s),
+		CopySelfTo:       d.Paths.Tool,
+		EnvoyBootstrapTo: d.Paths.Bootstrap,
+		EnvoyBootstrap:   capture.EncodeFile([]byte(d.Bootstrap)),
+	}.Args()...)
 	d.ProxyArgs = proxyArgs(d)
 	r := &Rendered{Bootstrap: d.Bootstrap, Native: d.Native, Settings: s}
 	if err := set.RenderInto(templates.InitContainer, d, &r.Init); err != nil {
@@ -270,12 +274,13 @@ func (e *Engine) render(set *templates.Set, s config.Settings, reuse *Rendered) 
 	return r, nil
 }
 
-// proxyArgs are Envoy's command-line arguments. The node identity comes
+// proxyArgs are Envoy's command-line arguments. The bootstrap is the file
+// mesh-init wrote from its (compressed) argument; the node identity comes
 // from the downward API, so the rendering stays the same for every pod.
 func proxyArgs(d TemplateData) []string {
 	s := d.Settings
 	return []string{
-		"--config-yaml", d.Bootstrap,
+		"--config-path", d.Paths.Bootstrap,
 		"--log-level", s.Proxy.LogLevel,
 		"--concurrency", fmt.Sprint(s.Proxy.Concurrency),
 		"--drain-time-s", fmt.Sprint(s.Envoy.DrainSeconds),

@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/sidecar-injector/injector/templates"
+	"github.com/sidecar-injector/injector/webhook/capture"
 	"github.com/sidecar-injector/injector/webhook/config"
 	"github.com/sidecar-injector/injector/webhook/inject"
 	"github.com/sidecar-injector/injector/webhook/inject/injecttest"
@@ -119,6 +120,23 @@ policies:
 	enabled := map[string]string{config.NamespaceLabel: "enabled"}
 	tight, _ := e.Inject(pod, inject.Namespace{Name: "tight", Labels: enabled})
 	loose, _ := e.Inject(pod, inject.Namespace{Name: "loose", Labels: enabled})
-	assert.Contains(t, tight.Spec.Containers[0].Args[1], `"max_connections":7`)
-	assert.NotContains(t, loose.Spec.Containers[0].Args[1], `"max_connections":7`)
+	assert.Contains(t, bootstrapOf(t, tight), `"max_connections":7`)
+	assert.NotContains(t, bootstrapOf(t, loose), `"max_connections":7`)
+}
+
+// bootstrapOf is the Envoy bootstrap an injected pod's mesh-init writes.
+func bootstrapOf(t *testing.T, pod *corev1.Pod) string {
+	t.Helper()
+	for _, c := range pod.Spec.InitContainers {
+		if c.Name != inject.DefaultNames.Init {
+			continue
+		}
+		cmd, err := capture.ParseCommand(c.Args[1:], nil)
+		require.NoError(t, err)
+		b, err := capture.DecodeFile(cmd.EnvoyBootstrap)
+		require.NoError(t, err)
+		return string(b)
+	}
+	t.Fatal("no mesh-init container")
+	return ""
 }

@@ -14,7 +14,6 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 	"gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -27,9 +26,10 @@ import (
 const maxRequestSize = 7 << 20
 
 // reviewIn is the part of an AdmissionReview (v1 or v1beta1, which share
-// their JSON) the handler reads. The object is decoded straight into a Pod
-// in the same pass; controller-runtime's generic decoder parses the body
-// twice and copies the object out as raw bytes first.
+// their JSON) the handler reads. The object is decoded straight into the
+// view of a pod the core needs (podView) in the same pass;
+// controller-runtime's generic decoder parses the body twice and copies the
+// object out as raw bytes first.
 type reviewIn struct {
 	APIVersion string     `json:"apiVersion"`
 	Kind       string     `json:"kind"`
@@ -44,7 +44,7 @@ type requestIn struct {
 	Namespace   string                      `json:"namespace"`
 	Operation   admissionv1.Operation       `json:"operation"`
 	DryRun      *bool                       `json:"dryRun"`
-	Object      *corev1.Pod                 `json:"object"`
+	Object      *podView                    `json:"object"`
 }
 
 // rawReviewIn is the fallback when the object does not decode as a Pod:
@@ -153,9 +153,9 @@ func decodeReview(body []byte) (*admissionInput, string, error) {
 		}
 		q := rev.Request
 		in := &admissionInput{uid: q.UID, kind: q.Kind, resource: q.Resource, subResource: q.SubResource,
-			namespace: q.Namespace, operation: q.Operation, dryRun: q.DryRun != nil && *q.DryRun, pod: q.Object}
-		if q.Object == nil {
-			in.raw = nil // "request.object is empty" for pods
+			namespace: q.Namespace, operation: q.Operation, dryRun: q.DryRun != nil && *q.DryRun}
+		if q.Object != nil {
+			in.pod = q.Object.pod()
 		}
 		return in, rev.APIVersion, nil
 	}

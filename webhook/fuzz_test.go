@@ -17,8 +17,11 @@ import (
 )
 
 // fuzzServer is the handler without TLS (fuzzing needs speed) and without
-// panic recovery (a panic must fail the fuzz run, not become a 500).
-func fuzzServer(f *testing.F) http.Handler {
+// panic recovery (a panic must fail the fuzz run, not become a 500), twice:
+// the production edge (the Handler, decoding a view of the pod) and
+// controller-runtime's admission.Webhook over the same Handler (decoding
+// the whole pod), so every fuzzed input also checks that the two agree.
+func fuzzServer(f *testing.F) (http.Handler, http.Handler) {
 	c, err := injecttest.LoadCase(filepath.Join(fixturesDir, "plain.yaml"))
 	if err != nil {
 		f.Fatal(err)
@@ -28,7 +31,8 @@ func fuzzServer(f *testing.F) http.Handler {
 		f.Fatal(err)
 	}
 	ns := StaticNamespaces{"shop": {"sidecar-injector.io/injection": "enabled"}, "sandbox": {}}
-	return &admission.Webhook{Handler: NewHandler(e, ns, nil, nil), RecoverPanic: ptr.To(false)}
+	h := NewHandler(e, ns, nil, nil)
+	return h, &admission.Webhook{Handler: h, RecoverPanic: ptr.To(false)}
 }
 
 func serveOnce(t *testing.T, h http.Handler, body []byte) *admissionv1.AdmissionResponse {
@@ -60,7 +64,7 @@ func seedPods(f *testing.F) [][]byte {
 // the handler never panics, always answers, every patch applies to the
 // object as sent, and admitting the patched pod again changes nothing.
 func FuzzHandlerPod(f *testing.F) {
-	h := fuzzServer(f)
+	h, full := fuzzServer(f)
 	for _, p := range seedPods(f) {
 		f.Add(p, "shop")
 		f.Add(p, "sandbox")
@@ -68,7 +72,9 @@ func FuzzHandlerPod(f *testing.F) {
 	f.Add([]byte(`{"metadata":{"annotations":{"sidecar-injector.io/proxy-cpu":"-1"}},"spec":{"containers":[{"name":"a"}]}}`), "shop")
 	f.Fuzz(func(t *testing.T, pod []byte, ns string) {
 		samePodDecode(t, pod)
-		resp := serveOnce(t, h, review("fuzz", admissionv1.Create, ns, "Pod", rawOrNull(pod), false))
+		body := review("fuzz", admissionv1.Create, ns, "Pod", rawOrNull(pod), false)
+		resp := serveOnce(t, h, body)
+		sameAnswer(t, pod, resp, serveOnce(t, full, body))
 		if len(resp.Patch) == 0 {
 			return
 		}
@@ -93,7 +99,7 @@ func FuzzHandlerPod(f *testing.F) {
 // FuzzHandlerReview sends arbitrary request bodies: the handler never
 // panics and always answers with an AdmissionReview.
 func FuzzHandlerReview(f *testing.F) {
-	h := fuzzServer(f)
+	h, _ := fuzzServer(f)
 	for _, p := range seedPods(f)[:3] {
 		f.Add(review("seed", admissionv1.Create, "shop", "Pod", p, false))
 	}
@@ -114,4 +120,37 @@ func rawOrNull(b []byte) []byte {
 		return []byte("null")
 	}
 	return b
+}
+
+// sameAnswer fails unless the edge and the full decode agree: the same
+// decision and, for an injection, patches that produce the same object.
+func sameAnswer(t *testing.T, object []byte, edge, full *admissionv1.AdmissionResponse) {
+	t.Helper()
+	if edge.Allowed != full.Allowed || (len(edge.Patch) == 0) != (len(full.Patch) == 0) ||
+		edge.AuditAnnotations["reason"] != full.AuditAnnotations["reason"] {
+		if edge.Result != nil && full.Result != nil && edge.Result.Code == 400 && full.Result.Code == 400 {
+			return // both refuse a malformed object, in their decoders' words
+		}
+		t.Fatalf("the edge and the full decode disagree on %s:\nedge: %+v\nfull: %+v", object, edge, full)
+	}
+	if len(edge.Patch) == 0 {
+		return
+	}
+	apply := func(p []byte) string {
+		patch, err := jsonpatchv4.DecodePatch(p)
+		if err != nil {
+			t.Fatalf("patch does not decode: %v", err)
+		}
+		out, err := patch.Apply(object)
+		if err != nil {
+			t.Fatalf("patch does not apply: %v", err)
+		}
+		var v any
+		_ = json.Unmarshal(out, &v)
+		b, _ := json.Marshal(v)
+		return string(b)
+	}
+	if a, b := apply(edge.Patch), apply(full.Patch); a != b {
+		t.Fatalf("the edge and the full decode patch %s differently:\nedge: %s\nfull: %s", object, a, b)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
@@ -213,8 +214,12 @@ func (h *Handler) write(w http.ResponseWriter, apiVersion string, uid types.UID,
 	var patch []byte
 	if len(resp.Patches) > 0 {
 		out.PatchType = &jsonPatchType
+		pp := bufPool.Get().(*[]byte)
+		defer bufPool.Put(pp)
 		var err error
-		if patch, err = appendPatch(nil, resp.Patches); err != nil {
+		patch, err = appendPatch((*pp)[:0], resp.Patches)
+		*pp = patch[:0]
+		if err != nil {
 			e := admission.Errored(http.StatusInternalServerError, err)
 			h.write(w, apiVersion, uid, &e)
 			return
@@ -282,8 +287,11 @@ func appendPatch(buf []byte, ops []jsonpatch.Operation) ([]byte, error) {
 }
 
 func appendValue(buf []byte, v any) ([]byte, error) {
-	if raw, ok := v.(json.RawMessage); ok {
-		return append(buf, raw...), nil
+	switch t := v.(type) {
+	case json.RawMessage:
+		return append(buf, t...), nil
+	case string:
+		return appendJSONString(buf, t), nil
 	}
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -292,17 +300,58 @@ func appendValue(buf []byte, v any) ([]byte, error) {
 	return append(buf, b...), nil
 }
 
-// appendJSONString appends s as a JSON string. The strings written here
-// (operations, paths, API versions) rarely need escaping; when they do,
-// encoding/json does it.
+// appendJSONString appends s as a JSON string, escaped as RFC 8259
+// requires (quote, backslash, control characters; invalid UTF-8 becomes
+// U+FFFD, as encoding/json does). It allocates nothing: the status
+// annotation, a few hundred bytes of JSON inside a string, is in every
+// patch.
 func appendJSONString(buf []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x80 || c == '<' || c == '>' || c == '&' {
-			b, _ := json.Marshal(s)
-			return append(buf, b...)
-		}
-	}
+	const hex = "0123456789abcdef"
 	buf = append(buf, '"')
-	buf = append(buf, s...)
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			i++
+			continue
+		}
+		if c < utf8.RuneSelf {
+			buf = append(buf, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				buf = append(buf, '\\', c)
+			case '\n':
+				buf = append(buf, '\\', 'n')
+			case '\r':
+				buf = append(buf, '\\', 'r')
+			case '\t':
+				buf = append(buf, '\\', 't')
+			default:
+				buf = append(buf, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			buf = append(buf, s[start:i]...)
+			buf = append(buf, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		// U+2028 and U+2029 are valid JSON but not valid JavaScript;
+		// escape them as encoding/json does.
+		if r == '\u2028' || r == '\u2029' {
+			buf = append(buf, s[start:i]...)
+			buf = append(buf, '\\', 'u', '2', '0', '2', hex[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	buf = append(buf, s[start:]...)
 	return append(buf, '"')
 }

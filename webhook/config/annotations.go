@@ -49,10 +49,17 @@ type Override struct {
 	// Example is a valid value, for docs.
 	Example string
 	apply   func(s *Settings, v string) error
+	// key caches Prefix + Name (set once at package initialisation).
+	key string
 }
 
 // Key returns the full annotation key.
-func (o *Override) Key() string { return Prefix + o.Name }
+func (o *Override) Key() string {
+	if o.key == "" {
+		return Prefix + o.Name
+	}
+	return o.key
+}
 
 func quantityOverride(name, alias, field, example string, get func(*Settings) **resource.Quantity) Override {
 	return Override{
@@ -403,6 +410,7 @@ var overrideByKey = func() map[string]*Override {
 	m := map[string]*Override{}
 	for i := range Overrides {
 		o := &Overrides[i]
+		o.key = Prefix + o.Name
 		m[o.Key()] = o
 		for _, a := range o.Aliases {
 			m[a] = o

@@ -13,7 +13,7 @@ FUZZTIME ?= 15s
 TOOLS_ENV = eval "$$(bash test/tools/install.sh --print-env)"
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test tools lint unit fuzz bench clean
+.PHONY: help build run test tools lint vet fmt-check unit fuzz bench clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-8s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,18 +25,25 @@ build: ## build bin/injector and bin/mesh-init (static, CGO off, as in the Docke
 run: ## the injector on a local kube-apiserver + etcd with the chart's webhook: sample pods and what they get (the first run builds kube-apiserver, etcd and helm: 5-14 min)
 	eval "$$(bash test/tools/install.sh --only controlplane --print-env)" && eval "$$(bash test/tools/install.sh --only helm --print-env)" && $(GO) run ./test/demo
 
-test: tools lint unit fuzz ## run every test: lint, all tiers with -race (netns, e2e), brief fuzzing
+test: tools fmt-check unit fuzz ## run every test: gofmt, go vet and all tiers with -race (netns, e2e), brief fuzzing
 
 tools: ## install and build the test prerequisites (cached)
 	bash test/tools/install.sh
 
-lint: ## go vet and gofmt
+lint: vet fmt-check ## go vet and gofmt
+
+vet: ## go vet ./...
 	$(GO) vet ./...
+
+fmt-check: ## fail when gofmt would change a file
 	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
-unit: ## go test -race ./... (every tier; needs `make tools`)
-	$(TOOLS_ENV) && $(GO) test -race -count=1 -timeout 25m ./...
+# -vet=all runs every go vet analyzer on every package (each has tests) as
+# part of the race build: one compile of the large dependency graph instead
+# of a second one for a separate `go vet ./...`.
+unit: ## go test -race -vet=all ./... (every tier; needs `make tools`)
+	$(TOOLS_ENV) && $(GO) test -race -vet=all -count=1 -timeout 25m ./...
 
 fuzz: ## fuzz the admission handler briefly (FUZZTIME each)
 	$(GO) test -run '^$$' -fuzz '^FuzzHandlerPod$$' -fuzztime $(FUZZTIME) ./webhook/

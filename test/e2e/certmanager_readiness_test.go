@@ -77,7 +77,7 @@ func TestCertManagerModeReadiness(t *testing.T) {
 	require.NoError(t, certs.WriteDirAtomic(filepath.Join(dir, "tls"), pair, ca.CertPEM))
 	p := startServe(t, "cert-manager-mode", append(args, "--cert-dir="+filepath.Join(dir, "tls"))...)
 
-	waitFor(t, 60*time.Second, "/readyz reports the Certificate", func() error {
+	harness.WaitFor(t, 60*time.Second, "/readyz reports the Certificate", func() error {
 		if err := p.Exited(); err != nil {
 			return err
 		}

@@ -315,17 +315,3 @@ func label(m *dto.Metric, name string) string {
 	}
 	return ""
 }
-
-// waitFor polls cond until it returns nil or the timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = cond(); err == nil {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("%s: not after %s: %v", what, timeout, err)
-}

@@ -99,7 +99,7 @@ func TestSelfManagedTLS(t *testing.T) {
 	for _, k := range []string{"tls.crt", "tls.key", "ca.crt", "ca.key", certs.SecretBundleKey} {
 		assert.NotEmpty(t, secret.Data[k], "Secret key %s", k)
 	}
-	waitFor(t, 10*time.Second, "caBundle patched into every webhook", func() error {
+	harness.WaitFor(t, 10*time.Second, "caBundle patched into every webhook", func() error {
 		_, err := webhookBundle(ctx, t, mwc.Name, len(mwc.Webhooks))
 		return err
 	})
@@ -168,7 +168,7 @@ func TestSelfManagedTLS(t *testing.T) {
 	assert.True(t, bundleShrank, "the old CA leaves the caBundle once expired")
 
 	// One lineage: both replicas end up with the Secret's material.
-	waitFor(t, 5*time.Second, "replicas agree", func() error {
+	harness.WaitFor(t, 5*time.Second, "replicas agree", func() error {
 		secret, err := cs.CoreV1().Secrets(relNS).Get(ctx, secretName, metav1.GetOptions{})
 		if err != nil {
 			return err

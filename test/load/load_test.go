@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -458,8 +460,25 @@ func TestSpawn(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the injector")
 	}
+	// Build the injector the way this test binary was built (race or
+	// not, default cgo), so its packages come from the build cache instead
+	// of a second full compile; --injector then skips the tool's own build.
+	bin := filepath.Join(t.TempDir(), "injector")
+	args := []string{"build", "-o", bin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	root, err := moduleRoot(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	build := exec.Command("go", append(args, "./cmd/injector")...)
+	build.Dir = root
+	if b, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, b)
+	}
 	var out, errb bytes.Buffer
-	code := mainWithArgs([]string{"--spawn", "--json", "--rate", "100", "--duration", "1s", "--warmup", "200ms", "--timeout", "1m"}, &out, &errb)
+	code := mainWithArgs([]string{"--spawn", "--injector", bin, "--json", "--rate", "100", "--duration", "1s", "--warmup", "200ms", "--timeout", "1m"}, &out, &errb)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}

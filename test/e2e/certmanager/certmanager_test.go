@@ -204,7 +204,7 @@ func TestCertManagerModeEndToEnd(t *testing.T) {
 		}
 	}
 	require.NotNil(t, serving)
-	waitFor(t, 60*time.Second, "cert-manager issues the serving Certificate", func() error {
+	harness.WaitFor(t, 60*time.Second, "cert-manager issues the serving Certificate", func() error {
 		crt := &cmapi.Certificate{}
 		if err := cl.Get(ctx, client.ObjectKeyFromObject(serving), crt); err != nil {
 			return err
@@ -263,13 +263,13 @@ func TestCertManagerModeEndToEnd(t *testing.T) {
 	require.Equal(t, relNS+"/"+serving.Name, mwc.Annotations[certs.InjectCAFromAnnotation])
 	harness.PointAt(mwc, "https://"+p.Addr+"/inject", nil)
 	require.NoError(t, harness.ApplyWebhookConfiguration(ctx, cp.Clientset, mwc))
-	waitFor(t, 30*time.Second, "cainjector fills every webhook's caBundle", func() error {
+	harness.WaitFor(t, 30*time.Second, "cainjector fills every webhook's caBundle", func() error {
 		return bundlesAre(ctx, cp, mwc.Name, secret.Data["ca.crt"])
 	})
 	admit := func(name string) {
 		t.Helper()
 		var pod *corev1.Pod
-		waitFor(t, 30*time.Second, "the API server admits "+name+" through the webhook", func() error {
+		harness.WaitFor(t, 30*time.Second, "the API server admits "+name+" through the webhook", func() error {
 			var err error
 			pod, err = cp.Clientset.CoreV1().Pods(appsNS).Create(ctx, appPod(name), metav1.CreateOptions{})
 			return err
@@ -292,7 +292,7 @@ func TestCertManagerModeEndToEnd(t *testing.T) {
 		Message: "Certificate re-issuance manually triggered", LastTransitionTime: &metav1.Time{Time: time.Now()},
 	})
 	require.NoError(t, cl.Status().Update(ctx, crt))
-	waitFor(t, 60*time.Second, "cert-manager re-issues the Certificate", func() error {
+	harness.WaitFor(t, 60*time.Second, "cert-manager re-issues the Certificate", func() error {
 		c := &cmapi.Certificate{}
 		if err := cl.Get(ctx, client.ObjectKeyFromObject(serving), c); err != nil {
 			return err
@@ -304,7 +304,7 @@ func TestCertManagerModeEndToEnd(t *testing.T) {
 	})
 	renewed := syncVolume()
 	require.False(t, bytes.Equal(secret.Data["tls.crt"], renewed.Data["tls.crt"]), "a new certificate")
-	waitFor(t, 20*time.Second, "the server serves the renewed certificate", func() error {
+	harness.WaitFor(t, 20*time.Second, "the server serves the renewed certificate", func() error {
 		st, err := p.ServedCertificate(ctx)
 		if err != nil {
 			return err
@@ -327,7 +327,7 @@ func TestCertManagerModeEndToEnd(t *testing.T) {
 	crt.Spec.IssuerRef.Name = "missing-issuer"
 	crt.Spec.DNSNames = append(crt.Spec.DNSNames, "injector.example.com")
 	require.NoError(t, cl.Update(ctx, crt))
-	waitFor(t, 60*time.Second, "/readyz reports the Certificate not Ready", func() error {
+	harness.WaitFor(t, 60*time.Second, "/readyz reports the Certificate not Ready", func() error {
 		code, body, err := p.Readyz()
 		if err != nil {
 			return err
@@ -378,17 +378,4 @@ func proxyImage(p *corev1.Pod) string {
 		}
 	}
 	return ""
-}
-
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = cond(); err == nil {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("%s: not after %s: %v", what, timeout, err)
 }

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"testing"
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -378,4 +379,19 @@ func ApplyWebhookConfiguration(ctx context.Context, cs kubernetes.Interface, mwc
 	mwc.ResourceVersion = cur.ResourceVersion
 	_, err = api.Update(ctx, mwc, metav1.UpdateOptions{})
 	return err
+}
+
+// WaitFor polls cond until it returns nil, failing the test with what and
+// the last error once timeout passes.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = cond(); err == nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s: not after %s: %v", what, timeout, err)
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -21,17 +22,42 @@ const (
 // annotationTable renders the README's reference table from Overrides, so
 // the documentation cannot drift from what the injector accepts.
 func annotationTable() string {
+	defaults, _ := toMap(Defaults())
 	var b strings.Builder
-	b.WriteString("| annotation | Istio alias | sets | accepted values | example |\n|---|---|---|---|---|\n")
+	b.WriteString("| annotation | Istio alias | sets | default | accepted values | example |\n|---|---|---|---|---|---|\n")
 	for _, o := range Overrides {
 		alias := ""
 		if len(o.Aliases) > 0 {
 			alias = "`" + strings.Join(o.Aliases, "`, `") + "`"
 		}
-		fmt.Fprintf(&b, "| `%s` | %s | `%s` | %s | `%s` |\n", o.Key(), alias, o.Field,
+		fmt.Fprintf(&b, "| `%s` | %s | `%s` | %s | %s | `%s` |\n", o.Key(), alias, o.Field, defaultOf(defaults, o.Field),
 			strings.ReplaceAll(o.Accepts, "|", "\\|"), o.Example)
 	}
 	return b.String()
+}
+
+// defaultOf renders the built-in default at a settings path.
+func defaultOf(m map[string]any, path string) string {
+	var v any = m
+	for _, k := range strings.Split(path, ".") {
+		mm, ok := v.(map[string]any)
+		if !ok {
+			return "unset"
+		}
+		if v, ok = mm[k]; !ok {
+			return "the hook tool's, often from the app's environment (docs/lifecycle-hooks.md)"
+		}
+	}
+	switch t := v.(type) {
+	case string:
+		if t == "" {
+			return "none"
+		}
+		return "`" + t + "`"
+	default:
+		b, _ := json.Marshal(t)
+		return "`" + string(b) + "`"
+	}
 }
 
 func TestReadmeAnnotationTable(t *testing.T) {

@@ -21,11 +21,7 @@ import (
 	"testing"
 	"time"
 
-	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
-
 	"github.com/sidecar-injector/injector/webhook"
-	"github.com/sidecar-injector/injector/webhook/inject"
 )
 
 func TestPercentilesOnKnownData(t *testing.T) {
@@ -139,21 +135,9 @@ func TestBodiesCarryUniqueUIDs(t *testing.T) {
 // counting the requests it receives.
 func realHandler(t testing.TB, received *atomic.Int64) http.Handler {
 	t.Helper()
-	engine, err := webhook.Compile(nil, inject.Options{NativeSidecarsSupported: true})
+	wh, err := injectorHandler(webhook.StaticNamespaces{"shop": {"sidecar-injector.io/injection": "enabled"}})
 	if err != nil {
 		t.Fatal(err)
-	}
-	ns := webhook.StaticNamespaces{"shop": {"sidecar-injector.io/injection": "enabled"}}
-	var wh http.Handler
-	// The server registers the handler itself when it is an http.Handler,
-	// controller-runtime's admission.Webhook around it otherwise.
-	switch h := any(webhook.NewHandler(engine, ns, nil, nil)).(type) {
-	case http.Handler:
-		wh = h
-	case admission.Handler:
-		wh = &admission.Webhook{Handler: h, RecoverPanic: ptr.To(true)}
-	default:
-		t.Fatalf("%T is neither an http.Handler nor an admission.Handler", h)
 	}
 	mux := http.NewServeMux()
 	mux.Handle(webhook.InjectPath, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -41,6 +41,9 @@ func (s *stringList) String() string     { return strings.Join(*s, " ") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
 func mainWithArgs(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == floorCommand {
+		return floorMain(args[1:], stderr)
+	}
 	fs := flag.NewFlagSet("load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg Config
@@ -62,6 +65,7 @@ func mainWithArgs(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.SampleEvery, "sample-every", 100*time.Millisecond, "RSS sampling period")
 	doSpawn := fs.Bool("spawn", false, "generate certificates, build and start `injector serve` on a free loopback port, run, stop it")
 	injector := fs.String("injector", "", "with --spawn: a built injector binary (default: go build ./cmd/injector)")
+	floor := fs.Bool("floor", false, "with --spawn: start the floor server (the same HTTP/TLS stack answering with the injector's pre-computed answer, nothing decoded) instead of the injector: what the machine and the stack cost by themselves")
 	nsLabels := fs.String("namespace-labels", "shop=sidecar-injector.io/injection=enabled", "with --spawn: serve --namespace-labels")
 	var serverArgs stringList
 	fs.Var(&serverArgs, "server-arg", "with --spawn: extra `injector serve` argument (repeatable; wins over the defaults)")
@@ -104,6 +108,9 @@ func mainWithArgs(args []string, stdout, stderr io.Writer) int {
 		if cfg.ServerPID != 0 || *caFile != "" || *insecure || cfg.ProfileURL != "" {
 			return fail(2, errors.New("--spawn sets --server-pid, the CA and --pprof-url itself"))
 		}
+		if *floor && (*injector != "" || cfg.ProfileOut != "") {
+			return fail(2, errors.New("--floor starts this tool's floor server: no --injector or --profile-out"))
+		}
 		var err error
 		srv, err = spawn(ctx, spawnOptions{
 			Binary:          *injector,
@@ -111,14 +118,16 @@ func mainWithArgs(args []string, stdout, stderr io.Writer) int {
 			Pprof:           cfg.ProfileOut != "",
 			Args:            serverArgs,
 			Stderr:          stderr,
+			Floor:           *floor,
+			BodyPath:        *bodyPath,
 		})
 		if err != nil { // spawn cleaned up after itself
 			return fail(1, err)
 		}
 		cfg.URL, cfg.TLS, cfg.ServerPID, cfg.ProfileURL = srv.URL, srv.TLS, srv.PID(), srv.PprofURL
 	} else {
-		if *injector != "" || len(serverArgs) > 0 {
-			return fail(2, errors.New("--injector and --server-arg need --spawn"))
+		if *injector != "" || len(serverArgs) > 0 || *floor {
+			return fail(2, errors.New("--injector, --server-arg and --floor need --spawn"))
 		}
 		tc := &tls.Config{InsecureSkipVerify: *insecure}
 		if *caFile != "" {

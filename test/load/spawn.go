@@ -31,6 +31,10 @@ type spawnOptions struct {
 	// defaults: the last occurrence of a flag counts).
 	Args   []string
 	Stderr io.Writer
+	// Floor starts this tool's floor server (floor.go) instead of the
+	// injector, answering BodyPath's review (empty: the embedded one).
+	Floor    bool
+	BodyPath string
 }
 
 // spawned is a running injector.
@@ -78,7 +82,11 @@ func spawn(ctx context.Context, o spawnOptions) (_ *spawned, err error) {
 	s.TLS = &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
 
 	s.Binary = o.Binary
-	if s.Binary == "" {
+	if o.Floor {
+		if s.Binary, err = os.Executable(); err != nil {
+			return s, err
+		}
+	} else if s.Binary == "" {
 		s.Binary = filepath.Join(dir, "injector")
 		if err := buildInjector(ctx, s.Binary, o.Stderr); err != nil {
 			return s, err
@@ -90,20 +98,30 @@ func spawn(ctx context.Context, o spawnOptions) (_ *spawned, err error) {
 		return s, err
 	}
 	s.URL = "https://" + addr + "/inject"
-	s.Args = []string{"serve",
-		"--listen", addr,
-		"--cert-dir", certDir,
-		"--metrics-listen", "",
-		"--namespace-labels", o.NamespaceLabels,
-		"--log-level", "warn",
-	}
-	if o.Pprof {
-		maddr, err := freeAddr()
-		if err != nil {
-			return s, err
+	if o.Floor {
+		s.Args = []string{floorCommand, "--listen", addr, "--cert-dir", certDir}
+		if o.BodyPath != "" {
+			s.Args = append(s.Args, "--body", o.BodyPath)
 		}
-		s.Args = append(s.Args, "--enable-pprof", "--metrics-listen", maddr)
-		s.PprofURL = "http://" + maddr
+		if ns, _, ok := strings.Cut(o.NamespaceLabels, "="); ok {
+			s.Args = append(s.Args, "--namespace", ns)
+		}
+	} else {
+		s.Args = []string{"serve",
+			"--listen", addr,
+			"--cert-dir", certDir,
+			"--metrics-listen", "",
+			"--namespace-labels", o.NamespaceLabels,
+			"--log-level", "warn",
+		}
+		if o.Pprof {
+			maddr, err := freeAddr()
+			if err != nil {
+				return s, err
+			}
+			s.Args = append(s.Args, "--enable-pprof", "--metrics-listen", maddr)
+			s.PprofURL = "http://" + maddr
+		}
 	}
 	s.Args = append(s.Args, o.Args...)
 
@@ -144,13 +162,13 @@ func (s *spawned) waitReady(ctx context.Context, addr string, timeout time.Durat
 		last = err
 		select {
 		case <-s.exited:
-			return fmt.Errorf("injector serve exited before it was ready: %v", s.waitErr)
+			return fmt.Errorf("%s exited before it was ready: %v", s.Args[0], s.waitErr)
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("injector serve not ready after %s: %v", timeout, last)
+	return fmt.Errorf("%s not ready after %s: %v", s.Args[0], timeout, last)
 }
 
 // stop sends SIGTERM, waits for a graceful exit (then kills) and removes

@@ -211,33 +211,49 @@ func (p *perfEnv) createPods(tb testing.TB, template *corev1.Pod, n, conc int, w
 // webhook registered but the pods opted out by annotation (called,
 // answers "skipped"); a trivial webhook that allows everything unread (the
 // floor of any webhook).
-var perfModes = []struct {
-	name                               string
-	webhook, injected, optOut, trivial bool
-}{
+var perfModes = []perfMode{
 	{"no-webhook", false, false, false, false},
 	{"webhook-injects", true, true, false, false},
 	{"webhook-skips", true, false, true, false},
 	{"trivial-webhook", false, false, false, true},
 }
 
+type perfMode = struct {
+	name                               string
+	webhook, injected, optOut, trivial bool
+}
+
+// setMode registers what the mode needs: nothing, the chart's webhook
+// configuration, or the trivial webhook.
+func (p *perfEnv) setMode(tb testing.TB, mode perfMode, trivial *trivialWebhook) {
+	tb.Helper()
+	if mode.trivial {
+		p.setTrivial(tb, trivial)
+	} else {
+		p.setWebhook(tb, mode.webhook)
+	}
+}
+
+type perfWorkload struct {
+	name string
+	pod  *corev1.Pod
+}
+
+// perfWorkloads: a minimal one-container pod and the realistic bench pod.
+func perfWorkloads(tb testing.TB) []perfWorkload {
+	minimal := appPod("")
+	minimal.GenerateName = "perf-"
+	return []perfWorkload{{"minimal-pod", minimal}, {"bench-pod", benchPod(tb)}}
+}
+
 func BenchmarkPodCreation(b *testing.B) {
 	p := newPerfEnv(b)
 	trivial := startTrivialWebhook(b)
-	minimal := appPod("")
-	minimal.GenerateName = "perf-"
-	for _, workload := range []struct {
-		name string
-		pod  *corev1.Pod
-	}{{"minimal-pod", minimal}, {"bench-pod", benchPod(b)}} {
+	for _, workload := range perfWorkloads(b) {
 		for _, mode := range perfModes {
 			for _, conc := range []int{1, 8} {
 				b.Run(fmt.Sprintf("%s/%s/concurrency=%d", workload.name, mode.name, conc), func(b *testing.B) {
-					if mode.trivial {
-						p.setTrivial(b, trivial)
-					} else {
-						p.setWebhook(b, mode.webhook)
-					}
+					p.setMode(b, mode, trivial)
 					b.ResetTimer()
 					elapsed := p.createPods(b, workload.pod, b.N, conc, mode.injected, mode.optOut)
 					b.StopTimer()
@@ -284,17 +300,12 @@ func TestPodCreationThroughput(t *testing.T) {
 // to the no-webhook rate of the same round. b.N is the pods per mode per
 // round.
 //
-//	go test -run '^$' -bench PodCreationRounds -benchtime 200x ./test/e2e/
+//	go test -run '^$' -bench PodCreationRounds -benchtime 150x ./test/e2e/
 func BenchmarkPodCreationRounds(b *testing.B) {
 	const rounds = 5
 	p := newPerfEnv(b)
 	trivial := startTrivialWebhook(b)
-	minimal := appPod("")
-	minimal.GenerateName = "perf-"
-	for _, workload := range []struct {
-		name string
-		pod  *corev1.Pod
-	}{{"minimal-pod", minimal}, {"bench-pod", benchPod(b)}} {
+	for _, workload := range perfWorkloads(b) {
 		for _, conc := range []int{1, 8} {
 			b.Run(fmt.Sprintf("%s/concurrency=%d", workload.name, conc), func(b *testing.B) {
 				rates := make([][]float64, len(perfModes))
@@ -306,11 +317,7 @@ func BenchmarkPodCreationRounds(b *testing.B) {
 						i := (r + k) % len(perfModes)
 						mode := perfModes[i]
 						b.StopTimer()
-						if mode.trivial {
-							p.setTrivial(b, trivial)
-						} else {
-							p.setWebhook(b, mode.webhook)
-						}
+						p.setMode(b, mode, trivial)
 						p.emptyNamespace(b)
 						b.StartTimer()
 						elapsed := p.createPods(b, workload.pod, b.N, conc, mode.injected, mode.optOut)

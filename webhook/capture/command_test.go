@@ -92,7 +92,11 @@ func TestParseCommandErrors(t *testing.T) {
 		{[]string{"--outbound-port=70000"}, nil,
 			`invalid value "70000" for --outbound-port: "70000" is not a port (1-65535)`},
 		{[]string{"--proxy-uid=-1"}, nil,
-			`invalid value "-1" for --proxy-uid: "-1" is not a whole number`},
+			`invalid value "-1" for --proxy-uid: "-1" is not a user or group id (0-4294967294)`},
+		{[]string{"--proxy-uid=4294967295"}, nil, // (uid_t)-1: the owner match refuses it
+			`invalid value "4294967295" for --proxy-uid: "4294967295" is not a user or group id (0-4294967294)`},
+		{[]string{"--proxy-gid=4294967296"}, nil,
+			`invalid value "4294967296" for --proxy-gid: "4294967296" is not a user or group id (0-4294967294)`},
 		{[]string{"--iptables-mode=iptables"}, nil,
 			`invalid value "iptables" for --iptables-mode: "iptables" is not an iptables mode (auto, nft or legacy)`},
 		{[]string{"--ipv6=yes"}, nil,

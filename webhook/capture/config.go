@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -89,16 +90,18 @@ type flagSpec struct {
 	set   func(*Config, string) error
 }
 
-func uintFlag(name, usage string, bits int, get func(*Config) uint64, set func(*Config, uint64)) flagSpec {
+// idFlag is a UID or GID: 0 to 4294967294, since (uid_t)-1 means "no
+// change" to the kernel and the owner match refuses it.
+func idFlag(name, usage string, get func(*Config) uint32, set func(*Config, uint32)) flagSpec {
 	return flagSpec{
 		name: name, usage: usage,
-		get: func(c *Config) string { return strconv.FormatUint(get(c), 10) },
+		get: func(c *Config) string { return strconv.FormatUint(uint64(get(c)), 10) },
 		set: func(c *Config, s string) error {
-			n, err := strconv.ParseUint(strings.TrimSpace(s), 10, bits)
-			if err != nil {
-				return fmt.Errorf("%q is not a whole number of at most %d bits", s, bits)
+			n, err := strconv.ParseUint(strings.TrimSpace(s), 10, 32)
+			if err != nil || n == math.MaxUint32 {
+				return fmt.Errorf("%q is not a user or group id (0-%d)", s, uint32(math.MaxUint32-1))
 			}
-			set(c, n)
+			set(c, uint32(n))
 			return nil
 		},
 	}
@@ -135,10 +138,10 @@ func portListFlag(name, usage string, field func(*Config) *PortList) flagSpec {
 }
 
 var flagSpecs = []flagSpec{
-	uintFlag("proxy-uid", "UID the proxy runs as; its traffic is never redirected", 32,
-		func(c *Config) uint64 { return uint64(c.ProxyUID) }, func(c *Config, n uint64) { c.ProxyUID = uint32(n) }),
-	uintFlag("proxy-gid", "GID the proxy runs as; its traffic is never redirected", 32,
-		func(c *Config) uint64 { return uint64(c.ProxyGID) }, func(c *Config, n uint64) { c.ProxyGID = uint32(n) }),
+	idFlag("proxy-uid", "UID the proxy runs as; its traffic is never redirected",
+		func(c *Config) uint32 { return c.ProxyUID }, func(c *Config, n uint32) { c.ProxyUID = n }),
+	idFlag("proxy-gid", "GID the proxy runs as; its traffic is never redirected",
+		func(c *Config) uint32 { return c.ProxyGID }, func(c *Config, n uint32) { c.ProxyGID = n }),
 	portFlag("outbound-port", "proxy port that receives redirected outbound connections",
 		func(c *Config) *uint16 { return &c.OutboundPort }),
 	portFlag("inbound-port", "proxy port that receives redirected inbound connections",

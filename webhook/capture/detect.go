@@ -26,6 +26,8 @@ type Observation struct {
 	// Hint is true when a Kubernetes backend marker chain was seen
 	// (KUBE-IPTABLES-HINT or KUBE-KUBELET-CANARY).
 	Hint bool
+	// Ours is true when mesh-init's chains or jumps are there already.
+	Ours bool
 }
 
 // ChooseBackend picks the backend for --iptables-mode=auto, returning it and
@@ -34,11 +36,12 @@ type Observation struct {
 // kernel at once and rules written with the wrong one are either invisible
 // to the node's tools or, worse, evaluated alongside another set:
 //
+//  0. a re-run stays on the backend the first run chose: when exactly one
+//     backend holds mesh-init's chains, it is that one (whatever else was
+//     added to the other since, so two copies of our rules never coexist);
 //  1. a backend holding a Kubernetes marker chain is the one the node's
 //     components use;
-//  2. otherwise the backend that already holds more rules wins (this
-//     includes our own rules, so a re-run stays on the backend the first
-//     run chose);
+//  2. otherwise the backend that already holds more rules wins;
 //  3. on a tie (typically a fresh pod namespace with no rules anywhere),
 //     nft, the default of every current distribution and kernel;
 //  4. a backend whose binaries are missing is never chosen.
@@ -50,6 +53,10 @@ func ChooseBackend(nft, legacy Observation) (Mode, string, error) {
 		return ModeNFT, "only the nft backend is available", nil
 	case !nft.Available:
 		return ModeLegacy, "only the legacy backend is available", nil
+	case nft.Ours && !legacy.Ours:
+		return ModeNFT, "mesh-init's chains are in the nft backend already", nil
+	case legacy.Ours && !nft.Ours:
+		return ModeLegacy, "mesh-init's chains are in the legacy backend already", nil
 	case nft.Hint && !legacy.Hint:
 		return ModeNFT, "the nft backend holds a Kubernetes marker chain", nil
 	case legacy.Hint && !nft.Hint:
@@ -85,6 +92,9 @@ func legacyTablesEmpty(readFile func(string) ([]byte, error)) bool {
 
 // IPv6Status is what mesh-init found out about IPv6 in the pod.
 type IPv6Status struct {
+	// Module is true when the kernel has IPv6 at all (/proc/net/if_inet6
+	// exists), even if disabled by sysctl: ip6tables works then.
+	Module bool
 	// Kernel is true when the network namespace has IPv6 at all
 	// (/proc/net/if_inet6 exists and net.ipv6.conf.all.disable_ipv6 is 0).
 	Kernel bool
@@ -110,7 +120,7 @@ func DetectIPv6(readFile func(string) ([]byte, error)) IPv6Status {
 		return IPv6Status{Reason: "/proc/net/if_inet6 is absent: the kernel has IPv6 disabled"}
 	}
 	if b, err := readFile("/proc/sys/net/ipv6/conf/all/disable_ipv6"); err == nil && strings.TrimSpace(string(b)) == "1" {
-		return IPv6Status{Reason: "net.ipv6.conf.all.disable_ipv6 is 1"}
+		return IPv6Status{Module: true, Reason: "net.ipv6.conf.all.disable_ipv6 is 1"}
 	}
 	for _, line := range strings.Split(string(data), "\n") {
 		// address ifindex prefixlen scope flags ifname
@@ -123,11 +133,11 @@ func DetectIPv6(readFile func(string) ([]byte, error)) IPv6Status {
 			continue
 		}
 		if scope == 0 { // IPV6_ADDR_SCOPE_GLOBAL (ULAs included)
-			return IPv6Status{Kernel: true, Routable: true,
+			return IPv6Status{Module: true, Kernel: true, Routable: true,
 				Reason: fmt.Sprintf("%s has the global IPv6 address %s", f[5], formatIfInet6Addr(f[0]))}
 		}
 	}
-	return IPv6Status{Kernel: true, Reason: "no interface but lo has a global IPv6 address (only loopback or link-local)"}
+	return IPv6Status{Module: true, Kernel: true, Reason: "no interface but lo has a global IPv6 address (only loopback or link-local)"}
 }
 
 // formatIfInet6Addr turns if_inet6's 32 hex digits into an address.

@@ -31,6 +31,11 @@ func TestChooseBackend(t *testing.T) {
 		{"legacy hint", avail(40, false), avail(1, true), ModeLegacy, "the legacy backend holds a Kubernetes marker chain"},
 		{"only legacy binaries", Observation{}, avail(0, false), ModeLegacy, "only the legacy backend is available"},
 		{"only nft binaries", avail(0, false), Observation{}, ModeNFT, "only the nft backend is available"},
+		// A re-run stays where our chains are, even when the other backend
+		// has since gained more rules or a marker chain.
+		{"ours in nft, legacy grew", Observation{Available: true, Rules: 28, Ours: true}, avail(40, false), ModeNFT, "mesh-init's chains are in the nft backend already"},
+		{"ours in legacy, nft hint", avail(0, true), Observation{Available: true, Rules: 18, Ours: true}, ModeLegacy, "mesh-init's chains are in the legacy backend already"},
+		{"ours in both: the usual rules", Observation{Available: true, Rules: 18, Ours: true}, Observation{Available: true, Rules: 58, Ours: true}, ModeLegacy, "the legacy backend holds more rules (58 legacy, 18 nft)"},
 	} {
 		got, why, err := ChooseBackend(tc.nft, tc.legacy)
 		if err != nil || got != tc.want || why != tc.why {

@@ -267,8 +267,10 @@ func classifyToolError(err error, f Family, mode Mode, input string) error {
 			re.Hint = fmt.Sprintf("the kernel has no %s nat table for the nft backend: load nf_tables and nft_chain_nat "+
 				"on the node, or try --iptables-mode=%s", f, other)
 		}
-	case strings.Contains(msg, "REDIRECT"), strings.Contains(msg, "owner"), strings.Contains(msg, "No chain/target/match"),
-		strings.Contains(msg, "Couldn't load"):
+	case strings.Contains(msg, "Bad value"), strings.Contains(msg, "Bad argument"), strings.Contains(msg, "invalid"):
+		// A value the tool rejects: the line (above) says which.
+	case strings.Contains(msg, "No chain/target/match"), strings.Contains(msg, "Couldn't load"),
+		strings.Contains(msg, "REDIRECT"), strings.Contains(msg, "owner"):
 		re.Hint = "the kernel lacks a match or target mesh-init uses: load xt_REDIRECT, xt_owner, xt_tcpudp and nf_nat on the node"
 	}
 	return re
@@ -336,6 +338,14 @@ func (h *Host) families(c Config, cleanup bool) ([]Family, error) {
 	}
 	st := DetectIPv6(h.ReadFile)
 	switch {
+	case cleanup && st.Module:
+		// Remove IPv6 rules wherever they can exist, even if the address
+		// that made a previous run write them is gone or IPv6 has been
+		// disabled since: ip6tables still holds them.
+		return []Family{IPv4, IPv6}, nil
+	case cleanup:
+		h.logf("IPv6: the kernel has none (%s); only IPv4 rules to remove", st.Reason)
+		return []Family{IPv4}, nil
 	case c.IPv6 == IPv6Required && !st.Kernel:
 		return nil, &PrereqError{
 			What: "--ipv6=required but the pod has no IPv6: " + st.Reason,
@@ -343,10 +353,6 @@ func (h *Host) families(c Config, cleanup bool) ([]Family, error) {
 		}
 	case c.IPv6 == IPv6Required:
 		h.logf("IPv6: rules required (--ipv6=required; %s)", st.Reason)
-		return []Family{IPv4, IPv6}, nil
-	case cleanup && st.Kernel:
-		// Remove IPv6 rules wherever they can exist, even if the address
-		// that made a previous run write them is gone.
 		return []Family{IPv4, IPv6}, nil
 	case st.Routable:
 		h.logf("IPv6: detected (%s); ip6tables rules are required", st.Reason)
@@ -360,6 +366,10 @@ func (h *Host) families(c Config, cleanup bool) ([]Family, error) {
 type target struct {
 	backend
 	states map[Family]NATState
+	// stale: auto mode chose the other backend, and this one holds a copy
+	// of our chains (from an older version, or a run forced to it) that
+	// would otherwise stay in force beside the new rules; it is removed.
+	stale bool
 }
 
 // targets resolves the backend(s) to act on. With a forced mode that is the
@@ -379,7 +389,7 @@ func (h *Host) targets(ctx context.Context, mode Mode, fams []Family, cleanup bo
 			return nil, err
 		}
 		h.logf("iptables backend: %s (--iptables-mode=%s)", mode, mode)
-		return []target{{b, states}}, nil
+		return []target{{backend: b, states: states}}, nil
 	}
 
 	var cands [2]target
@@ -420,6 +430,7 @@ func (h *Host) targets(ctx context.Context, mode Mode, fams []Family, cleanup bo
 		for _, s := range states {
 			o.Rules += s.Rules
 			o.Hint = o.Hint || s.Hint
+			o.Ours = o.Ours || !s.Empty()
 		}
 		obs[i] = o
 	}
@@ -453,7 +464,12 @@ func (h *Host) targets(ctx context.Context, mode Mode, fams []Family, cleanup bo
 		}
 	}
 	h.logf("iptables backend: %s (auto: %s)", chosen, why)
-	return []target{cands[i]}, nil
+	out := []target{cands[i]}
+	if other := 1 - i; obs[other].Ours {
+		cands[other].stale = true
+		out = append(out, cands[other])
+	}
+	return out, nil
 }
 
 // Execute runs a parsed capture command: the copy (unless dry run), then
@@ -511,6 +527,16 @@ func Execute(ctx context.Context, cmd Command, h *Host) error {
 		for _, f := range fams {
 			st := t.states[f]
 			var input string
+			if t.stale {
+				if input = CleanupInput(st); input == "" {
+					continue
+				}
+				if err := h.restore(ctx, t.backend, f, input); err != nil {
+					return err
+				}
+				h.logf("%s: removed a stale copy of our chains from the %s backend with %s", f, t.mode, filepath.Base(t.restore[f]))
+				continue
+			}
 			if cmd.Cleanup {
 				input = CleanupInput(st)
 				if input == "" {

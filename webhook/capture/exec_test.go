@@ -369,6 +369,17 @@ func TestExecuteCleanup(t *testing.T) {
 			t.Errorf("restore run for a table without our chains")
 		}
 	})
+	t.Run("IPv6 disabled since the rules were written", func(t *testing.T) {
+		f := newFake()
+		f.files["/proc/sys/net/ipv6/conf/all/disable_ipv6"] = "1\n"
+		f.saves["ip6tables-nft-save"] = ours
+		if err := f.execute(t, "--cleanup"); err != nil {
+			t.Fatal(err)
+		}
+		if f.inputs["ip6tables-nft-restore"] == "" {
+			t.Errorf("the IPv6 rules were left; calls %q", f.calls)
+		}
+	})
 	t.Run("nothing to remove", func(t *testing.T) {
 		f := newFake()
 		if err := f.execute(t, "--cleanup"); err != nil {
@@ -376,6 +387,50 @@ func TestExecuteCleanup(t *testing.T) {
 		}
 		if len(f.inputs) != 0 || !strings.Contains(f.log.String(), "nothing to do") {
 			t.Errorf("inputs %q log %s", f.inputs, f.log.String())
+		}
+	})
+}
+
+// TestExecuteAutoStaysWithOurChains: a re-run whose other backend gained
+// rules since stays on the backend holding our chains; when both hold a
+// copy, the backend not chosen loses its copy in the same run, so two sets
+// of our rules (one with old settings) never stay in force together.
+func TestExecuteAutoStaysWithOurChains(t *testing.T) {
+	ours := "*nat\n:MESH_OUTPUT - [0:0]\n-A OUTPUT -p tcp -j MESH_OUTPUT\nCOMMIT\n"
+	many := "*filter\n:INPUT ACCEPT [0:0]\n" + strings.Repeat("-A INPUT -s 192.0.2.1/32 -j ACCEPT\n", 40) + "COMMIT\n"
+	t.Run("ours in nft only", func(t *testing.T) {
+		f := newFake()
+		f.files["/proc/net/ip_tables_names"] = "filter\n"
+		f.saves["iptables-nft-save"] = ours
+		f.saves["iptables-legacy-save"] = many
+		if err := f.execute(t); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(f.log.String(), "iptables backend: nft (auto: mesh-init's chains are in the nft backend already)") {
+			t.Errorf("log:\n%s", f.log.String())
+		}
+		for name := range f.inputs {
+			if strings.Contains(name, "legacy") {
+				t.Errorf("%s was written", name)
+			}
+		}
+	})
+	t.Run("ours in both", func(t *testing.T) {
+		f := newFake()
+		f.files["/proc/net/ip_tables_names"] = "nat\nfilter\n"
+		f.saves["iptables-nft-save"] = ours
+		f.saves["iptables-legacy-save"] = ours + many
+		if err := f.execute(t); err != nil {
+			t.Fatal(err)
+		}
+		if got := f.inputs["iptables-nft-restore"]; got != CleanupInput(ParseSave(ours)) {
+			t.Errorf("the stale nft copy was not removed; nft input:\n%s", got)
+		}
+		if got := f.inputs["iptables-legacy-restore"]; !strings.Contains(got, "-A MESH_OUTPUT") {
+			t.Errorf("legacy input:\n%s", got)
+		}
+		if !strings.Contains(f.log.String(), "IPv4: removed a stale copy of our chains from the nft backend") {
+			t.Errorf("log:\n%s", f.log.String())
 		}
 	})
 }
@@ -467,5 +522,20 @@ func TestEnvoyBootstrapIsWritten(t *testing.T) {
 	back, err := ParseCommand(cmd.Args(), nil)
 	if err != nil || back.EnvoyBootstrap != enc || back.EnvoyBootstrapTo != dst {
 		t.Errorf("round trip: %+v, %v", back, err)
+	}
+}
+
+// A value the tool refuses is not a missing kernel module, even when the
+// message names the owner match.
+func TestClassifyBadValueHasNoModuleHint(t *testing.T) {
+	ee := &ExecError{Path: "/usr/sbin/iptables-nft-restore", Stderr: `iptables-restore v1.8.9 (nf_tables): owner: Bad value for "--uid-owner" option: "4294967295"` + "\nError occurred at line: 7\n", Err: errors.New("exit status 2")}
+	err := classifyToolError(ee, IPv4, ModeNFT, strings.Repeat("x\n", 8))
+	var re *RestoreError
+	if !errors.As(err, &re) || re.Hint != "" || re.Line != 7 {
+		t.Errorf("%#v", err)
+	}
+	ee.Stderr = "iptables-restore: line 3 failed: Couldn't load match `owner':No such file or directory"
+	if err := classifyToolError(ee, IPv4, ModeNFT, "a\nb\nc\n"); !errors.As(err, &re) || !strings.Contains(re.Hint, "xt_owner") {
+		t.Errorf("%#v", err)
 	}
 }

@@ -246,7 +246,7 @@ func ParseSave(out string) NATState {
 			if table != "nat" {
 				continue
 			}
-			fields := strings.Fields(line)
+			fields := saveFields(line)
 			if len(fields) < 2 {
 				continue
 			}
@@ -254,7 +254,7 @@ func ParseSave(out string) NATState {
 				if s.Owned == nil {
 					s.Owned = map[string][]string{}
 				}
-				s.Owned[fields[1]] = append(s.Owned[fields[1]], line)
+				s.Owned[fields[1]] = append(s.Owned[fields[1]], canonicalAddrs(line, fields))
 				continue
 			}
 			if isOwnedChain(ruleTarget(fields)) {
@@ -263,6 +263,59 @@ func ParseSave(out string) NATState {
 		}
 	}
 	return s
+}
+
+// saveFields splits a saved rule into its arguments the way the shell-like
+// quoting of iptables-save means them: a quoted string (a comment, say) is
+// one argument, backslash escapes included, so text inside it can never be
+// read as an option ("-m comment --comment \"do not -j MESH_OUTPUT\"").
+func saveFields(line string) []string {
+	var out []string
+	var cur strings.Builder
+	inQuote, inField := false, false
+	for i := 0; i < len(line); i++ {
+		c := line[i]
+		switch {
+		case c == '\\' && inQuote && i+1 < len(line):
+			i++
+			cur.WriteByte(line[i])
+		case c == '"':
+			inQuote, inField = !inQuote, true
+		case (c == ' ' || c == '\t') && !inQuote:
+			if inField {
+				out = append(out, cur.String())
+				cur.Reset()
+				inField = false
+			}
+		default:
+			cur.WriteByte(c)
+			inField = true
+		}
+	}
+	if inField {
+		out = append(out, cur.String())
+	}
+	return out
+}
+
+// canonicalAddrs rewrites the addresses of a saved rule's -d and -s options
+// in the form the rules are generated in (Go's netip): iptables-save prints
+// some IPv6 prefixes differently (glibc writes ::102:304 as ::1.2.3.4), and
+// an unchanged rule must compare equal or every re-run would rewrite it.
+func canonicalAddrs(line string, fields []string) string {
+	for i := 0; i+1 < len(fields); i++ {
+		switch fields[i] {
+		case "-d", "-s", "--destination", "--source":
+		default:
+			continue
+		}
+		p, err := netip.ParsePrefix(fields[i+1])
+		if err != nil || p.String() == fields[i+1] {
+			continue
+		}
+		line = strings.Replace(line, " "+fields[i]+" "+fields[i+1]+" ", " "+fields[i]+" "+p.String()+" ", 1)
+	}
+	return line
 }
 
 // ruleTarget returns the chain a saved rule jumps or goes to.

@@ -191,3 +191,46 @@ func TestUpToDate(t *testing.T) {
 		}
 	}
 }
+
+// A foreign rule whose comment mentions one of our chains is not ours: the
+// quoted comment is one argument, never read as "-j MESH_OUTPUT".
+func TestParseSaveQuotedComment(t *testing.T) {
+	out := "*nat\n:POSTROUTING ACCEPT [0:0]\n" +
+		`-A POSTROUTING -p tcp -m comment --comment "do not -j MESH_OUTPUT here" -j RETURN` + "\n" +
+		`-A POSTROUTING -p tcp -m comment --comment "say \"-j MESH_OUTPUT\"" -j RETURN` + "\n" +
+		"-A OUTPUT -p tcp -m comment --comment \"ours\" -j MESH_OUTPUT\nCOMMIT\n"
+	s := ParseSave(out)
+	if len(s.Jumps) != 1 || !strings.HasSuffix(s.Jumps[0], "-j MESH_OUTPUT") || !strings.HasPrefix(s.Jumps[0], "-A OUTPUT") {
+		t.Errorf("jumps %q", s.Jumps)
+	}
+	if got := saveFields(`-A X -m comment --comment "a \"b\" c" -j Y`); strings.Join(got, "|") != `-A|X|-m|comment|--comment|a "b" c|-j|Y` {
+		t.Errorf("saveFields: %q", got)
+	}
+}
+
+// iptables-save prints some IPv6 prefixes the glibc way (::1.2.3.4 for Go's
+// ::102:304): a re-run with the same settings must still write nothing.
+func TestUpToDateWithGlibcIPv6Forms(t *testing.T) {
+	cmd, err := ParseCommand([]string{"--exclude-outbound-cidrs=::1.2.3.4/128,::1:0/112,10.0.0.0/8"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cmd.Config
+	saved := ApplyInput(c, IPv6, NATState{})
+	saved = strings.ReplaceAll(saved, "::102:304/128", "::1.2.3.4/128")
+	saved = strings.ReplaceAll(saved, "::1:0/112", "::0.1.0.0/112")
+	if !strings.Contains(saved, "::1.2.3.4/128") || !strings.Contains(saved, "::0.1.0.0/112") {
+		t.Fatalf("the generated rules lack the prefixes:\n%s", saved)
+	}
+	// What iptables-save prints after that input ran: the chains and rules
+	// with the glibc forms, and the jumps.
+	var b strings.Builder
+	for _, line := range strings.Split(saved, "\n") {
+		if strings.HasPrefix(line, ":") || strings.HasPrefix(line, "-A") || strings.HasPrefix(line, "*") || line == "COMMIT" {
+			b.WriteString(line + "\n")
+		}
+	}
+	if !UpToDate(c, IPv6, ParseSave(b.String())) {
+		t.Errorf("not up to date:\n%s", b.String())
+	}
+}

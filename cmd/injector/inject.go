@@ -42,17 +42,10 @@ func (c cliConfig) engine() (*inject.Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	var data []byte
-	if *c.config != "" {
-		if data, err = os.ReadFile(*c.config); err != nil {
-			return nil, fmt.Errorf("--config: %w", err)
-		}
-	}
-	e, err := webhook.Compile(data, inject.Options{NativeSidecarsSupported: native})
-	if err != nil && *c.config != "" {
-		err = fmt.Errorf("%s: %w", *c.config, err)
-	}
-	return e, err
+	// The server's loader, so a file means the same here as in `serve`
+	// (an empty file, for one, is an error in both).
+	l := &webhook.Loader{Path: *c.config, Options: inject.Options{NativeSidecarsSupported: native}}
+	return l.Load()
 }
 
 func (c cliConfig) labels() (map[string]map[string]string, error) {

@@ -155,11 +155,22 @@ func aliasList(a string) []string {
 	return []string{a}
 }
 
+// imageRef is the grammar of a container image reference
+// (github.com/distribution/reference): an optional registry host (with an
+// optional port), path components of lower-case letters and digits joined
+// by single separators (".", "_", "__" or dashes) — so never ".." or an
+// empty component — then an optional tag and an optional digest.
 var (
-	imageRef   = regexp.MustCompile(`^[a-z0-9]+([._\-/:@][a-zA-Z0-9_.\-]+)*$`)
+	imageRef = regexp.MustCompile(`^` +
+		`(?:(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*(?::[0-9]+)?/)?` +
+		`[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*` +
+		`(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?` +
+		`(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$`)
 	httpMethod = regexp.MustCompile(`^[A-Z]+$`)
 )
 
+// checkImage refuses what the kubelet would fail on later
+// (InvalidImageName), so a bad image is a clear answer at admission.
 func checkImage(v string) error {
 	if !imageRef.MatchString(v) || len(v) > 512 {
 		return fmt.Errorf("not a container image reference such as registry.example.com/envoy:v1.36.2")

@@ -1,10 +1,12 @@
 package config
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"strings"
@@ -12,6 +14,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 )
 
@@ -175,8 +179,17 @@ func BuiltinConfig() *Config {
 // Parse compiles a policy file's content. Every problem is reported with
 // its place in the file; an invalid file never yields a partial Config.
 func Parse(data []byte) (*Config, error) {
+	if n, err := countDocuments(data); err != nil {
+		return nil, fmt.Errorf("not a valid %s document: %w", Kind, err)
+	} else if n > 1 {
+		return nil, fmt.Errorf("holds %d YAML documents; a policy file is one %s document (put every policy in its policies list)", n, Kind)
+	}
 	var f File
-	if err := yaml.UnmarshalStrict(data, &f); err != nil {
+	js, err := yaml.YAMLToJSONStrict(data)
+	if err == nil {
+		err = decodeStrict(js, &f)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("not a valid %s document: %w", Kind, err)
 	}
 	if f.APIVersion != APIVersion || f.Kind != Kind {
@@ -354,12 +367,59 @@ func strictDecode(m map[string]any, out any) error {
 	if err != nil {
 		return err
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(out); err != nil {
+	return decodeStrict(b, out)
+}
+
+// decodeStrict decodes JSON into out the way the API server decodes
+// objects (sigs.k8s.io/json): field names match exactly, so "LogLevel" or
+// "maxProxyCpu" is an unknown field rather than silently taken for
+// logLevel or maxProxyCPU (encoding/json matches names regardless of case,
+// and a mis-cased key would then both apply and be merged beside the right
+// one); unknown and duplicate fields are errors.
+func decodeStrict(data []byte, out any) error {
+	strict, err := sigsjson.UnmarshalStrict(data, out, sigsjson.DisallowDuplicateFields, sigsjson.DisallowUnknownFields)
+	if err != nil {
 		return cleanJSONError(err)
 	}
+	if len(strict) > 0 {
+		msgs := make([]string, len(strict))
+		for i, e := range strict {
+			msgs[i] = strings.TrimPrefix(e.Error(), "json: ")
+		}
+		return errors.New(strings.Join(msgs, "; "))
+	}
 	return nil
+}
+
+// countDocuments counts the non-empty YAML documents in data.
+func countDocuments(data []byte) (int, error) {
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	n := 0
+	for {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+		if len(bytes.TrimSpace(stripComments(doc))) > 0 {
+			n++
+		}
+	}
+}
+
+// stripComments drops comment-only lines, so a document holding nothing
+// but comments does not count.
+func stripComments(doc []byte) []byte {
+	var out []byte
+	for _, line := range bytes.Split(doc, []byte("\n")) {
+		if t := bytes.TrimSpace(line); len(t) > 0 && t[0] != '#' {
+			out = append(out, line...)
+			out = append(out, '\n')
+		}
+	}
+	return out
 }
 
 func cleanJSONError(err error) error {

@@ -2,6 +2,7 @@ package config
 
 import (
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -119,7 +120,23 @@ func TestBrokenPolicies(t *testing.T) {
 	}{
 		{"wrong kind", "", nil},
 		{"unknown top-level field", "polices: []\n", []string{`unknown field "polices"`}},
-		{"typo in settings", "defaults:\n  settings:\n    proxy: {imag: x}\n", []string{"defaults: settings:", `unknown field "imag"`}},
+		{"typo in settings", "defaults:\n  settings:\n    proxy: {imag: x}\n", []string{"defaults: settings:", `unknown field "proxy.imag"`}},
+		// Names match exactly: a mis-cased key is unknown, never taken
+		// for the real one (nor merged beside it).
+		{"mis-cased settings key", "defaults: {settings: {proxy: {LogLevel: debug}}}\n", []string{`unknown field "proxy.LogLevel"`}},
+		{"mis-cased bound", "policies:\n- {name: a, namespaces: [a], podOverrides: {maxproxycpu: \"4\", AllowOptOut: true}}\n",
+			[]string{"policies[0] (a)", `unknown field "maxproxycpu"`, `unknown field "AllowOptOut"`}},
+		{"mis-cased top-level key", "Policies:\n- {Name: a, Namespaces: [a]}\n", []string{`unknown field "Policies"`}},
+		{"duplicate key", "defaults: {settings: {proxy: {logLevel: info, logLevel: debug}}}\n", []string{"logLevel"}},
+		{"sub-millisecond duration", "defaults: {settings: {envoy: {protocolDetectionTimeout: 1ns, outbound: {connectTimeout: 999us}}}}\n",
+			[]string{"envoy.protocolDetectionTimeout: 1ns is not a whole number of milliseconds (Envoy would read 0s)", "envoy.outbound.connectTimeout: 999µs is not a whole number"}},
+		{"ejection percent over 100 while disabled", "defaults: {settings: {envoy: {outbound: {outlierDetection: {enabled: false, maxEjectionPercent: 200}}}}}\n",
+			[]string{"maxEjectionPercent: 200 is over 100"}},
+		{"invalid image", "defaults: {settings: {proxy: {image: \"Not An Image!!\"}, init: {image: \" \"}}}\n", []string{"proxy.image", "init.image", "not a container image reference"}},
+		{"invalid pull policy", "defaults: {settings: {proxy: {imagePullPolicy: Sometimes}}}\n", []string{`proxy.imagePullPolicy: "Sometimes" is not Always, IfNotPresent or Never`}},
+		{"uid beyond Kubernetes", "defaults: {settings: {proxy: {uid: 1099511627776}}}\n", []string{"proxy.uid: 1099511627776 is not between 1 and 2147483647"}},
+		{"concurrency beyond the annotation's bound", "defaults: {settings: {proxy: {concurrency: 100000}}}\n", []string{"proxy.concurrency: 100000 is not between 0 (all cores) and 64"}},
+		{"two documents", "defaults: {}\n---\napiVersion: x\n", []string{"holds 2 YAML documents"}},
 		{"wrong type", "defaults:\n  settings:\n    lifecycle: {drainSeconds: soon}\n", []string{"defaults: settings:", "drainSeconds"}},
 		{"invalid value", "policies:\n- name: p\n  namespaces: [a]\n  settings: {envoy: {outbound: {outlierDetection: {enabled: true, maxEjectionPercent: 200}}}}\n",
 			[]string{"policies[0] (p)", "settings.envoy.outbound.outlierDetection.maxEjectionPercent: 200 is over 100"}},
@@ -271,4 +288,24 @@ func TestUnknownKeysWarnAndOursWinOverAliases(t *testing.T) {
 		"sidecar.istio.io/proxyCPU is ignored because sidecar-injector.io/proxy-cpu is also set",
 		"unknown annotation sidecar-injector.io/prxy-cpu is ignored; see the README for the supported keys",
 	}, warnings)
+}
+
+func TestCheckImage(t *testing.T) {
+	for _, ok := range []string{
+		"envoyproxy/envoy:v1.36.2", "docker.io/envoyproxy/envoy:v1.36.2", "registry.example.com:5000/mesh/envoy",
+		"localhost/envoy:dev", "registry.example.com/mesh/envoy@sha256:" + strings.Repeat("ab", 32),
+		"registry.example.com/a__b/c-d/e.f:1.0_rc-1", "ghcr.io/sidecar-injector/mesh-init:0.1.0",
+	} {
+		if err := checkImage(ok); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{
+		"registry.example.com/mesh/../evil:1", "registry.example.com//envoy", "Envoy:1", "envoy:", "envoy:-x",
+		"not an image", "registry.example.com/mesh/./envoy", "-envoy", "envoy/", "envoy@sha256:short",
+	} {
+		if err := checkImage(bad); err == nil {
+			t.Errorf("%q was accepted", bad)
+		}
+	}
 }

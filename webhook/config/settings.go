@@ -7,6 +7,7 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -305,20 +306,32 @@ func Defaults() Settings {
 // with the field path in each message.
 func (s *Settings) Validate() error {
 	var errs fieldErrors
-	if s.Proxy.Image == "" {
-		errs.add("proxy.image", "must not be empty")
+	for path, img := range map[string]string{"proxy.image": s.Proxy.Image, "init.image": s.Init.Image} {
+		if img == "" {
+			errs.add(path, "must not be empty")
+		} else if err := checkImage(img); err != nil {
+			errs.add(path, fmt.Sprintf("%q is %s", img, err))
+		}
 	}
-	if s.Init.Image == "" {
-		errs.add("init.image", "must not be empty")
+	for path, p := range map[string]corev1.PullPolicy{"proxy.imagePullPolicy": s.Proxy.ImagePullPolicy, "init.imagePullPolicy": s.Init.ImagePullPolicy} {
+		switch p {
+		case "", corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
+		default:
+			errs.add(path, fmt.Sprintf("%q is not Always, IfNotPresent or Never", p))
+		}
 	}
 	if !validLogLevel(s.Proxy.LogLevel) {
 		errs.add("proxy.logLevel", fmt.Sprintf("%q is not one of %s", s.Proxy.LogLevel, logLevelList))
 	}
-	if s.Proxy.Concurrency < 0 {
-		errs.add("proxy.concurrency", "must be 0 (all cores) or more")
+	if s.Proxy.Concurrency < 0 || s.Proxy.Concurrency > maxConcurrency {
+		errs.add("proxy.concurrency", fmt.Sprintf("%d is not between 0 (all cores) and %d", s.Proxy.Concurrency, maxConcurrency))
 	}
-	if s.Proxy.UID <= 0 || s.Proxy.GID <= 0 {
-		errs.add("proxy.uid", "the proxy's UID and GID must be positive (not root)")
+	// Kubernetes takes user and group ids up to 2147483647.
+	if s.Proxy.UID <= 0 || s.Proxy.UID > math.MaxInt32 {
+		errs.add("proxy.uid", fmt.Sprintf("%d is not between 1 and %d (the proxy must not run as root)", s.Proxy.UID, math.MaxInt32))
+	}
+	if s.Proxy.GID <= 0 || s.Proxy.GID > math.MaxInt32 {
+		errs.add("proxy.gid", fmt.Sprintf("%d is not between 1 and %d (the proxy must not run as root)", s.Proxy.GID, math.MaxInt32))
 	}
 	seen := map[int32]string{}
 	for name, p := range map[string]int32{"admin": s.Proxy.Ports.Admin, "outbound": s.Proxy.Ports.Outbound,
@@ -364,9 +377,13 @@ func (s *Settings) Validate() error {
 	}
 	if s.Envoy.ProtocolDetectionTimeout <= 0 {
 		errs.add("envoy.protocolDetectionTimeout", "must be positive, such as 100ms (0 would stall server-first protocols forever)")
+	} else {
+		errs.addErr("envoy.protocolDetectionTimeout", wholeMillis(s.Envoy.ProtocolDetectionTimeout))
 	}
 	if s.Envoy.MaxConnectionDuration < 0 {
 		errs.add("envoy.maxConnectionDuration", "must not be negative (0 disables it)")
+	} else {
+		errs.addErr("envoy.maxConnectionDuration", wholeMillis(s.Envoy.MaxConnectionDuration))
 	}
 	if s.Envoy.DrainSeconds < 0 {
 		errs.add("envoy.drainSeconds", "must not be negative")
@@ -402,12 +419,16 @@ func (c ClusterPolicy) validate() error {
 	var errs fieldErrors
 	if c.ConnectTimeout <= 0 {
 		errs.add("connectTimeout", "must be positive, such as 2s")
+	} else {
+		errs.addErr("connectTimeout", wholeMillis(c.ConnectTimeout))
 	}
-	if c.OutlierDetection.Enabled {
-		od := c.OutlierDetection
-		if od.MaxEjectionPercent > 100 {
-			errs.add("outlierDetection.maxEjectionPercent", fmt.Sprintf("%d is over 100", od.MaxEjectionPercent))
-		}
+	od := c.OutlierDetection
+	// Checked whether or not detection is enabled: a policy that turns
+	// it on later inherits these values.
+	if od.MaxEjectionPercent > 100 {
+		errs.add("outlierDetection.maxEjectionPercent", fmt.Sprintf("%d is over 100", od.MaxEjectionPercent))
+	}
+	if od.Enabled {
 		if od.Interval <= 0 {
 			errs.add("outlierDetection.interval", "must be positive, such as 10s")
 		}
@@ -415,7 +436,29 @@ func (c ClusterPolicy) validate() error {
 			errs.add("outlierDetection.baseEjectionTime", "must be positive, such as 30s")
 		}
 	}
+	if od.Interval > 0 {
+		errs.addErr("outlierDetection.interval", wholeMillis(od.Interval))
+	}
+	if od.BaseEjectionTime > 0 {
+		errs.addErr("outlierDetection.baseEjectionTime", wholeMillis(od.BaseEjectionTime))
+	}
 	return errs.err()
+}
+
+// maxConcurrency is the most Envoy worker threads a policy may ask for,
+// the same bound as the proxy-concurrency annotation's.
+const maxConcurrency = 64
+
+// wholeMillis refuses a duration Envoy would truncate: it reads these
+// timeouts and intervals in whole milliseconds, so 999us becomes 0 — which
+// for a listener filter timeout means "wait forever", for a connect
+// timeout "fail every connection" and for an ejection interval "run
+// constantly".
+func wholeMillis(d hooks.Duration) error {
+	if time.Duration(d)%time.Millisecond != 0 {
+		return fmt.Errorf("%s is not a whole number of milliseconds (Envoy would read %s)", d, hooks.Duration(time.Duration(d).Truncate(time.Millisecond)))
+	}
+	return nil
 }
 
 var logLevels = []string{"trace", "debug", "info", "warning", "warn", "error", "critical", "off"}

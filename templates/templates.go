@@ -48,10 +48,15 @@ func Builtin(name string) (string, error) {
 type Set struct {
 	name string
 	tmpl map[string]*template.Template
+	// custom names the templates the set replaces.
+	custom map[string]bool
 }
 
 // Name is the set's name ("builtin" for the embedded one).
 func (s *Set) Name() string { return s.name }
+
+// Custom reports whether the set replaces the built-in template name.
+func (s *Set) Custom(name string) bool { return s.custom[name] }
 
 // Parse builds a set from the built-in templates with the given ones
 // replacing them by name. An unknown name or a template that does not parse
@@ -72,9 +77,10 @@ func Parse(setName string, overrides map[string]string) (*Set, error) {
 		return nil, fmt.Errorf("template set %q: unknown template(s) %s (known: %s)", setName,
 			strings.Join(unknown, ", "), strings.Join(Names, ", "))
 	}
-	s := &Set{name: setName, tmpl: map[string]*template.Template{}}
+	s := &Set{name: setName, tmpl: map[string]*template.Template{}, custom: map[string]bool{}}
 	for _, n := range Names {
 		text, ok := overrides[n]
+		s.custom[n] = ok
 		if !ok {
 			var err error
 			if text, err = Builtin(n); err != nil {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"sort"
 	"strings"
 	"sync"
@@ -208,17 +209,22 @@ func captureConfig(s config.Settings) capture.Config {
 	return c
 }
 
-// sameBootstrapInputs reports whether two settings render the same
-// bootstrap: it reads only the Envoy block and the proxy's ports.
-func sameBootstrapInputs(a, b config.Settings) bool {
-	return a.Envoy == b.Envoy && a.Proxy.Ports == b.Proxy.Ports
+// sameBootstrapInputs reports whether the bootstrap rendered for r serves
+// settings s too. The built-in template reads only the Envoy block and the
+// proxy's ports; an operator's template may read anything (every setting,
+// native or classic), so its rendering is reused only for identical input.
+func sameBootstrapInputs(set *templates.Set, r *Rendered, s config.Settings, native bool) bool {
+	if !set.Custom(templates.EnvoyBootstrap) {
+		return r.Settings.Envoy == s.Envoy && r.Settings.Proxy.Ports == s.Proxy.Ports
+	}
+	return r.Native == native && reflect.DeepEqual(r.Settings, s)
 }
 
 // render runs every template of set for settings s, reusing the bootstrap
 // of reuse when it would render the same.
 func (e *Engine) render(set *templates.Set, s config.Settings, reuse *Rendered) (*Rendered, error) {
 	d := e.TemplateDataFor(s)
-	if reuse != nil && sameBootstrapInputs(reuse.Settings, s) {
+	if reuse != nil && sameBootstrapInputs(set, reuse, s, d.Native) {
 		// No pod annotation changes what the bootstrap is made of, so a
 		// pod's rendering shares its policy's validated bootstrap.
 		d.Bootstrap = reuse.Bootstrap

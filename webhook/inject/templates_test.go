@@ -140,3 +140,28 @@ func bootstrapOf(t *testing.T, pod *corev1.Pod) string {
 	t.Fatal("no mesh-init container")
 	return ""
 }
+
+// An operator's bootstrap template may read any setting: a pod override of
+// one it reads renders (and validates) the bootstrap anew instead of
+// reusing the policy's.
+func TestCustomBootstrapRerendersForOverrides(t *testing.T) {
+	text := builtinText(t, templates.EnvoyBootstrap)
+	require.Equal(t, 2, strings.Count(text, "connect_timeout: 1s\n"))
+	text = strings.Replace(text, "connect_timeout: 1s\n", "connect_timeout: {{ .Settings.Lifecycle.DrainSeconds }}s\n", 1)
+	e, err := compile(policyWithTemplate(t, templates.EnvoyBootstrap, text))
+	require.NoError(t, err)
+	enabled := map[string]string{config.NamespaceLabel: "enabled"}
+	podWith := func(drain string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Annotations: map[string]string{"sidecar-injector.io/drain-seconds": drain}},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
+	}
+	out, d := e.Inject(podWith("9"), inject.Namespace{Name: "custom", Labels: enabled})
+	require.Equal(t, inject.Injected, d.Result, d.Message)
+	assert.Contains(t, bootstrapOf(t, out), `"connect_timeout":"9s"`)
+
+	// 0s is not a valid connect timeout: the pod is refused with Envoy's
+	// reason, never given an unvalidated bootstrap.
+	_, d = e.Inject(podWith("0"), inject.Namespace{Name: "custom", Labels: enabled})
+	assert.NotEqual(t, inject.Injected, d.Result)
+	assert.Contains(t, d.Message, "connect_timeout")
+}

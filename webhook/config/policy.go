@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"sort"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -117,6 +119,16 @@ func (c *Config) Select(namespace string, nsLabels map[string]string) Selection 
 	var byName, bySelector *Policy
 	var matched []string
 	set := labels.Set(nsLabels)
+	if namespace != "" && set[corev1.LabelMetadataName] != namespace {
+		// The API server gives every namespace this label (1.21+), so a
+		// selector on it matches the same here whether the labels came
+		// from the cluster or from --namespace-labels.
+		set = maps.Clone(set)
+		if set == nil {
+			set = labels.Set{}
+		}
+		set[corev1.LabelMetadataName] = namespace
+	}
 	for _, p := range c.Policies {
 		named := false
 		for _, n := range p.Namespaces {

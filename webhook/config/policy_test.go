@@ -309,3 +309,19 @@ func TestCheckImage(t *testing.T) {
 		}
 	}
 }
+
+// The API server labels every namespace with its name; a selector on that
+// label matches the same offline (--namespace-labels, explain) as in a
+// cluster, and the caller's map is not modified.
+func TestSelectorOnMetadataName(t *testing.T) {
+	c := mustParse(t, `
+policies:
+- name: by-meta
+  namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: foo}}
+`)
+	own := map[string]string{"team": "x"}
+	assert.Equal(t, "by-meta", c.Select("foo", own).Policy.Name)
+	assert.Equal(t, "by-meta", c.Select("foo", nil).Policy.Name)
+	assert.Equal(t, DefaultPolicyName, c.Select("bar", nil).Policy.Name)
+	assert.Equal(t, map[string]string{"team": "x"}, own)
+}

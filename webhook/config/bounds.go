@@ -49,6 +49,12 @@ func (b *Bounds) Validate() error {
 			errs.add("allowedAnnotations", fmt.Sprintf("%q is not an override annotation (known: *, %s)", name, strings.Join(names, ", ")))
 		}
 	}
+	if b.MaxProxyCPU != nil && b.MaxProxyCPU.Sign() <= 0 {
+		errs.add("maxProxyCPU", fmt.Sprintf("%s is not positive (leave it unset for no cap)", b.MaxProxyCPU.String()))
+	}
+	if b.MaxProxyMemory != nil && b.MaxProxyMemory.Sign() <= 0 {
+		errs.add("maxProxyMemory", fmt.Sprintf("%s is not positive (leave it unset for no cap)", b.MaxProxyMemory.String()))
+	}
 	if b.MinDrainSeconds < 0 || b.MaxDrainSeconds < b.MinDrainSeconds {
 		errs.add("minDrainSeconds", fmt.Sprintf("the range %d-%d is empty or negative", b.MinDrainSeconds, b.MaxDrainSeconds))
 	}

@@ -9,6 +9,8 @@ import (
 	"io"
 	"maps"
 	"os"
+	"reflect"
+	"slices"
 	"sort"
 	"strings"
 
@@ -379,7 +381,43 @@ func strictDecode(m map[string]any, out any) error {
 	if err != nil {
 		return err
 	}
-	return decodeStrict(b, out)
+	err = decodeStrict(b, out)
+	if err != nil && !strings.Contains(err.Error(), "field") {
+		// A value's own decoder (a duration, a quantity) says what is
+		// wrong but not where: find the leaf that fails on its own.
+		if path := failingLeaf(m, "", reflect.TypeOf(out).Elem()); path != "" && !strings.HasPrefix(err.Error(), path+":") {
+			err = fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	return err
+}
+
+// failingLeaf returns the dotted path of the first leaf of m (in key
+// order) that fails to decode into a fresh t by itself, or "".
+func failingLeaf(m map[string]any, prefix string, t reflect.Type) string {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		path := prefix + k
+		if sub, ok := m[k].(map[string]any); ok {
+			if p := failingLeaf(sub, path+".", t); p != "" {
+				return p
+			}
+			continue
+		}
+		// The leaf alone, nested as in the file.
+		var one any = m[k]
+		parts := strings.Split(path, ".")
+		for i := len(parts) - 1; i >= 0; i-- {
+			one = map[string]any{parts[i]: one}
+		}
+		b, err := json.Marshal(one)
+		if err != nil {
+			continue
+		}
+		if decodeStrict(b, reflect.New(t).Interface()) != nil {
+			return path
+		}
+	}
+	return ""
 }
 
 // decodeStrict decodes JSON into out the way the API server decodes

@@ -362,6 +362,8 @@ func (s *Settings) Validate() error {
 	}
 	if s.Lifecycle.ProxyReadyTimeout < hooks.Duration(time.Second) {
 		errs.add("lifecycle.proxyReadyTimeout", fmt.Sprintf("%s is under 1s: the proxy could never be ready in time", s.Lifecycle.ProxyReadyTimeout))
+	} else if s.Lifecycle.ProxyReadyTimeout > hooks.Duration(time.Hour) {
+		errs.add("lifecycle.proxyReadyTimeout", fmt.Sprintf("%s is over 1h", s.Lifecycle.ProxyReadyTimeout))
 	}
 	if s.Lifecycle.DrainSeconds < 0 || s.Lifecycle.DrainSeconds > 3600 {
 		errs.add("lifecycle.drainSeconds", fmt.Sprintf("%d is not between 0 and 3600", s.Lifecycle.DrainSeconds))

@@ -12,7 +12,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"net/url"
 	"sort"
 	"strconv"
@@ -399,11 +398,11 @@ func ParsePreStop(args []string) (PreStop, error) {
 	if len(headers) > 0 {
 		r.HTTP.Headers = map[string]string{}
 		for _, h := range headers {
-			k, v, ok := strings.Cut(h, ":")
-			if !ok || strings.TrimSpace(k) == "" {
-				return PreStop{}, fmt.Errorf("--http-header %q is not \"Name: value\"", h)
+			k, v, err := ParseHeader(h)
+			if err != nil {
+				return PreStop{}, fmt.Errorf("--http-header: %w", err)
 			}
-			r.HTTP.Headers[strings.TrimSpace(k)] = strings.TrimSpace(v)
+			r.HTTP.Headers[k] = v
 		}
 	}
 	p.Then.HTTPHeaders = thenHeaders
@@ -435,19 +434,80 @@ func (o OriginalHandler) Validate() error {
 		return errors.New("only one original handler (--then-exec, --then-http-get or --then-sleep) may be given")
 	}
 	if o.HTTPGet != "" {
-		if u, err := url.Parse(o.HTTPGet); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("--then-http-get %q is not an http or https URL", o.HTTPGet)
+		if err := CheckHTTPURL(o.HTTPGet); err != nil {
+			return fmt.Errorf("--then-http-get: %w", err)
 		}
 	}
 	if len(o.HTTPHeaders) > 0 && o.HTTPGet == "" {
 		return errors.New("--then-http-header needs --then-http-get")
 	}
 	for _, h := range o.HTTPHeaders {
-		if k, _, ok := strings.Cut(h, ":"); !ok || strings.TrimSpace(k) == "" {
-			return fmt.Errorf("--then-http-header %q is not \"Name: value\"", h)
+		if _, _, err := ParseHeader(h); err != nil {
+			return fmt.Errorf("--then-http-header: %w", err)
 		}
 	}
 	return nil
+}
+
+// CheckHTTPURL accepts an absolute http or https URL that names a host.
+func CheckHTTPURL(v string) error {
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" {
+		return fmt.Errorf("%q is not an absolute http or https URL with a host", redact(v))
+	}
+	return nil
+}
+
+// ParseHeader reads a header given as "Name: value". The name is everything
+// before the first colon, without the spaces around it, and must be an HTTP
+// token (letters, digits and !#$%&'*+-.^_`|~; no spaces). The value is
+// everything after that colon, without the spaces and tabs around it, so it
+// may hold colons itself ("X:Y: z" is X with the value "Y: z"); it must not
+// hold control characters such as CR or LF.
+func ParseHeader(h string) (name, value string, err error) {
+	k, v, ok := strings.Cut(h, ":")
+	if !ok {
+		return "", "", fmt.Errorf("%q is not \"Name: value\"", h)
+	}
+	name, value = strings.TrimSpace(k), strings.Trim(v, " \t")
+	if err := checkHeader(name, value); err != nil {
+		return "", "", fmt.Errorf("%q: %w", h, err)
+	}
+	return name, value, nil
+}
+
+// checkHeader checks a header's name and value as the HTTP client would
+// when sending it, so a bad one is refused before anything is done.
+func checkHeader(name, value string) error {
+	if name == "" {
+		return errors.New("the header name is empty")
+	}
+	if !isToken(name) {
+		return fmt.Errorf("the header name %q is not an HTTP token (no spaces or separators)", name)
+	}
+	for _, c := range []byte(value) {
+		if (c < ' ' && c != '\t') || c == 0x7f {
+			return fmt.Errorf("the value of header %s holds the control character %q", name, c)
+		}
+	}
+	return nil
+}
+
+// isToken reports whether s is an HTTP token (RFC 9110 section 5.6.2), the
+// syntax of header names and methods.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range []byte(s) {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // Validate checks the fields the chosen preset needs and that can be checked
@@ -457,9 +517,8 @@ func (r Registry) Validate() error {
 		if v == "" {
 			return nil
 		}
-		u, err := url.Parse(v)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("%s %q is not an http or https URL", field, v)
+		if err := CheckHTTPURL(v); err != nil {
+			return fmt.Errorf("%s %w", field, err)
 		}
 		return nil
 	}
@@ -472,19 +531,19 @@ func (r Registry) Validate() error {
 		}
 		return nil
 	case PresetEureka:
-		return checkURL("eureka serverURL", r.Eureka.ServerURL)
-	case PresetNacos:
-		// Like Nacos's own serverAddr: comma-separated host:port entries
-		// or http(s) URLs.
-		for _, a := range strings.Split(r.Nacos.ServerURL, ",") {
-			if a = strings.TrimSpace(a); a == "" || strings.Contains(a, "://") {
-				if err := checkURL("nacos serverURL", a); err != nil {
-					return err
-				}
-				continue
+		// Comma-separated, like EUREKA_CLIENT_SERVICEURL_DEFAULTZONE.
+		for _, z := range list(r.Eureka.ServerURL) {
+			if err := checkURL("eureka serverURL", z); err != nil {
+				return err
 			}
-			if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
-				return fmt.Errorf("nacos serverURL %q is not host:port or an http or https URL", a)
+		}
+		return nil
+	case PresetNacos:
+		// Like Nacos's own serverAddr: comma-separated host[:port] entries
+		// or http(s) URLs, read as the hook reads them at run time.
+		for _, a := range list(r.Nacos.ServerURL) {
+			if _, err := nacosBaseURL(a); err != nil {
+				return fmt.Errorf("nacos serverURL %w", err)
 			}
 		}
 		return nil
@@ -494,8 +553,13 @@ func (r Registry) Validate() error {
 		if r.HTTP.URL == "" {
 			return errors.New("the http preset needs a URL")
 		}
-		if r.HTTP.Method != "" && strings.ToUpper(r.HTTP.Method) != r.HTTP.Method {
-			return fmt.Errorf("http method %q must be upper case, such as POST", r.HTTP.Method)
+		if m := r.HTTP.Method; m != "" && (!isToken(m) || strings.ToUpper(m) != m) {
+			return fmt.Errorf("http method %q is not an upper-case HTTP method such as POST", m)
+		}
+		for k, v := range r.HTTP.Headers {
+			if err := checkHeader(k, v); err != nil {
+				return fmt.Errorf("http header: %w", err)
+			}
 		}
 		return checkURL("http url", r.HTTP.URL)
 	}
@@ -526,6 +590,9 @@ func ParseWaitReady(args []string) (WaitReady, error) {
 	fs.Var(durationFlag{&w.Timeout}, "timeout", "bound on the wait")
 	if err := parseAll(fs, args); err != nil {
 		return WaitReady{}, err
+	}
+	if err := CheckHTTPURL(w.URL); err != nil {
+		return WaitReady{}, fmt.Errorf("--url: %w", err)
 	}
 	return w, nil
 }
@@ -558,6 +625,9 @@ func ParseProxyStop(args []string) (ProxyStop, error) {
 	fs.StringVar(&p.AdminURL, "admin-url", "http://127.0.0.1:15000", "Envoy admin URL")
 	if err := parseAll(fs, args); err != nil {
 		return ProxyStop{}, err
+	}
+	if err := CheckHTTPURL(p.AdminURL); err != nil {
+		return ProxyStop{}, fmt.Errorf("--admin-url: %w", err)
 	}
 	return p, nil
 }
@@ -606,6 +676,15 @@ func ParseRun(args []string) (Run, error) {
 	r.Command = fs.Args()
 	if len(r.Command) == 0 {
 		return Run{}, errors.New("hook run needs the command to run after --")
+	}
+	// An empty --quit-url means the proxy is not told to quit.
+	for _, f := range []struct{ name, v string }{{"--ready-url", r.ReadyURL}, {"--quit-url", r.QuitURL}} {
+		if f.v == "" {
+			continue
+		}
+		if err := CheckHTTPURL(f.v); err != nil {
+			return Run{}, fmt.Errorf("%s: %w", f.name, err)
+		}
 	}
 	return r, nil
 }

@@ -79,14 +79,25 @@ func TestRegistryValidate(t *testing.T) {
 		{Preset: PresetNacos, Nacos: Nacos{ServerURL: "nacos-0.nacos:8848, nacos-1.nacos:8848"}},
 		{Preset: PresetNacos, Nacos: Nacos{ServerURL: "https://nacos.example:8848/nacos"}},
 		{Preset: PresetNacos},
+		// No port: the Nacos client's 8848, as for the environment.
+		{Preset: PresetNacos, Nacos: Nacos{ServerURL: "nacos"}},
+		{Preset: PresetNacos, Nacos: Nacos{ServerURL: "10.0.0.5,[fd00::5]"}},
 		{Preset: PresetSpringCloud, SpringCloud: SpringCloud{BasePath: "/manage"}},
+		{Preset: PresetEureka, Eureka: Eureka{ServerURL: "http://eureka-0:8761/eureka/,http://eureka-1:8761/eureka/"}},
+		{Preset: PresetHTTP, HTTP: HTTPCall{URL: "http://x/", Method: "M-SEARCH", Headers: map[string]string{"X-Token": "a:b c"}}},
 	}
 	bad := []Registry{
-		{Preset: PresetNacos, Nacos: Nacos{ServerURL: "nacos"}},
 		{Preset: PresetNacos, Nacos: Nacos{ServerURL: "ftp://nacos:21"}},
+		{Preset: PresetNacos, Nacos: Nacos{ServerURL: "nacos:port"}},
 		{Preset: PresetSpringCloud, SpringCloud: SpringCloud{BasePath: "manage"}},
 		{Preset: PresetEureka, Eureka: Eureka{ServerURL: "eureka:8761"}},
+		{Preset: PresetEureka, Eureka: Eureka{ServerURL: "http://eureka-0:8761/eureka,eureka-1:8761"}},
+		{Preset: PresetEureka, Eureka: Eureka{ServerURL: "http://:8761/eureka"}},
 		{Preset: PresetHTTP, HTTP: HTTPCall{URL: "http://x/", Method: "post"}},
+		{Preset: PresetHTTP, HTTP: HTTPCall{URL: "http://x/", Method: "PO ST"}},
+		{Preset: PresetHTTP, HTTP: HTTPCall{URL: "http://x/", Headers: map[string]string{"Bad Name": "v"}}},
+		{Preset: PresetHTTP, HTTP: HTTPCall{URL: "http://x/", Headers: map[string]string{"X-A": "v\r\nX-Injected: 1"}}},
+		{Preset: PresetHTTP, HTTP: HTTPCall{URL: "http://x/", Headers: map[string]string{"": "v"}}},
 	}
 	for _, r := range ok {
 		if err := r.Validate(); err != nil {
@@ -97,5 +108,75 @@ func TestRegistryValidate(t *testing.T) {
 		if err := r.Validate(); err == nil {
 			t.Errorf("%+v: accepted", r)
 		}
+	}
+}
+
+// TestParseHeader pins the "Name: value" rule shared by --http-header and
+// --then-http-header.
+func TestParseHeader(t *testing.T) {
+	t.Parallel()
+	ok := []struct{ in, name, value string }{
+		{"X-A: 1", "X-A", "1"},
+		{"X:Y: z", "X", "Y: z"}, // the first colon ends the name
+		{"Authorization: Bearer a:b", "Authorization", "Bearer a:b"},
+		{"  X-Pad  :\t v \t", "X-Pad", "v"},
+		{"X-Empty:", "X-Empty", ""},
+		{"X-Tab: a\tb", "X-Tab", "a\tb"},
+	}
+	for _, c := range ok {
+		name, value, err := ParseHeader(c.in)
+		if err != nil || name != c.name || value != c.value {
+			t.Errorf("%q: %q, %q, %v; want %q, %q", c.in, name, value, err, c.name, c.value)
+		}
+	}
+	bad := map[string]string{
+		"no colon":     `is not "Name: value"`,
+		": x":          "the header name is empty",
+		"Bad Name: v":  `the header name "Bad Name" is not an HTTP token`,
+		"X(1): v":      `the header name "X(1)" is not an HTTP token`,
+		"X: a\r\nY: b": `holds the control character '\r'`,
+		"X: a\nb":      `holds the control character '\n'`,
+		"X: a\x00":     `holds the control character '\x00'`,
+	}
+	for in, want := range bad {
+		if _, _, err := ParseHeader(in); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: err %v, want one containing %q", in, err, want)
+		}
+	}
+	// The parser keeps what Args renders.
+	p := PreStop{Registry: Registry{Preset: PresetHTTP, HTTP: HTTPCall{URL: "http://x/", Headers: map[string]string{"X": "Y: z"}}}}
+	if got, err := ParsePreStop(p.Args()); err != nil || got.Registry.HTTP.Headers["X"] != "Y: z" {
+		t.Errorf("round trip: %+v, %v", got.Registry.HTTP.Headers, err)
+	}
+}
+
+// TestParseURLFlags: the URLs of wait-ready, proxy-stop and run are checked
+// when parsed, not found wrong by polling until the timeout.
+func TestParseURLFlags(t *testing.T) {
+	t.Parallel()
+	for _, u := range []string{"127.0.0.1:15021/healthz/ready", "http:///healthz", "ftp://127.0.0.1/x", "http://[::1/x", "/healthz/ready"} {
+		if _, err := ParseWaitReady([]string{"--url=" + u}); err == nil || !strings.Contains(err.Error(), "--url: ") {
+			t.Errorf("wait-ready --url=%s: %v", u, err)
+		}
+		if _, err := ParseProxyStop([]string{"--admin-url=" + u}); err == nil || !strings.Contains(err.Error(), "--admin-url: ") {
+			t.Errorf("proxy-stop --admin-url=%s: %v", u, err)
+		}
+		if _, err := ParseRun([]string{"--ready-url=" + u, "--", "x"}); err == nil || !strings.Contains(err.Error(), "--ready-url: ") {
+			t.Errorf("run --ready-url=%s: %v", u, err)
+		}
+		if _, err := ParseRun([]string{"--quit-url=" + u, "--", "x"}); err == nil || !strings.Contains(err.Error(), "--quit-url: ") {
+			t.Errorf("run --quit-url=%s: %v", u, err)
+		}
+	}
+	// The defaults, and an empty --quit-url (do not tell the proxy to quit).
+	if _, err := ParseWaitReady(nil); err != nil {
+		t.Error(err)
+	}
+	if _, err := ParseRun([]string{"--quit-url=", "--", "x"}); err != nil {
+		t.Error(err)
+	}
+	// The password in a bad URL is not echoed.
+	if _, err := ParseWaitReady([]string{"--url=ftp://u:s3cret@h/x"}); err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("err = %v", err)
 	}
 }

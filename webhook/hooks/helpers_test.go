@@ -92,6 +92,7 @@ func readStamp(t *testing.T, file string) time.Time {
 // recorded is one request a fake server received.
 type recorded struct {
 	Method string
+	Host   string // the Host the client asked for
 	Path   string
 	Query  url.Values
 	Raw    string // raw query
@@ -118,7 +119,7 @@ func newFake(t *testing.T, handle func(w http.ResponseWriter, r *http.Request, n
 		f.mu.Lock()
 		n := len(f.reqs)
 		f.reqs = append(f.reqs, recorded{
-			Method: r.Method, Path: r.URL.Path, Query: r.URL.Query(), Raw: r.URL.RawQuery,
+			Method: r.Method, Host: r.Host, Path: r.URL.Path, Query: r.URL.Query(), Raw: r.URL.RawQuery,
 			Header: r.Header.Clone(), Body: string(b), At: time.Now(),
 		})
 		f.mu.Unlock()

@@ -3,6 +3,7 @@ package hooks
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -14,17 +15,37 @@ import (
 
 // httpClient ignores HTTP_PROXY and friends: the app's JVM does not use them
 // for its registry traffic, so neither does the hook that speaks for it.
-// Every call carries its own deadline through its context.
+// Every call carries its own deadline through its context. It never follows
+// a redirect: a registry, QoS port or Envoy admin API that answers 3xx has
+// not done what was asked, and following it would turn, say, a 302 to a
+// login page into a 200 that looks like success.
 var httpClient = &http.Client{
-	Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true},
+	Transport:     &http.Transport{Proxy: nil, DisableKeepAlives: true},
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 }
 
 // kubeletLikeClient runs an app's own httpGet lifecycle handler the way the
 // kubelet would: HTTPS without certificate verification (the handler names
-// no CA, and the kubelet does not check one).
+// no CA, and the kubelet does not check one), and redirects followed only
+// on the same host.
 var kubeletLikeClient = &http.Client{
 	Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true,
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, //nolint:gosec // as the kubelet does
+	CheckRedirect: sameHostRedirects,
+}
+
+// sameHostRedirects is the kubelet's redirect rule for httpGet lifecycle
+// handlers (pkg/probe/http RedirectChecker(false)): follow a redirect to the
+// same host name, at most 10; a redirect to another host is not followed,
+// and its 3xx answer is the handler's result.
+func sameHostRedirects(req *http.Request, via []*http.Request) error {
+	if req.URL.Hostname() != via[0].URL.Hostname() {
+		return http.ErrUseLastResponse
+	}
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	return nil
 }
 
 // verdict is what one answer means for the call.
@@ -58,6 +79,9 @@ type request struct {
 	// notes are printed on one line before the first request: where the
 	// defaults came from.
 	notes []string
+	// redirectHint follows a redirect answer that was not accepted: why
+	// the call is not followed elsewhere.
+	redirectHint string
 }
 
 // policy bounds a request's retries.
@@ -93,13 +117,26 @@ type outcome struct {
 type answer struct {
 	status int
 	body   string
-	err    error
-	took   time.Duration
+	// location is a 3xx answer's Location: the redirect not followed.
+	location string
+	// via is the URL that answered when same-host redirects were followed.
+	via  string
+	err  error
+	took time.Duration
+}
+
+// isRedirect reports an answer that is a redirect the client did not follow.
+func (a answer) isRedirect() bool {
+	return a.err == nil && a.status >= 300 && a.status < 400 && a.location != ""
 }
 
 func (a answer) String() string {
 	took := fmtDuration(a.took)
 	switch {
+	case a.isRedirect():
+		return fmt.Sprintf("%d %s redirecting to %q (not followed) in %s", a.status, http.StatusText(a.status), redact(a.location), took)
+	case a.err == nil && a.via != "":
+		return fmt.Sprintf("%d (after a redirect to %s) in %s", a.status, redact(a.via), took)
 	case a.err == nil && a.body != "":
 		return fmt.Sprintf("%d %q in %s", a.status, oneLine(a.body, 100), took)
 	case a.err == nil:
@@ -134,12 +171,25 @@ func exchangeWith(client *http.Client, ctx context.Context, timeout time.Duratio
 	}
 	req, err := http.NewRequestWithContext(ctx, method, target, rd)
 	if err != nil {
-		return answer{err: err, took: time.Since(start)}
+		return answer{err: invalidRequestError{err}, took: time.Since(start)}
 	}
 	for k, vs := range header {
+		for _, v := range vs {
+			if err := checkHeader(k, v); err != nil {
+				return answer{err: invalidRequestError{err}, took: time.Since(start)}
+			}
+		}
 		req.Header[k] = vs
 	}
-	req.Header.Set("User-Agent", "mesh-init-hook")
+	// As the kubelet builds a handler's request (newProbeRequest): a Host
+	// header names the virtual host, and a User-Agent given is kept.
+	if h := req.Header.Get("Host"); h != "" {
+		req.Host = h
+	}
+	req.Header.Del("Host")
+	if _, ok := req.Header["User-Agent"]; !ok {
+		req.Header.Set("User-Agent", "mesh-init-hook")
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		return answer{err: err, took: time.Since(start)}
@@ -149,7 +199,50 @@ func exchangeWith(client *http.Client, ctx context.Context, timeout time.Duratio
 	if err != nil && ctx.Err() != nil {
 		return answer{err: ctx.Err(), took: time.Since(start)}
 	}
-	return answer{status: resp.StatusCode, body: string(b), took: time.Since(start)}
+	a := answer{status: resp.StatusCode, body: string(b), took: time.Since(start)}
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		a.location = resp.Header.Get("Location")
+	}
+	if u := resp.Request.URL.String(); u != req.URL.String() {
+		a.via = u
+	}
+	return a
+}
+
+// invalidRequestError is a request that cannot be sent as built (a bad
+// method, URL or header): no server was asked, and another try would fail
+// the same way.
+type invalidRequestError struct{ err error }
+
+func (e invalidRequestError) Error() string { return "invalid request: " + e.err.Error() }
+func (e invalidRequestError) Unwrap() error { return e.err }
+
+// permanentError says why a failed exchange will fail the same way however
+// often it is tried, or returns "" for errors that may pass (connection
+// refused or reset, no answer in time, DNS).
+func permanentError(err error) string {
+	var (
+		invalid    invalidRequestError
+		verify     *tls.CertificateVerificationError
+		authority  x509.UnknownAuthorityError
+		hostname   x509.HostnameError
+		badCert    x509.CertificateInvalidError
+		notTLS     tls.RecordHeaderError
+		tlsRefused tls.AlertError
+	)
+	switch {
+	case errors.As(err, &invalid):
+		return "the request cannot be sent as given"
+	case errors.Is(err, http.ErrSchemeMismatch):
+		return "the server speaks plain HTTP; the URL must be http://, not https://"
+	case errors.As(err, &verify), errors.As(err, &authority), errors.As(err, &hostname), errors.As(err, &badCert):
+		return "the server's certificate is not trusted, and will not be on another try"
+	case errors.As(err, &notTLS):
+		return "the server does not speak TLS"
+	case errors.As(err, &tlsRefused):
+		return "the server refused the TLS handshake"
+	}
+	return ""
 }
 
 // redact hides credentials in a URL (Eureka service URLs often carry them).
@@ -198,9 +291,11 @@ func (t *tool) send(ctx context.Context, p policy, r request) outcome {
 		out.requests++
 		out.last = fmt.Sprintf("%s %s -> %s", r.method, redact(target), a)
 		line := r.what + " " + out.last
-		v := transient
+		v, why := transient, ""
 		if a.err == nil {
 			v = judge(a.status, a.body)
+		} else if why = permanentError(a.err); why != "" {
+			v = rejected
 		}
 		switch v {
 		case accepted:
@@ -208,7 +303,17 @@ func (t *tool) send(ctx context.Context, p policy, r request) outcome {
 			out.ok = true
 			return out
 		case rejected:
-			t.logf("%s", line)
+			switch {
+			case a.isRedirect():
+				why = "redirects are not followed"
+				if r.redirectHint != "" {
+					why += "; " + r.redirectHint
+					out.last += "; " + r.redirectHint
+				}
+			case why == "":
+				why = "another try would get the same answer"
+			}
+			t.logf("%s; not retried: %s", line, why)
 			return out
 		case notHere:
 			path++
@@ -237,7 +342,7 @@ func (t *tool) send(ctx context.Context, p policy, r request) outcome {
 			t.logf("%s; gave up: no time left within the %s bound", line, fmtDuration(p.total))
 			return out
 		}
-		t.logf("%s; try %d of %d, retrying in %s", line, tries, p.attempts, backoff)
+		t.logf("%s; may be transient: try %d of %d, retrying in %s", line, tries, p.attempts, backoff)
 		if !sleep(ctx, backoff) {
 			return out
 		}

@@ -81,6 +81,7 @@ func (t *tool) offline(ctx context.Context, r Registry) string {
 		t.logf("no registry offline step (registry none)")
 		return ""
 	}
+	req.redirectHint = "an offline call must be answered by the registry itself"
 	out := t.send(ctx, offlinePolicy(time.Duration(r.Timeout)), *req)
 	if out.ok {
 		return ""
@@ -152,8 +153,12 @@ func (t *tool) originalExec(ctx context.Context, in *interrupt, argv []string) (
 func (t *tool) originalHTTPGet(ctx context.Context, o OriginalHandler) (int, string) {
 	header := http.Header{}
 	for _, h := range o.HTTPHeaders {
-		k, v, _ := strings.Cut(h, ":")
-		header.Add(strings.TrimSpace(k), strings.TrimSpace(v))
+		k, v, _ := ParseHeader(h) // checked when the arguments were parsed
+		header.Add(k, v)
+	}
+	// The kubelet accepts anything unless the handler says otherwise.
+	if _, ok := header["Accept"]; !ok {
+		header.Set("Accept", "*/*")
 	}
 	target := o.HTTPGet
 	if o.HTTPGetPodIP {
@@ -167,10 +172,14 @@ func (t *tool) originalHTTPGet(ctx context.Context, o OriginalHandler) (int, str
 		}
 	}
 	// Like kubelet's own httpGet handler: one try, no timeout of its own
-	// (the pod's grace period bounds it), and no certificate verification
-	// for HTTPS (the kubelet does not verify either).
+	// (the pod's grace period bounds it), no certificate verification for
+	// HTTPS (the kubelet does not verify either), redirects followed on
+	// the same host only, and a redirect elsewhere counts as its 3xx.
 	a := exchangeWith(kubeletLikeClient, ctx, 0, http.MethodGet, target, header, "")
 	line := fmt.Sprintf("GET %s -> %s", redact(target), a)
+	if a.isRedirect() {
+		line += ", as the kubelet does for a redirect to another host"
+	}
 	t.logf("original httpGet handler %s", line)
 	if a.err != nil || a.status >= 400 {
 		return 0, "original httpGet handler " + line

@@ -2,6 +2,8 @@ package hooks
 
 import (
 	"encoding/json"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -343,6 +345,9 @@ func TestPreStopRefused(t *testing.T) {
 	if n := strings.Count(r.stdout, "connection refused"); n != 3 {
 		t.Errorf("want 3 refused tries, got %d:\n%s", n, r.stdout)
 	}
+	if n := strings.Count(r.stdout, "; may be transient: try "); n != 2 {
+		t.Errorf("want the 2 retries called transient, got %d:\n%s", n, r.stdout)
+	}
 }
 
 // TestPreStopRejected: answers that will not change are not retried.
@@ -564,6 +569,15 @@ func TestPreStopBadArguments(t *testing.T) {
 		{"--then-exec"},
 		{"--then-sleep=1s", "--then-http-get=http://x/"},
 		{"--stray"},
+		// Methods and headers the HTTP client could never send.
+		{"--registry=http", "--http-url=http://x/", "--http-method=PO ST"},
+		{"--registry=http", "--http-url=http://x/", "--http-header=Bad Name: v"},
+		{"--registry=http", "--http-url=http://x/", "--http-header=X-A: v\r\nX-Injected: 1"},
+		{"--registry=http", "--http-url=http://x/", "--http-header=X-A: v\n"},
+		{"--registry=http", "--http-url=http://x/", "--http-header=: x"},
+		{"--then-http-get=http://x/", "--then-http-header=Bad Name: v"},
+		{"--then-http-get=http://x/", "--then-http-header=X-A: a\rb"},
+		{"--then-http-get=http:///path"},
 	} {
 		r := harness{}.run(append([]string{"prestop"}, args...)...)
 		if r.code != ExitUsage || r.stdout != "" || strings.Count(r.stderr, "\n") != 1 || !strings.HasPrefix(r.stderr, "mesh-init prestop: bad arguments: ") {
@@ -590,5 +604,189 @@ func TestOriginalHTTPSHandlerLikeKubelet(t *testing.T) {
 		"--then-http-get=https://127.0.0.2:"+u.Port()+"/shutdown", "--then-http-get-pod-ip")
 	if r.code != 0 || got.Load() != 1 {
 		t.Fatalf("exit %d, %d calls; want 0 and 1 (stderr %q)", r.code, got.Load(), r.stderr)
+	}
+}
+
+// An offline call answered with a redirect has not reached the registry: it
+// fails at once, naming where it was sent, and the redirect is not followed
+// (a 302 to a login page that answers 200 is not a success).
+func TestPreStopRedirectNotFollowed(t *testing.T) {
+	t.Parallel()
+	redirectToLogin := func(w http.ResponseWriter, r *http.Request, _ int) {
+		if r.URL.Path == "/login" {
+			answerText(w, http.StatusOK, "please log in")
+			return
+		}
+		http.Redirect(w, r, "/login", http.StatusFound)
+	}
+	cases := []struct {
+		name string
+		args func(f *fake) []string
+	}{
+		{"http", func(f *fake) []string {
+			return []string{"--registry=http", "--http-method=PUT", "--http-url=" + f.URL + "/self/down"}
+		}},
+		{"eureka", func(f *fake) []string {
+			return []string{"--registry=eureka", "--eureka-server-url=" + f.URL + "/eureka", "--eureka-app-name=cart", "--eureka-instance-id=cart-1"}
+		}},
+		{"nacos", func(f *fake) []string {
+			return []string{"--registry=nacos", "--nacos-server-url=" + f.URL, "--nacos-service-name=a", "--nacos-port=1"}
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFake(t, redirectToLogin)
+			r := harness{vars: map[string]string{"POD_IP": "10.0.0.1"}}.run(append([]string{"prestop", "--sleep=0s"}, c.args(f)...)...)
+			if r.code != ExitFailed {
+				t.Fatalf("exit %d, want 1\n%s%s", r.code, r.stdout, r.stderr)
+			}
+			if reqs := f.requests(); len(reqs) != 1 || reqs[0].Path == "/login" {
+				t.Errorf("got %d requests (%+v), want the one offline call and no visit to /login", len(reqs), reqs)
+			}
+			want := `-> 302 Found redirecting to "/login" (not followed) in `
+			if !strings.Contains(r.stderr, want) || !strings.Contains(r.stderr, "an offline call must be answered by the registry itself") {
+				t.Errorf("stderr %q does not contain %q and why", r.stderr, want)
+			}
+			if !strings.Contains(r.stdout, "not retried: redirects are not followed") {
+				t.Errorf("stdout does not say the redirect is not retried:\n%s", r.stdout)
+			}
+		})
+	}
+	// A status the user lists as expected is success, redirect or not.
+	f := newFake(t, redirectToLogin)
+	r := harness{}.run("prestop", "--sleep=0s", "--registry=http", "--http-url="+f.URL+"/self", "--http-expect-status=302")
+	if r.code != ExitOK || len(f.requests()) != 1 {
+		t.Errorf("expected 302: exit %d after %d requests\n%s%s", r.code, len(f.requests()), r.stdout, r.stderr)
+	}
+}
+
+// The app's own httpGet handler follows redirects as the kubelet does: on
+// the same host only; a redirect to another host is its answer, and a 3xx
+// is below 400, so it counts as success.
+func TestOriginalHTTPGetRedirects(t *testing.T) {
+	t.Parallel()
+	other := newFake(t, status(http.StatusInternalServerError, "should not be reached"))
+	app := newFake(t, func(w http.ResponseWriter, r *http.Request, _ int) {
+		switch r.URL.Path {
+		case "/shutdown":
+			http.Redirect(w, r, "/shutdown/now", http.StatusFound)
+		case "/shutdown/now":
+			answerText(w, http.StatusOK, "stopping")
+		case "/elsewhere":
+			// Another host name for the same machine: the kubelet
+			// compares host names, not addresses.
+			http.Redirect(w, r, "http://localhost:"+other.port(t)+"/x", http.StatusFound)
+		}
+	})
+	r := harness{}.run("prestop", "--sleep=0s", "--then-http-get="+app.URL+"/shutdown")
+	if r.code != ExitOK {
+		t.Fatalf("same host: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if reqs := app.requests(); len(reqs) != 2 || reqs[1].Path != "/shutdown/now" {
+		t.Errorf("same host: want the redirect followed, got %+v", reqs)
+	}
+	if !strings.Contains(r.stdout, "-> 200 (after a redirect to "+app.URL+"/shutdown/now)") {
+		t.Errorf("same host: stdout does not show the redirect:\n%s", r.stdout)
+	}
+
+	r = harness{}.run("prestop", "--sleep=0s", "--then-http-get="+app.URL+"/elsewhere")
+	if r.code != ExitOK {
+		t.Fatalf("other host: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if n := len(other.requests()); n != 0 {
+		t.Errorf("other host: the redirect was followed (%d requests)", n)
+	}
+	if !strings.Contains(r.stdout, "-> 302 Found redirecting to \"http://localhost:"+other.port(t)+"/x\" (not followed)") ||
+		!strings.Contains(r.stdout, "as the kubelet does for a redirect to another host") {
+		t.Errorf("other host: stdout does not say the redirect was not followed:\n%s", r.stdout)
+	}
+}
+
+// Client-side errors that another try would repeat fail at once; errors that
+// may pass (connection refused, see TestPreStopRefused) are retried.
+func TestPreStopPermanentErrorsNotRetried(t *testing.T) {
+	t.Parallel()
+	tlsSrv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }))
+	tlsSrv.Config.ErrorLog = log.New(io.Discard, "", 0) // the handshake errors are the point
+	tlsSrv.StartTLS()
+	t.Cleanup(tlsSrv.Close)
+	plain := newFake(t, status(http.StatusOK, "OK"))
+	plain.Config.ErrorLog = log.New(io.Discard, "", 0)
+	cases := []struct{ name, url, want string }{
+		{"certificate signed by an unknown authority", tlsSrv.URL + "/offline", "not retried: the server's certificate is not trusted"},
+		{"https to a plain HTTP server", "https://" + plain.hostPort() + "/offline", "not retried: the server speaks plain HTTP"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			r := harness{}.run("prestop", "--sleep=0s", "--registry=edas", "--edas-url="+c.url)
+			if r.code != ExitFailed {
+				t.Fatalf("exit %d, want 1\n%s%s", r.code, r.stdout, r.stderr)
+			}
+			if n := strings.Count(r.stdout, "edas offline GET"); n != 1 || !strings.Contains(r.stdout, c.want) {
+				t.Errorf("want one try, logged with %q; got %d:\n%s", c.want, n, r.stdout)
+			}
+			within(t, "the hook", r.took(), 0, 500*time.Millisecond) // the retries alone would take 600ms
+			if !strings.Contains(r.stderr, "FAILED: edas offline failed after 1 request") {
+				t.Errorf("stderr = %q", r.stderr)
+			}
+		})
+	}
+}
+
+// A Host or User-Agent header given for the offline call or the original
+// httpGet handler is sent, as the kubelet sends a handler's headers; the
+// User-Agent only defaults to mesh-init-hook.
+func TestPreStopHostAndUserAgentHeaders(t *testing.T) {
+	t.Parallel()
+	f := newFake(t, status(http.StatusOK, ""))
+	r := harness{}.run("prestop", "--sleep=0s", "--registry=http", "--http-url="+f.URL+"/down",
+		"--http-header=Host: registry.internal", "--http-header=User-Agent: ops-tool/1.0",
+		"--then-http-get="+f.URL+"/stop", "--then-http-header=host: app.internal", "--then-http-header=user-agent: probe/2")
+	if r.code != ExitOK {
+		t.Fatalf("exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	reqs := f.requests()
+	if len(reqs) != 2 {
+		t.Fatalf("%d requests", len(reqs))
+	}
+	for i, want := range []struct{ host, ua string }{{"registry.internal", "ops-tool/1.0"}, {"app.internal", "probe/2"}} {
+		if reqs[i].Host != want.host || reqs[i].Header.Get("User-Agent") != want.ua {
+			t.Errorf("%s: Host %q, User-Agent %q; want %q, %q", reqs[i].Path, reqs[i].Host, reqs[i].Header.Get("User-Agent"), want.host, want.ua)
+		}
+	}
+	if got := reqs[1].Header.Get("Accept"); got != "*/*" {
+		t.Errorf("the original handler's Accept = %q, want the kubelet's */*", got)
+	}
+	// Without them: the server's own address and the hook's User-Agent.
+	r = harness{}.run("prestop", "--sleep=0s", "--registry=http", "--http-url="+f.URL+"/down")
+	if last := f.requests()[2]; r.code != ExitOK || last.Host != f.hostPort() || last.Header.Get("User-Agent") != "mesh-init-hook" {
+		t.Errorf("defaults: exit %d, Host %q, User-Agent %q", r.code, last.Host, last.Header.Get("User-Agent"))
+	}
+}
+
+// --eureka-server-url takes the comma-separated zones of
+// EUREKA_CLIENT_SERVICEURL_DEFAULTZONE, and a failing zone moves on to the
+// next one.
+func TestPreStopEurekaServerURLZones(t *testing.T) {
+	t.Parallel()
+	failing := newFake(t, status(http.StatusInternalServerError, "boom"))
+	good := newFake(t, eurekaServer("CART", "cart-1"))
+	for _, first := range []string{refusedURL(t), failing.URL} {
+		zones := first + "/eureka/, " + good.URL + "/eureka/"
+		r := harness{}.run("prestop", "--sleep=0s", "--registry=eureka", "--eureka-server-url="+zones,
+			"--eureka-app-name=cart", "--eureka-instance-id=cart-1")
+		if r.code != ExitOK {
+			t.Errorf("%s: exit %d\n%s%s", zones, r.code, r.stdout, r.stderr)
+		}
+	}
+	reqs := good.requests()
+	if len(reqs) != 2 {
+		t.Fatalf("the second zone got %d requests, want one per run", len(reqs))
+	}
+	expectRequest(t, reqs[0], http.MethodPut, "/eureka/apps/CART/cart-1/status", "value=OUT_OF_SERVICE")
+	if len(failing.requests()) != 1 {
+		t.Errorf("the failing zone got %d requests, want 1", len(failing.requests()))
 	}
 }

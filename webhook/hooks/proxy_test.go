@@ -53,6 +53,20 @@ func TestWaitReady(t *testing.T) {
 			t.Errorf("stderr = %q", r.stderr)
 		}
 	})
+	t.Run("malformed URL is bad arguments, not a timeout", func(t *testing.T) {
+		t.Parallel()
+		for _, args := range [][]string{
+			{"wait-ready", "--url=127.0.0.1:15021/healthz/ready", "--timeout=5s"},
+			{"proxy-stop", "--wait=0s", "--drain=0s", "--admin-url=127.0.0.1:15000"},
+			{"run", "--ready-url=http:///healthz/ready", "--ready-timeout=5s", "--", "/bin/true"},
+		} {
+			r := harness{}.run(args...)
+			if r.code != ExitUsage || !strings.Contains(r.stderr, "bad arguments: --") || !strings.Contains(r.stderr, "is not an absolute http or https URL with a host") {
+				t.Errorf("%q: exit %d, stderr %q", args, r.code, r.stderr)
+			}
+			within(t, args[0]+" with a malformed URL", r.took(), 0, 200*time.Millisecond)
+		}
+	})
 	t.Run("nothing listening", func(t *testing.T) {
 		t.Parallel()
 		r := harness{}.run("wait-ready", "--url="+refusedURL(t)+"/healthz/ready", "--timeout=400ms")

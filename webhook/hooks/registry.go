@@ -200,6 +200,13 @@ func (e environment) springCloud(s SpringCloud) *request {
 		if base == "" {
 			base, baseFrom = "/actuator", "default"
 		}
+		if !strings.HasPrefix(base, "/") {
+			// Spring Boot itself refuses such a value at startup ("Base
+			// path must start with '/' or be empty"); reading it as the
+			// path it can only mean keeps the URL well-formed.
+			notes = append(notes, fmt.Sprintf("%s=%q does not start with / (Spring Boot refuses that at startup); using %q", baseFrom, base, "/"+base))
+			base = "/" + base
+		}
 		// Actuator sits behind the servlet context path of whichever server
 		// it is on: the app's, or the management server's own.
 		var ctxPath, ctxFrom string
@@ -248,8 +255,9 @@ func (e environment) springCloud(s SpringCloud) *request {
 
 func (e environment) eureka(c Eureka) (*request, error) {
 	var notes []string
-	servers, from := []string{c.ServerURL}, "--eureka-server-url"
-	if c.ServerURL == "" {
+	// Both are comma-separated zones, tried in turn on retries.
+	servers, from := list(c.ServerURL), "--eureka-server-url"
+	if len(servers) == 0 {
 		v, n := e.lookup("EUREKA_CLIENT_SERVICEURL_DEFAULTZONE")
 		servers, from = list(v), n
 	}
@@ -257,8 +265,8 @@ func (e environment) eureka(c Eureka) (*request, error) {
 		return nil, errors.New("no Eureka server URL: set --eureka-server-url or EUREKA_CLIENT_SERVICEURL_DEFAULTZONE in the app container")
 	}
 	for i, s := range servers {
-		if u, err := url.Parse(s); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, fmt.Errorf("eureka server URL %q from %s is not an http or https URL", redact(s), from)
+		if err := CheckHTTPURL(s); err != nil {
+			return nil, fmt.Errorf("eureka server URL from %s: %w", from, err)
 		}
 		servers[i] = strings.TrimRight(s, "/")
 	}
@@ -373,18 +381,11 @@ func (e environment) nacos(c Nacos) (*request, error) {
 		return nil, errors.New("no Nacos server: set --nacos-server-url or NACOS_SERVER_ADDR or SPRING_CLOUD_NACOS_DISCOVERY_SERVER_ADDR in the app container")
 	}
 	for i, s := range servers {
-		if !strings.Contains(s, "://") {
-			s = "http://" + s
+		base, err := nacosBaseURL(s)
+		if err != nil {
+			return nil, fmt.Errorf("nacos server from %s: %w", from, err)
 		}
-		u, err := url.Parse(s)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, fmt.Errorf("nacos server %q from %s is not a host:port or an http(s) URL", servers[i], from)
-		}
-		// A bare address gets Nacos's default context path.
-		if strings.Trim(u.Path, "/") == "" {
-			u.Path = "/nacos"
-		}
-		servers[i] = strings.TrimRight(u.String(), "/")
+		servers[i] = base
 	}
 	service, serviceFrom := c.ServiceName, "--nacos-service-name"
 	if service == "" {
@@ -442,7 +443,7 @@ func (e environment) nacos(c Nacos) (*request, error) {
 	q.Set("enabled", "false")
 	q.Set("ephemeral", "true")
 	notes = append(notes, fmt.Sprintf("server %s (%s), service %s (%s), instance %s (%s) port %d (%s)",
-		servers[0], from, service, serviceFrom, ip, ipFrom, port, portFrom))
+		redact(servers[0]), from, service, serviceFrom, ip, ipFrom, port, portFrom))
 	return &request{
 		what:   "nacos offline",
 		method: http.MethodPut,
@@ -458,6 +459,33 @@ func (e environment) nacos(c Nacos) (*request, error) {
 		},
 		notes: notes,
 	}, nil
+}
+
+// nacosDefaultPort is the port the Nacos client adds to a server address
+// that has none (ParamUtil.getDefaultServerPort).
+const nacosDefaultPort = "8848"
+
+// nacosBaseURL turns one entry of a Nacos server list into the base URL of
+// its open API, as the Nacos client reads serverAddr: an entry without a
+// scheme is host[:port] and gets http:// and, without a port, 8848; an
+// http(s) URL is used as written (its scheme's port when it names none).
+// Without a path, Nacos's default context path /nacos is added.
+func nacosBaseURL(entry string) (string, error) {
+	s, bare := entry, !strings.Contains(entry, "://")
+	if bare {
+		s = "http://" + s
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || u.RawQuery != "" || u.Fragment != "" {
+		return "", fmt.Errorf("%q is not host, host:port or an http or https URL", redact(entry))
+	}
+	if bare && u.Port() == "" {
+		u.Host = net.JoinHostPort(u.Hostname(), nacosDefaultPort)
+	}
+	if strings.Trim(u.Path, "/") == "" {
+		u.Path = "/nacos"
+	}
+	return strings.TrimRight(u.String(), "/"), nil
 }
 
 func httpOffline(h HTTPCall) *request {

@@ -48,6 +48,10 @@ func TestDefaultsSpringCloud(t *testing.T) {
 			want: "http://127.0.0.1:9001/mgmt/ops/serviceregistry"},
 		{vars: map[string]string{"SERVER_PORT": "tcp://10.96.0.7:80"}, want: "http://127.0.0.1:8080/actuator/serviceregistry", note: `ignored SERVER_PORT="tcp://10.96.0.7:80" (not a port)`},
 		{vars: map[string]string{"SERVER_PORT": "9000", "SERVER_SERVLET_CONTEXT_PATH": "/shop"}, flags: SpringCloud{Port: 7000, BasePath: "/admin/"}, want: "http://127.0.0.1:7000/admin/serviceregistry"},
+		// A base path without its leading / is read as the path it means.
+		{vars: map[string]string{"MANAGEMENT_ENDPOINTS_WEB_BASE_PATH": "manage"}, want: "http://127.0.0.1:8080/manage/serviceregistry",
+			note: `MANAGEMENT_ENDPOINTS_WEB_BASE_PATH="manage" does not start with / (Spring Boot refuses that at startup); using "/manage"`},
+		{vars: map[string]string{"MANAGEMENT_ENDPOINTS_WEB_BASE_PATH": "manage/", "SERVER_SERVLET_CONTEXT_PATH": "/shop"}, want: "http://127.0.0.1:8080/shop/manage/serviceregistry"},
 	}
 	for _, c := range cases {
 		req := resolve(t, harness{vars: c.vars}, Registry{Preset: PresetSpringCloud, SpringCloud: c.flags})
@@ -146,9 +150,49 @@ func TestDefaultsNacos(t *testing.T) {
 	if req := resolve(t, h, Registry{Preset: PresetNacos}); !strings.Contains(req.paths[0], "ip=192.168.0.5&") {
 		t.Errorf("SPRING_CLOUD_NACOS_DISCOVERY_IP ignored: %s", req.paths[0])
 	}
+	// An address without a port gets the Nacos client's default port,
+	// from the environment as from the flag; a URL keeps its scheme's.
+	for _, c := range []struct {
+		h     harness
+		flags Nacos
+		want  []string
+	}{
+		{h: harness{vars: map[string]string{"NACOS_SERVER_ADDR": "127.0.0.1, nacos-1.nacos:9848,[fd00::5]"}},
+			want: []string{"http://127.0.0.1:8848/nacos", "http://nacos-1.nacos:9848/nacos", "http://[fd00::5]:8848/nacos"}},
+		{flags: Nacos{ServerURL: "nacos,https://nacos.example"}, want: []string{"http://nacos:8848/nacos", "https://nacos.example/nacos"}},
+	} {
+		c.h.vars = mergeVars(c.h.vars, map[string]string{"SPRING_APPLICATION_NAME": "orders", "POD_IP": "10.0.0.1"})
+		if err := (Registry{Preset: PresetNacos, Nacos: c.flags}).Validate(); err != nil {
+			t.Errorf("%+v: the flag is refused: %v", c.flags, err)
+		}
+		if req := resolve(t, c.h, Registry{Preset: PresetNacos, Nacos: c.flags}); !reflect.DeepEqual(req.bases, c.want) {
+			t.Errorf("%v %+v: servers %q, want %q", c.h.vars, c.flags, req.bases, c.want)
+		}
+	}
+	// A password in the server URL is hidden on the "using" line.
+	for _, r := range []Registry{
+		{Preset: PresetNacos},
+		{Preset: PresetNacos, Nacos: Nacos{ServerURL: "http://nacos:s3cret@nacos-0:8848"}},
+	} {
+		h := harness{vars: map[string]string{"NACOS_SERVER_ADDR": "http://nacos:s3cret@nacos-0:8848", "SPRING_APPLICATION_NAME": "orders", "POD_IP": "10.0.0.1"}}
+		req := resolve(t, h, r)
+		if notes := strings.Join(req.notes, " "); strings.Contains(notes, "s3cret") || !strings.Contains(notes, "http://nacos:xxxxx@nacos-0:8848/nacos") {
+			t.Errorf("the password shows in %q", notes)
+		}
+	}
 	// No address at all is an error that says what to set.
 	_, err := harness{vars: map[string]string{"NACOS_SERVER_ADDR": "n:8848", "SPRING_APPLICATION_NAME": "o"}}.env().offlineRequest(Registry{Preset: PresetNacos})
 	if err == nil || !strings.Contains(err.Error(), "POD_IP") {
 		t.Errorf("err = %v", err)
 	}
+}
+
+func mergeVars(a, b map[string]string) map[string]string {
+	out := map[string]string{}
+	for _, m := range []map[string]string{b, a} {
+		for k, v := range m {
+			out[k] = v
+		}
+	}
+	return out
 }

@@ -191,11 +191,13 @@ func checkNacosServers(v string) error {
 		if strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://") {
 			continue
 		}
+		// host[:port]; without a port the Nacos client's 8848, as the hook
+		// tool does for the flag and the environment.
 		host, port, ok := strings.Cut(s, ":")
-		if !ok || host == "" || strings.ContainsAny(host, " /?#") {
-			return fmt.Errorf("%q is neither an http(s) URL nor host:port", s)
+		if host == "" || strings.ContainsAny(host, " /?#") {
+			return fmt.Errorf("%q is neither an http(s) URL nor host[:port]", s)
 		}
-		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		if n, err := strconv.Atoi(port); ok && (err != nil || n < 1 || n > 65535) {
 			return fmt.Errorf("%q has no valid port", s)
 		}
 	}
@@ -392,6 +394,13 @@ var Overrides = []Override{
 			var h map[string]string
 			if err := json.Unmarshal([]byte(v), &h); err != nil {
 				return fmt.Errorf("not a JSON object of header names to string values")
+			}
+			for name, val := range h {
+				// The hook tool's own rule: what it would refuse (and so
+				// skip the drain sleep) is refused here.
+				if _, _, err := hooks.ParseHeader(name + ": " + val); err != nil || strings.Contains(name, ":") {
+					return fmt.Errorf("the header %q cannot be sent: a header name is a token without spaces or colons, and a value has no control characters", name)
+				}
 			}
 			s.Lifecycle.Registry.HTTP.Headers = h
 			return nil

@@ -252,7 +252,7 @@ func TestAnnotationErrors(t *testing.T) {
 		"sidecar-injector.io/proxy-image":                  "not an image",
 		"traffic.sidecar.istio.io/excludeInboundPorts":     "1-2-3",
 		"sidecar-injector.io/hold-until-proxy-ready":       "1",
-		"sidecar-injector.io/nacos-server-url":             "nacos",
+		"sidecar-injector.io/nacos-server-url":             "nacos:0",
 		"sidecar-injector.io/spring-cloud-status":          "UP",
 		"traffic.sidecar.istio.io/includeOutboundIPRanges": "10.0.0.0/8,",
 	} {
@@ -329,4 +329,16 @@ policies:
 	assert.Equal(t, "by-meta", c.Select("foo", nil).Policy.Name)
 	assert.Equal(t, DefaultPolicyName, c.Select("bar", nil).Policy.Name)
 	assert.Equal(t, map[string]string{"team": "x"}, own)
+}
+
+// Headers the hook tool would refuse at run time are refused at admission.
+func TestOfflineHeadersTheHookCanSend(t *testing.T) {
+	for _, v := range []string{`{"":"x"}`, `{" ":"x"}`, `{"Bad Name":"v"}`, `{"X:Y":"z"}`, `{"X-A":"b\r\nX-Evil: 1"}`} {
+		s := Defaults()
+		_, _, err := ApplyAnnotations(&s, map[string]string{"sidecar-injector.io/offline-http-headers": v})
+		assert.Error(t, err, v)
+	}
+	s := Defaults()
+	_, _, err := ApplyAnnotations(&s, map[string]string{"sidecar-injector.io/offline-http-headers": `{"Authorization":"Bearer a:b","X-Token":"abc"}`})
+	assert.NoError(t, err)
 }

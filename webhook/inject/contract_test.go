@@ -9,6 +9,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/sidecar-injector/injector/webhook/capture"
 	"github.com/sidecar-injector/injector/webhook/config"
@@ -243,4 +245,19 @@ func TestGracePeriod(t *testing.T) {
 	assert.Nil(t, pods["plain"].Spec.TerminationGracePeriodSeconds, "5+20 fits the default 30: untouched")
 	def := config.Defaults().Lifecycle
 	assert.LessOrEqual(t, int64(def.DrainSeconds+def.ShutdownSeconds), int64(30))
+}
+
+// An app's httpGet preStop with a header the hook tool cannot send keeps
+// its own handler, with a warning, rather than getting a hook that would
+// exit 2 and skip the drain sleep.
+func TestUnsendablePreStopHeaderKeepsTheHandler(t *testing.T) {
+	e, err := inject.New(config.BuiltinConfig(), injecttest.Options(true))
+	require.NoError(t, err)
+	get := &corev1.HTTPGetAction{Path: "/stop", Port: intstr.FromInt32(8080), HTTPHeaders: []corev1.HTTPHeader{{Name: "X-A", Value: "b\r\nX-Evil: 1"}}}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app",
+		Lifecycle: &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{HTTPGet: get}}}}}}
+	out, d := e.Inject(pod, inject.Namespace{Name: "shop", Labels: map[string]string{config.NamespaceLabel: "enabled"}})
+	require.Equal(t, inject.Injected, d.Result, d.Message)
+	assert.Equal(t, get, container(out, "app").Lifecycle.PreStop.HTTPGet)
+	assert.Contains(t, strings.Join(d.Warnings, "\n"), "cannot be sent")
 }

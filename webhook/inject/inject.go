@@ -681,7 +681,13 @@ func originalHandler(c *corev1.Container, h *corev1.LifecycleHandler) (hooks.Ori
 		}
 		o := hooks.OriginalHandler{HTTPGet: fmt.Sprintf("%s://%s%s", scheme, hostPort(host, port), path), HTTPGetPodIP: podIP}
 		for _, hd := range g.HTTPHeaders {
-			o.HTTPHeaders = append(o.HTTPHeaders, hd.Name+": "+hd.Value)
+			// The hook tool refuses (exit 2, no sleep) a header it cannot
+			// send; such a handler stays as it is.
+			h := hd.Name + ": " + hd.Value
+			if _, _, err := hooks.ParseHeader(h); err != nil {
+				return hooks.OriginalHandler{}, fmt.Errorf("its preStop httpGet header cannot be sent: %v", err)
+			}
+			o.HTTPHeaders = append(o.HTTPHeaders, h)
 		}
 		return o, nil
 	case h.Sleep != nil:

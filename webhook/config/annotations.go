@@ -358,14 +358,14 @@ var Overrides = []Override{
 			}
 			return nil
 		}, func(s *Settings) *string { return &s.Lifecycle.Registry.SpringCloud.Status }),
-	textOverride("eureka-server-url", "lifecycle.registry.eureka.serverURL", "an http(s) URL such as http://eureka:8761/eureka",
+	textOverride("eureka-server-url", "lifecycle.registry.eureka.serverURL", "an http(s) URL such as http://eureka:8761/eureka, or several separated by commas (zones tried in order)",
 		"http://eureka:8761/eureka", checkURL, func(s *Settings) *string { return &s.Lifecycle.Registry.Eureka.ServerURL }),
 	textOverride("eureka-app-name", "lifecycle.registry.eureka.appName", "an application name", "ORDERS",
 		checkName, func(s *Settings) *string { return &s.Lifecycle.Registry.Eureka.AppName }),
 	textOverride("eureka-instance-id", "lifecycle.registry.eureka.instanceID", "an instance id", "orders-0:orders:8080",
 		checkName, func(s *Settings) *string { return &s.Lifecycle.Registry.Eureka.InstanceID }),
 	textOverride("nacos-server-url", "lifecycle.registry.nacos.serverURL",
-		"an http(s) URL or a comma-separated host:port list, as Nacos's own server-addr",
+		"an http(s) URL or a comma-separated host[:port] list (port 8848 when absent), as Nacos's own server-addr",
 		"http://nacos:8848", checkNacosServers, func(s *Settings) *string { return &s.Lifecycle.Registry.Nacos.ServerURL }),
 	textOverride("nacos-service-name", "lifecycle.registry.nacos.serviceName", "a service name", "orders",
 		checkName, func(s *Settings) *string { return &s.Lifecycle.Registry.Nacos.ServiceName }),

@@ -169,6 +169,9 @@ var (
 	httpMethod = regexp.MustCompile(`^[A-Z]+$`)
 )
 
+// maxHTTPBody bounds the http preset's request body.
+const maxHTTPBody = 4096
+
 // checkImage refuses what the kubelet would fail on later
 // (InvalidImageName), so a bad image is a clear answer at admission.
 func checkImage(v string) error {
@@ -406,8 +409,16 @@ var Overrides = []Override{
 			return nil
 		},
 	},
-	textOverride("offline-http-body", "lifecycle.registry.http.body", "any text", `{"status":"DOWN"}`,
-		nil, func(s *Settings) *string { return &s.Lifecycle.Registry.HTTP.Body }),
+	textOverride("offline-http-body", "lifecycle.registry.http.body", "text of at most 4096 bytes", `{"status":"DOWN"}`,
+		func(v string) error {
+			// The body is copied into every app container's preStop
+			// command: a large one multiplies into a pod the API server
+			// cannot store.
+			if len(v) > maxHTTPBody {
+				return fmt.Errorf("%d bytes; at most %d", len(v), maxHTTPBody)
+			}
+			return nil
+		}, func(s *Settings) *string { return &s.Lifecycle.Registry.HTTP.Body }),
 	{
 		Name: "offline-http-expect-status", Field: "lifecycle.registry.http.expectStatus",
 		Accepts: "a comma-separated list of HTTP status codes", Example: "200,204",

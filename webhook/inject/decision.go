@@ -44,16 +44,20 @@ const (
 
 // Reasons for refusing.
 const (
-	ReasonInvalidAnnotation    Reason = "invalid_annotation"
-	ReasonOverrideNotAllowed   Reason = "override_not_allowed"
-	ReasonOverrideOutOfBounds  Reason = "override_out_of_bounds"
-	ReasonOptOutNotAllowed     Reason = "opt_out_not_allowed"
-	ReasonProxyUIDConflict     Reason = "proxy_uid_conflict"
-	ReasonProxyPortConflict    Reason = "proxy_port_conflict"
-	ReasonMountPathConflict    Reason = "mount_path_conflict"
-	ReasonVolumeNameConflict   Reason = "volume_name_conflict"
-	ReasonInvalidPod           Reason = "invalid_pod"
-	ReasonPolicyRenderingError Reason = "policy_rendering_failed"
+	ReasonInvalidAnnotation   Reason = "invalid_annotation"
+	ReasonOverrideNotAllowed  Reason = "override_not_allowed"
+	ReasonOverrideOutOfBounds Reason = "override_out_of_bounds"
+	ReasonOptOutNotAllowed    Reason = "opt_out_not_allowed"
+	ReasonProxyUIDConflict    Reason = "proxy_uid_conflict"
+	ReasonProxyPortConflict   Reason = "proxy_port_conflict"
+	ReasonMountPathConflict   Reason = "mount_path_conflict"
+	ReasonVolumeNameConflict  Reason = "volume_name_conflict"
+	// ReasonContainerNameConflict: an app container or init container
+	// has the name the injector gives its own, without a status
+	// annotation that says the injector put it there.
+	ReasonContainerNameConflict Reason = "container_name_conflict"
+	ReasonInvalidPod            Reason = "invalid_pod"
+	ReasonPolicyRenderingError  Reason = "policy_rendering_failed"
 )
 
 // AllReasons lists every reason with its result, for docs and metrics.
@@ -81,6 +85,7 @@ var AllReasons = []struct {
 	{ReasonProxyPortConflict, Refused},
 	{ReasonMountPathConflict, Refused},
 	{ReasonVolumeNameConflict, Refused},
+	{ReasonContainerNameConflict, Refused},
 	{ReasonInvalidPod, Refused},
 	{ReasonPolicyRenderingError, Refused},
 }

@@ -1,6 +1,7 @@
 package inject
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path"
@@ -67,6 +68,15 @@ func (e *Engine) inject(pod *corev1.Pod, ns Namespace) (*corev1.Pod, Decision, *
 		ns.Name = pod.Namespace
 	}
 	if d, done := e.preflight(pod, ns); done {
+		if d.Reason == ReasonOtherMesh && ns.Labels[config.NamespaceLabel] == "enabled" {
+			// Another mesh's marker keeps our proxy out, which is an
+			// opt-out as far as the policy is concerned.
+			if p := e.config.Select(ns.Name, ns.Labels).Policy; !p.Bounds.AllowOptOut {
+				return pod, withPolicy(decide(Refused, ReasonOptOutNotAllowed, fmt.Sprintf(
+					"%s; policy %q does not let pods in namespace %q go without this mesh's proxy (podOverrides.allowOptOut is false)",
+					d.Message, p.Name, ns.Name)), p), nil
+			}
+		}
 		return pod, d, nil
 	}
 	sel := e.config.Select(ns.Name, ns.Labels)
@@ -210,12 +220,21 @@ func (e *Engine) preflight(pod *corev1.Pod, ns Namespace) (Decision, bool) {
 		return decide(Skipped, ReasonInjectorNamespace, fmt.Sprintf("namespace %q runs the injector itself and is never injected", ns.Name)), true
 	}
 	if _, ok := pod.Annotations[config.StatusAnnotation]; ok {
+		// Only a status that describes this pod means "injected": a
+		// copied or hand-written annotation must not become a way around
+		// injection.
+		if problem := statusProblem(pod); problem != "" {
+			return decide(Refused, ReasonInvalidPod, fmt.Sprintf("the pod carries %s, but %s; remove the annotation (uninject restores an injected pod's spec)",
+				config.StatusAnnotation, problem)), true
+		}
 		return decide(Skipped, ReasonAlreadyInjected, "the pod already carries "+config.StatusAnnotation), true
 	}
 	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
 		for _, c := range list {
 			if c.Name == DefaultNames.Proxy || c.Name == DefaultNames.Init {
-				return decide(Skipped, ReasonAlreadyInjected, fmt.Sprintf("the pod already has a container named %q", c.Name)), true
+				return decide(Refused, ReasonContainerNameConflict, fmt.Sprintf(
+					"the pod has a container named %q, the name of the injector's own, but no %s annotation; rename that container",
+					c.Name, config.StatusAnnotation)), true
 			}
 			if mesh, ok := otherMeshContainers[c.Name]; ok {
 				return decide(Skipped, ReasonOtherMesh, fmt.Sprintf("the pod already has %s's %q container; two proxies would capture each other's traffic", mesh, c.Name)), true
@@ -480,8 +499,38 @@ func (e *Engine) mutate(pod *corev1.Pod, r *Rendered, policyName string) (*corev
 					"the pod already has a volume named %q, which the injector adds; rename that volume", v.Name)}
 			}
 		}
+		// A mount of a volume the pod does not declare would be refused by
+		// the API server; once the injector adds a volume of that name,
+		// the app would get the proxy's files instead.
+		if c, ok := usesVolume(pod, v.Name); ok {
+			return nil, nil, &conflictError{ReasonVolumeNameConflict, fmt.Sprintf(
+				"container %q mounts a volume named %q that the pod does not declare; the injector adds a volume of that name for the proxy: declare and rename your volume", c, v.Name)}
+		}
 		out.Spec.Volumes = append(out.Spec.Volumes, v)
 		st.Volumes = append(st.Volumes, v.Name)
+	}
+
+	// A port name the proxy uses would make Services and probes that
+	// select the port by name reach the proxy instead of the app.
+	for _, p := range proxy.Ports {
+		if p.Name == "" {
+			continue
+		}
+		for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+			for _, c := range list {
+				for _, cp := range c.Ports {
+					if cp.Name != p.Name {
+						continue
+					}
+					msg := fmt.Sprintf("container %q names its port %d %q, the name of the proxy's port %d; Services and probes that select it by name would reach the proxy: rename the port",
+						c.Name, cp.ContainerPort, cp.Name, p.ContainerPort)
+					if s.Checks.ProxyPortConflict == config.Refuse {
+						return nil, nil, &conflictError{ReasonProxyPortConflict, msg}
+					}
+					warnings = append(warnings, msg)
+				}
+			}
+		}
 	}
 
 	// Pod-level resources (PodLevelResources) bound the containers': the
@@ -515,7 +564,12 @@ func (e *Engine) mutate(pod *corev1.Pod, r *Rendered, policyName string) (*corev
 	for k, v := range pod.Annotations {
 		ann[k] = v
 	}
-	if _, ok := ann[config.DefaultContainerAnnotation]; !ok {
+	if dc, ok := ann[config.DefaultContainerAnnotation]; ok {
+		if _, found := usesContainer(&out, dc); !found {
+			warnings = append(warnings, fmt.Sprintf("%s names %q, which is not a container of this pod; kubectl logs and exec will fail until it names one",
+				config.DefaultContainerAnnotation, dc))
+		}
+	} else {
 		ann[config.DefaultContainerAnnotation] = pod.Spec.Containers[0].Name
 		st.Annotations = []string{config.DefaultContainerAnnotation}
 	}
@@ -601,6 +655,66 @@ func annotationsSize(m map[string]string) int {
 }
 
 // conflictError is a pod that already uses a name or path injection needs.
+// usesContainer reports whether the pod has a container (app or init)
+// with the name.
+func usesContainer(pod *corev1.Pod, name string) (*corev1.Container, bool) {
+	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for i := range list {
+			if list[i].Name == name {
+				return &list[i], true
+			}
+		}
+	}
+	return nil, false
+}
+
+// usesVolume returns a container that mounts (or uses as a device) the
+// named volume.
+func usesVolume(pod *corev1.Pod, name string) (string, bool) {
+	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for _, c := range list {
+			for _, m := range c.VolumeMounts {
+				if m.Name == name {
+					return c.Name, true
+				}
+			}
+			for _, d := range c.VolumeDevices {
+				if d.Name == name {
+					return c.Name, true
+				}
+			}
+		}
+	}
+	return "", false
+}
+
+// statusProblem says why the pod's status annotation cannot be the
+// injector's record of this pod, or "".
+func statusProblem(pod *corev1.Pod) string {
+	// Read leniently: a status another version of the injector wrote
+	// (another format version) still says the pod is injected, as long
+	// as what it records is there.
+	var st Status
+	if err := json.Unmarshal([]byte(pod.Annotations[config.StatusAnnotation]), &st); err != nil {
+		return fmt.Sprintf("it is not a status the injector wrote (not JSON: %v)", err)
+	}
+	if len(st.InitContainers)+len(st.Containers) == 0 {
+		return "it records no added container"
+	}
+	has := map[string]bool{}
+	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for _, c := range list {
+			has[c.Name] = true
+		}
+	}
+	for _, n := range append(append([]string(nil), st.InitContainers...), st.Containers...) {
+		if !has[n] {
+			return fmt.Sprintf("the container %q it records is not in the pod", n)
+		}
+	}
+	return ""
+}
+
 type conflictError struct {
 	reason Reason
 	msg    string

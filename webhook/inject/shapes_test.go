@@ -1,0 +1,98 @@
+package inject_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/sidecar-injector/injector/webhook/config"
+	"github.com/sidecar-injector/injector/webhook/inject"
+)
+
+// Pod shapes an independent probe sent through a real API server: none of
+// them may leave a pod without the proxy where the policy says it must
+// have one, or give the app what belongs to the proxy.
+func TestPodShapesThatMustNotSlipThrough(t *testing.T) {
+	e, err := compile(`apiVersion: sidecar-injector.io/v1alpha1
+kind: InjectorConfig
+policies:
+- name: strict
+  namespaces: [strict]
+  podOverrides: {allowOptOut: false}
+`)
+	require.NoError(t, err)
+	enabled := map[string]string{config.NamespaceLabel: "enabled"}
+	app := func(mod func(*corev1.Pod)) *corev1.Pod {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "nginx"}}}}
+		mod(p)
+		return p
+	}
+	annotate := func(k, v string) func(*corev1.Pod) {
+		return func(p *corev1.Pod) { p.Annotations = map[string]string{k: v} }
+	}
+	for _, tc := range []struct {
+		name   string
+		ns     string
+		pod    *corev1.Pod
+		result inject.Result
+		reason inject.Reason
+		msg    string
+	}{
+		{"a hand-written status is not an injection", "shop", app(annotate(config.StatusAnnotation, "{}")),
+			inject.Refused, inject.ReasonInvalidPod, "records no added container"},
+		{"a status whose containers are missing", "shop", app(annotate(config.StatusAnnotation, `{"version":1,"containers":["mesh-proxy"]}`)),
+			inject.Refused, inject.ReasonInvalidPod, `the container "mesh-proxy" it records is not in the pod`},
+		{"a status that is not JSON", "shop", app(annotate(config.StatusAnnotation, "yes")),
+			inject.Refused, inject.ReasonInvalidPod, "not JSON"},
+		{"an app container named like the proxy", "shop", app(func(p *corev1.Pod) { p.Spec.Containers[0].Name = inject.DefaultNames.Proxy }),
+			inject.Refused, inject.ReasonContainerNameConflict, "rename that container"},
+		{"an init container named like mesh-init", "shop", app(func(p *corev1.Pod) {
+			p.Spec.InitContainers = []corev1.Container{{Name: inject.DefaultNames.Init, Image: "busybox"}}
+		}), inject.Refused, inject.ReasonContainerNameConflict, "rename that container"},
+		{"another mesh's marker where opting out is allowed", "shop", app(annotate("sidecar.istio.io/status", "fake")),
+			inject.Skipped, inject.ReasonOtherMesh, "Istio"},
+		{"another mesh's marker where opting out is not allowed", "strict", app(annotate("sidecar.istio.io/status", "fake")),
+			inject.Refused, inject.ReasonOptOutNotAllowed, `policy "strict"`},
+		{"an undeclared mount of the tools volume", "shop", app(func(p *corev1.Pod) {
+			p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: inject.DefaultNames.ToolsVolume, MountPath: "/tools"}}
+		}), inject.Refused, inject.ReasonVolumeNameConflict, "does not declare"},
+		{"an app port named like the proxy's", "shop", app(func(p *corev1.Pod) {
+			p.Spec.Containers[0].Ports = []corev1.ContainerPort{{Name: "mesh-stats", ContainerPort: 9090}}
+		}), inject.Refused, inject.ReasonProxyPortConflict, `"mesh-stats"`},
+		{"an oversized offline body", "shop", app(func(p *corev1.Pod) {
+			p.Annotations = map[string]string{"sidecar-injector.io/registry": "http", "sidecar-injector.io/offline-http-url": "http://127.0.0.1:8080/off",
+				"sidecar-injector.io/offline-http-body": strings.Repeat("B", 4097)}
+		}), inject.Refused, inject.ReasonInvalidAnnotation, "at most 4096"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, d := e.Inject(tc.pod, inject.Namespace{Name: tc.ns, Labels: enabled})
+			assert.Equal(t, tc.result, d.Result, d.Message)
+			assert.Equal(t, tc.reason, d.Reason, d.Message)
+			assert.Contains(t, d.Message, tc.msg)
+		})
+	}
+
+	// An injected pod is still recognised as injected.
+	out, d := e.Inject(app(func(*corev1.Pod) {}), inject.Namespace{Name: "strict", Labels: enabled})
+	require.Equal(t, inject.Injected, d.Result, d.Message)
+	_, d = e.Inject(out, inject.Namespace{Name: "strict", Labels: enabled})
+	assert.Equal(t, inject.ReasonAlreadyInjected, d.Reason, d.Message)
+	// So is one another version injected (another status format version).
+	other := out.DeepCopy()
+	other.Annotations[config.StatusAnnotation] = strings.Replace(other.Annotations[config.StatusAnnotation], `"version":1`, `"version":99`, 1)
+	require.Contains(t, other.Annotations[config.StatusAnnotation], `"version":99`)
+	_, d = e.Inject(other, inject.Namespace{Name: "strict", Labels: enabled})
+	assert.Equal(t, inject.ReasonAlreadyInjected, d.Reason, d.Message)
+
+	// A default-container that names no container is kept, with a warning.
+	_, d = e.Inject(app(annotate(config.DefaultContainerAnnotation, "nosuch")), inject.Namespace{Name: "shop", Labels: enabled})
+	require.Equal(t, inject.Injected, d.Result, d.Message)
+	assert.Contains(t, strings.Join(d.Warnings, "\n"), `names "nosuch", which is not a container`)
+	_, d = e.Inject(app(annotate(config.DefaultContainerAnnotation, inject.DefaultNames.Proxy)), inject.Namespace{Name: "shop", Labels: enabled})
+	require.Equal(t, inject.Injected, d.Result, d.Message)
+	assert.NotContains(t, strings.Join(d.Warnings, "\n"), "which is not a container")
+}

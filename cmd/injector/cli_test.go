@@ -104,3 +104,21 @@ policies:
 	require.Equal(t, 0, code)
 	assert.Contains(t, out, `"policy":"default"`)
 }
+
+// A directory's hidden subdirectories (.github, .git) are not read, and
+// --injector-namespace makes the CLI skip the injector's own namespace as
+// the webhook does.
+func TestInjectDirectoryAndInjectorNamespace(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "web.yaml"), []byte(deployment), 0o644))
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, ".github", "workflows"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, ".github", "workflows", "ci.yml"), []byte("on: push\njobs: {}\n"), 0o644))
+	code, out, errs := runCLI(t, "inject", "-f", dir, "--namespace-labels", "shop=sidecar-injector.io/injection=enabled")
+	require.Equal(t, 0, code, errs)
+	assert.Contains(t, out, "mesh-proxy")
+
+	code, _, errs = runCLI(t, "inject", "-f", write(t, "w.yaml", strings.Replace(deployment, "namespace: shop", "namespace: mesh-system", 1)),
+		"--namespace-labels", "*=sidecar-injector.io/injection=enabled", "--injector-namespace", "mesh-system")
+	require.Equal(t, 0, code, errs)
+	assert.Contains(t, errs, "injector_namespace")
+}

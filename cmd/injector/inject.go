@@ -23,6 +23,9 @@ type cliConfig struct {
 	nsLabels    *string
 	namespace   *string
 	kubeVersion *string
+	// injectorNS is the namespace the injector runs in, never injected
+	// (the webhook knows it from its own pod).
+	injectorNS *string
 }
 
 func addCLIFlags(fs interface {
@@ -34,6 +37,7 @@ func addCLIFlags(fs interface {
 			`namespace labels as "ns=key=value,key=value;ns2=..."; "*=..." applies to every other namespace (Namespace objects in the input also count)`),
 		namespace:   fs.String("namespace", "default", "namespace of objects without metadata.namespace"),
 		kubeVersion: fs.String("kube-version", "", "Kubernetes version that resolves nativeSidecar: auto (default: assume 1.29 or newer)"),
+		injectorNS:  fs.String("injector-namespace", "", "the namespace the injector is installed in (such as mesh-system): never injected, as the webhook skips it"),
 	}
 }
 
@@ -44,7 +48,7 @@ func (c cliConfig) engine() (*inject.Engine, error) {
 	}
 	// The server's loader, so a file means the same here as in `serve`
 	// (an empty file, for one, is an error in both).
-	l := &webhook.Loader{Path: *c.config, Options: inject.Options{NativeSidecarsSupported: native}}
+	l := &webhook.Loader{Path: *c.config, Options: inject.Options{NativeSidecarsSupported: native, InjectorNamespace: *c.injectorNS}}
 	return l.Load()
 }
 
@@ -81,6 +85,10 @@ func readSources(path string, stdin io.Reader) ([]manifest.Source, error) {
 	err = filepath.WalkDir(path, func(p string, d os.DirEntry, err error) error {
 		if err != nil {
 			return err
+		}
+		// Hidden directories (.git, .github) hold no manifests to inject.
+		if d.IsDir() && p != path && strings.HasPrefix(d.Name(), ".") {
+			return filepath.SkipDir
 		}
 		switch strings.ToLower(filepath.Ext(p)) {
 		case ".yaml", ".yml", ".json":

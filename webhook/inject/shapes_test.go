@@ -96,3 +96,17 @@ policies:
 	require.Equal(t, inject.Injected, d.Result, d.Message)
 	assert.NotContains(t, strings.Join(d.Warnings, "\n"), "which is not a container")
 }
+
+// Uninject refuses to leave a mount of a volume it removes.
+func TestUninjectRefusesADanglingMount(t *testing.T) {
+	e, err := compile("apiVersion: sidecar-injector.io/v1alpha1\nkind: InjectorConfig\n")
+	require.NoError(t, err)
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "nginx"}}}}
+	out, d := e.Inject(pod, inject.Namespace{Name: "shop", Labels: map[string]string{config.NamespaceLabel: "enabled"}})
+	require.Equal(t, inject.Injected, d.Result, d.Message)
+	out.Spec.Containers = append(out.Spec.Containers, corev1.Container{Name: "debug", Image: "busybox",
+		VolumeMounts: []corev1.VolumeMount{{Name: inject.DefaultNames.ToolsVolume, MountPath: "/t"}}})
+	_, err = inject.Uninject(out)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `container "debug" mounts the volume "mesh-tools"`)
+}

@@ -161,6 +161,14 @@ func Uninject(pod *corev1.Pod) (*corev1.Pod, error) {
 			}
 		}
 	}
+	// A container added or edited after injection may use a volume the
+	// injector added: removing the volume would leave a pod the API server
+	// refuses, so say so instead.
+	for _, n := range st.Volumes {
+		if c, ok := usesVolume(out, n); ok {
+			return nil, fmt.Errorf("container %q mounts the volume %q, which injection added and uninject removes; remove that mount first", c, n)
+		}
+	}
 	if st.GracePeriod != nil {
 		out.Spec.TerminationGracePeriodSeconds = st.GracePeriod.From
 	}

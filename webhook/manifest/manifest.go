@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -242,7 +243,7 @@ func (p *processor) namespaceLabels(ns string) map[string]string {
 // document processes one document; changed reports whether its object
 // must be re-serialized.
 func (p *processor) document(n int, d *document) (bool, []Line, error) {
-	if kindOf(d.obj) == "List" || strings.HasSuffix(kindOf(d.obj), "List") && d.obj["items"] != nil {
+	if isList(d.obj) {
 		items, _ := d.obj["items"].([]any)
 		var lines []Line
 		var errs []error
@@ -254,7 +255,7 @@ func (p *processor) document(n int, d *document) (bool, []Line, error) {
 				continue
 			}
 			c, line, err := p.object(n, i+1, obj)
-			lines = append(lines, line)
+			lines = append(lines, failedLine(line, err))
 			if err != nil {
 				errs = append(errs, err)
 			}
@@ -263,7 +264,16 @@ func (p *processor) document(n int, d *document) (bool, []Line, error) {
 		return changed, lines, errors.Join(errs...)
 	}
 	c, line, err := p.object(n, 0, d.obj)
-	return c, []Line{line}, err
+	return c, []Line{failedLine(line, err)}, err
+}
+
+// failedLine makes the report say "error" for an object that failed
+// before a decision was reached (it would otherwise read "passed through").
+func failedLine(l Line, err error) Line {
+	if err != nil && l.Result == "passed through" {
+		l.Result = "error"
+	}
+	return l
 }
 
 // templatePaths are where each workload keeps its pod template.
@@ -278,6 +288,46 @@ var templatePaths = map[string][]string{
 	"PodTemplate":           {"template"},
 }
 
+// workloadGroups are the API groups each kind of templatePaths belongs to:
+// a custom resource that happens to share a kind (Volcano's Job, Kruise's
+// StatefulSet) passes through untouched.
+var workloadGroups = map[string][]string{
+	"Pod": {""}, "ReplicationController": {""}, "PodTemplate": {""},
+	"Deployment": {"apps", "extensions"}, "StatefulSet": {"apps"}, "DaemonSet": {"apps", "extensions"}, "ReplicaSet": {"apps", "extensions"},
+	"Job": {"batch"}, "CronJob": {"batch"},
+}
+
+// groupOf is the API group of an object's apiVersion ("" for the core group).
+func groupOf(obj map[string]any) string {
+	av, _ := obj["apiVersion"].(string)
+	g, _, found := strings.Cut(av, "/")
+	if !found {
+		return ""
+	}
+	return g
+}
+
+// isBuiltin reports whether obj's kind is one of the workloads (or Pod)
+// in its own Kubernetes API group.
+func isBuiltin(obj map[string]any) bool {
+	return slices.Contains(workloadGroups[kindOf(obj)], groupOf(obj))
+}
+
+// isList reports a Kubernetes List: kind List, or a typed list (PodList,
+// DeploymentList) of a built-in group, holding items. A custom resource
+// whose kind ends in "List" is an object like any other.
+func isList(obj map[string]any) bool {
+	kind := kindOf(obj)
+	if _, ok := obj["items"]; !ok && kind != "List" {
+		return false
+	}
+	if kind == "List" {
+		return true
+	}
+	item, ok := strings.CutSuffix(kind, "List")
+	return ok && (slices.Contains(workloadGroups[item], groupOf(obj)) || (groupOf(obj) == "" && item == "Namespace"))
+}
+
 func (p *processor) object(n, item int, obj map[string]any) (bool, Line, error) {
 	kind := kindOf(obj)
 	meta, _ := obj["metadata"].(map[string]any)
@@ -289,7 +339,7 @@ func (p *processor) object(n, item int, obj map[string]any) (bool, Line, error) 
 	}
 	line := Line{Document: n, Item: item, Kind: kind, Name: name, Result: "passed through"}
 	path, isWorkload := templatePaths[kind]
-	if kind != "Pod" && !isWorkload {
+	if (kind != "Pod" && !isWorkload) || !isBuiltin(obj) {
 		return false, line, nil
 	}
 	ns, _ := meta["namespace"].(string)
@@ -340,8 +390,11 @@ func (p *processor) object(n, item int, obj map[string]any) (bool, Line, error) 
 			return false, line, nil
 		}
 	}
-	if kind != "Pod" && pod.Namespace == ns && !hasNamespace(podObj) {
-		out.Namespace = "" // templates carry no namespace; do not add one
+	if pod.Namespace == ns && !hasNamespace(podObj) {
+		// The namespace decided the policy; the object did not name one
+		// (a template never does; a pod left it to kubectl -n), so none
+		// is added.
+		out.Namespace = ""
 	}
 	if err := fromPod(obj, path, out, kind != "Pod"); err != nil {
 		return false, line, &Error{Document: n, Item: item, Field: field, Err: err}
@@ -365,7 +418,7 @@ func objectsOf(obj map[string]any) []map[string]any {
 		return nil
 	}
 	items, ok := obj["items"].([]any)
-	if !ok || !strings.HasSuffix(kindOf(obj), "List") {
+	if !ok || !isList(obj) {
 		return []map[string]any{obj}
 	}
 	var out []map[string]any
@@ -436,13 +489,28 @@ func fromPod(obj map[string]any, path []string, pod *corev1.Pod, template bool) 
 	if err := json.Unmarshal(b, &m); err != nil {
 		return err
 	}
+	// Typed structs write creationTimestamp (null) and status ({}) whether
+	// or not the input had them: keep exactly what the input had.
+	var orig map[string]any
+	if template {
+		orig, _ = lookup(obj, path)
+	} else {
+		orig = obj
+	}
+	origMeta, _ := orig["metadata"].(map[string]any)
 	if meta, ok := m["metadata"].(map[string]any); ok {
 		delete(meta, "creationTimestamp")
+		if ts, had := origMeta["creationTimestamp"]; had {
+			meta["creationTimestamp"] = ts
+		}
 		if len(meta) == 0 {
 			delete(m, "metadata")
 		}
 	}
 	delete(m, "status")
+	if st, had := orig["status"]; had && !template {
+		m["status"] = st
+	}
 	pruneEmptyResources(m)
 	if !template {
 		for k := range obj {
@@ -499,6 +567,9 @@ func readDocuments(r io.Reader) ([]*document, error) {
 			if err != nil {
 				return nil, err
 			}
+			if d == nil {
+				return nil, &Error{Document: i, Err: errors.New("not an object")}
+			}
 			docs = append(docs, d)
 		}
 		return docs, nil
@@ -519,6 +590,9 @@ func readDocuments(r io.Reader) ([]*document, error) {
 		if err != nil {
 			return nil, err
 		}
+		if d == nil {
+			continue
+		}
 		docs = append(docs, d)
 		i++
 	}
@@ -527,17 +601,23 @@ func readDocuments(r io.Reader) ([]*document, error) {
 
 func parseDocument(n int, raw []byte, isJSON bool) (*document, error) {
 	var obj map[string]any
+	js := raw
 	var err error
-	if isJSON {
-		err = json.Unmarshal(raw, &obj)
-	} else {
-		err = yaml.Unmarshal(raw, &obj)
+	if !isJSON {
+		js, err = yaml.YAMLToJSON(raw)
+	}
+	if err == nil {
+		// Numbers stay as written (json.Number): a float64 would corrupt
+		// integers beyond 2^53 in objects that pass through.
+		dec := json.NewDecoder(bytes.NewReader(js))
+		dec.UseNumber()
+		err = dec.Decode(&obj)
 	}
 	if err != nil {
 		return nil, &Error{Document: n, Err: fmt.Errorf("not a YAML or JSON object: %w", err)}
 	}
 	if obj == nil {
-		return nil, &Error{Document: n, Err: errors.New("not an object")}
+		return nil, nil // an empty document ("---" alone, or null)
 	}
 	if kindOf(obj) == "" {
 		return nil, &Error{Document: n, Field: "kind", Err: errors.New("every document needs a kind")}

@@ -134,14 +134,14 @@ func TestTemplateEqualsWebhook(t *testing.T) {
 			e := c.Engine(t)
 			want, d := e.Inject(c.Pod, c.Namespace)
 
-			kind, path := "Deployment", "spec.template"
+			apiVersion, kind, path := "apps/v1", "Deployment", "spec.template"
 			if c.Pod.Spec.RestartPolicy == corev1.RestartPolicyNever || c.Pod.Spec.RestartPolicy == corev1.RestartPolicyOnFailure {
-				kind = "Job"
+				apiVersion, kind = "batch/v1", "Job"
 			}
 			tmpl := corev1.PodTemplateSpec{Spec: c.Pod.Spec}
 			tmpl.Labels, tmpl.Annotations = c.Pod.Labels, c.Pod.Annotations
 			wl := map[string]any{
-				"apiVersion": "apps/v1", "kind": kind,
+				"apiVersion": apiVersion, "kind": kind,
 				"metadata": map[string]any{"name": c.Name, "namespace": c.Namespace.Name},
 				"spec":     map[string]any{"template": tmpl},
 			}
@@ -212,4 +212,92 @@ func TestUninjectOfUninjectedIsUnchanged(t *testing.T) {
 	assert.Equal(t, strings.TrimRight(string(in), "\n")+"\n", string(out), "byte for byte")
 	require.Len(t, lines, 1)
 	assert.Equal(t, "passed through", lines[0].Result)
+}
+
+// Inputs from an independent probe with real-world manifests.
+func TestRealWorldShapes(t *testing.T) {
+	semantic := func(t *testing.T, a, b []byte) {
+		t.Helper()
+		var x, y any
+		require.NoError(t, yaml.Unmarshal(a, &x))
+		require.NoError(t, yaml.Unmarshal(b, &y))
+		assert.Equal(t, x, y)
+	}
+	roundTrip := func(t *testing.T, in string) []byte {
+		t.Helper()
+		injected, lines := run(t, manifest.Inject, "in.yaml", []byte(in), manifest.YAML)
+		require.NotEmpty(t, lines)
+		back, _ := run(t, manifest.Uninject, "out.yaml", injected, manifest.YAML)
+		semantic(t, []byte(in), back)
+		return injected
+	}
+
+	t.Run("a pod without a namespace gets none", func(t *testing.T) {
+		out := roundTrip(t, "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations: {sidecar-injector.io/inject: \"true\"}\nspec:\n  containers: [{name: app, image: nginx}]\n")
+		assert.Contains(t, string(out), "mesh-proxy")
+		assert.NotContains(t, string(out), "namespace:")
+	})
+	t.Run("a pod dump keeps its status and creationTimestamp", func(t *testing.T) {
+		out := roundTrip(t, `apiVersion: v1
+kind: Pod
+metadata: {name: p, namespace: shop, creationTimestamp: "2024-06-01T10:00:00Z"}
+spec:
+  containers: [{name: app, image: nginx}]
+status: {phase: Running, podIP: 10.0.0.7}
+`)
+		assert.Contains(t, string(out), "mesh-proxy")
+		assert.Contains(t, string(out), "podIP: 10.0.0.7")
+	})
+	t.Run("integers beyond 2^53 pass through", func(t *testing.T) {
+		list := `apiVersion: v1
+kind: List
+items:
+- {apiVersion: example.com/v1, kind: Counter, metadata: {name: c}, spec: {offset: 9007199254740993}}
+- apiVersion: apps/v1
+  kind: Deployment
+  metadata: {name: d, namespace: shop}
+  spec: {template: {spec: {containers: [{name: app, image: nginx}]}}}
+`
+		out := roundTrip(t, list)
+		assert.Contains(t, string(out), "9007199254740993")
+		js, _ := run(t, manifest.Inject, "in.json", []byte(`{"apiVersion":"example.com/v1","kind":"Counter","metadata":{"name":"c"},"spec":{"offset":9007199254740993}}`), manifest.JSON)
+		assert.Contains(t, string(js), "9007199254740993")
+	})
+	t.Run("empty documents are skipped", func(t *testing.T) {
+		for _, in := range []string{"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\n---\n", "---\n\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n", "---\n---\n# comment only\n"} {
+			_, _ = run(t, manifest.Inject, "in.yaml", []byte(in), manifest.YAML)
+		}
+	})
+	t.Run("custom resources that look like Lists or workloads pass through", func(t *testing.T) {
+		in := `apiVersion: net.example.com/v1
+kind: EgressAllowList
+metadata: {name: a}
+items: [example.com, example.org]
+---
+apiVersion: batch.volcano.sh/v1alpha1
+kind: Job
+metadata: {name: v, namespace: shop}
+spec: {tasks: [{name: t, template: {spec: {containers: [{name: app, image: x}]}}}]}
+---
+apiVersion: apps.kruise.io/v1beta1
+kind: StatefulSet
+metadata: {name: k, namespace: shop}
+spec: {template: {spec: {containers: [{name: app, image: x}]}}}
+`
+		out, lines := run(t, manifest.Inject, "in.yaml", []byte(in), manifest.YAML)
+		assert.Equal(t, strings.TrimSpace(in), strings.TrimSpace(string(out)))
+		for _, l := range lines {
+			assert.Equal(t, "passed through", l.Result, l.String())
+		}
+	})
+	t.Run("a failed object is reported as an error", func(t *testing.T) {
+		_, lines, err := manifest.Process([]manifest.Source{{Name: "in.yaml", Data: []byte(`apiVersion: apps/v1
+kind: Deployment
+metadata: {name: legacy, namespace: other}
+spec: {template: {spec: {containers: [{name: app, image: x, imagePullPolicyy: Always}]}}}
+`)}}, manifest.Options{Mode: manifest.Inject, Engine: engine(t), NamespaceLabels: shopEnabled})
+		require.Error(t, err)
+		require.Len(t, lines, 1)
+		assert.Equal(t, "error", lines[0].Result)
+	})
 }

@@ -235,6 +235,14 @@ func TestChartRejectsBadValues(t *testing.T) {
 		"webhook.excludeNamespaces[0]=Bad": "/webhook/excludeNamespaces/0",
 		"tls.selfManaged.certValidity=90d": "/tls/selfManaged/certValidity",
 		"replicas=3":                       "additional properties 'replicas' not allowed",
+		// An independent probe of the chart found these passing install
+		// and failing only later (or blocking node drains).
+		"proxy.image.tag=":                                                                 "proxy.image: set a tag or a digest",
+		"podDisruptionBudget.maxUnavailable=0%":                                            "/podDisruptionBudget/maxUnavailable",
+		"tls.selfManaged.caValidity=1h,tls.selfManaged.certValidity=2h":                    "tls.selfManaged.certValidity (2h) must not exceed tls.selfManaged.caValidity (1h)",
+		"tls.mode=cert-manager,tls.certManager.duration=1h,tls.certManager.renewBefore=2h": "renewBefore (2h) must be shorter than tls.certManager.duration (1h)",
+		`podLabels.app\.kubernetes\.io/name=other`:                                         "invalid propertyName 'app.kubernetes.io/name'",
+		"serviceAccount.create=false":                                                      "/serviceAccount/name",
 	} {
 		_, err := harness.Render(t.Context(), helm, release, releaseNamespace, nil, set)
 		require.Error(t, err, set)
@@ -278,4 +286,19 @@ func dryRunApply(t *testing.T, c client.Client, o *unstructured.Unstructured) er
 	t.Helper()
 	return c.Apply(t.Context(), client.ApplyConfigurationFromUnstructured(o.DeepCopy()),
 		client.DryRunAll, client.FieldOwner("e2e"), client.ForceOwnership)
+}
+
+// The pods' grace period covers --shutdown-delay plus the requests in
+// flight, whatever the delay.
+func TestChartGracePeriodFollowsShutdownDelay(t *testing.T) {
+	helm := helmBin(t)
+	for set, want := range map[string]string{
+		"server.shutdownDelay=5s":      "terminationGracePeriodSeconds: 30",
+		"server.shutdownDelay=2m":      "terminationGracePeriodSeconds: 145",
+		"server.shutdownDelay=1m30.5s": "terminationGracePeriodSeconds: 116",
+	} {
+		out, err := harness.Render(t.Context(), helm, release, releaseNamespace, nil, set)
+		require.NoError(t, err, set)
+		assert.Contains(t, string(out), want, set)
+	}
 }

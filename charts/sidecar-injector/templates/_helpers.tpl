@@ -30,6 +30,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{/* repository[:tag][@digest]; call with (dict "image" .Values.x.image "default" .Chart.AppVersion) */}}
 {{- define "sidecar-injector.image" -}}
 {{- $tag := default .default .image.tag -}}
+{{- if and (not .image.digest) (not $tag) -}}
+{{- fail (printf "%s: set a tag or a digest (an image reference %s: is invalid)" .what .image.repository) -}}
+{{- end -}}
 {{- if .image.digest -}}
 {{- printf "%s@%s" .image.repository .image.digest -}}
 {{- else -}}
@@ -52,4 +55,19 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- $ns = append $ns . -}}
 {{- end -}}
 {{- toJson ($ns | uniq) -}}
+{{- end -}}
+
+{{/*
+seconds converts a Go duration ("90s", "1h30m", "500ms") to seconds (a
+float), so templates can compare durations and size the grace period.
+*/}}
+{{- define "sidecar-injector.seconds" -}}
+{{- $total := 0.0 -}}
+{{- $units := dict "ns" 0.000000001 "us" 0.000001 "µs" 0.000001 "ms" 0.001 "s" 1.0 "m" 60.0 "h" 3600.0 -}}
+{{- range regexFindAll "[0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h)" . -1 -}}
+{{- $n := regexFind "^[0-9]+(\\.[0-9]+)?" . -}}
+{{- $u := trimPrefix $n . -}}
+{{- $total = addf $total (mulf ($n | float64) (get $units $u)) -}}
+{{- end -}}
+{{- $total -}}
 {{- end -}}

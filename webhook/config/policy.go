@@ -441,7 +441,8 @@ func decodeStrict(data []byte, out any) error {
 	return nil
 }
 
-// countDocuments counts the non-empty YAML documents in data.
+// countDocuments counts the non-empty YAML documents in data. A chunk is
+// empty when it decodes to null: separators alone, comments, nothing.
 func countDocuments(data []byte) (int, error) {
 	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
 	n := 0
@@ -453,23 +454,14 @@ func countDocuments(data []byte) (int, error) {
 		if err != nil {
 			return n, err
 		}
-		if len(bytes.TrimSpace(stripComments(doc))) > 0 {
+		js, err := yaml.YAMLToJSON(doc)
+		if err != nil {
+			return n, err
+		}
+		if s := string(bytes.TrimSpace(js)); s != "null" && s != "" {
 			n++
 		}
 	}
-}
-
-// stripComments drops comment-only lines, so a document holding nothing
-// but comments does not count.
-func stripComments(doc []byte) []byte {
-	var out []byte
-	for _, line := range bytes.Split(doc, []byte("\n")) {
-		if t := bytes.TrimSpace(line); len(t) > 0 && t[0] != '#' {
-			out = append(out, line...)
-			out = append(out, '\n')
-		}
-	}
-	return out
 }
 
 func cleanJSONError(err error) error {

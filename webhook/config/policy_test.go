@@ -342,3 +342,10 @@ func TestOfflineHeadersTheHookCanSend(t *testing.T) {
 	_, _, err := ApplyAnnotations(&s, map[string]string{"sidecar-injector.io/offline-http-headers": `{"Authorization":"Bearer a:b","X-Token":"abc"}`})
 	assert.NoError(t, err)
 }
+
+// Separators and comments around the one document are not documents.
+func TestEmptyDocumentsAroundTheFile(t *testing.T) {
+	for _, body := range []string{"---\n", "---\n---\n# end\n", "defaults: {}\n---\n\n"} {
+		mustParse(t, body)
+	}
+}

@@ -701,14 +701,8 @@ func statusProblem(pod *corev1.Pod) string {
 	if len(st.InitContainers)+len(st.Containers) == 0 {
 		return "it records no added container"
 	}
-	has := map[string]bool{}
-	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
-		for _, c := range list {
-			has[c.Name] = true
-		}
-	}
 	for _, n := range append(append([]string(nil), st.InitContainers...), st.Containers...) {
-		if !has[n] {
+		if _, ok := usesContainer(pod, n); !ok {
 			return fmt.Sprintf("the container %q it records is not in the pod", n)
 		}
 	}

@@ -181,9 +181,14 @@ func checkImage(v string) error {
 	return nil
 }
 
+// checkURL is the hook tool's own URL rule (hooks.CheckHTTPURL), applied
+// to each comma-separated entry, so a URL the hook would refuse at run
+// time is refused here with the annotation's name.
 func checkURL(v string) error {
-	if !strings.HasPrefix(v, "http://") && !strings.HasPrefix(v, "https://") {
-		return fmt.Errorf("not an http:// or https:// URL")
+	for _, u := range strings.Split(v, ",") {
+		if err := hooks.CheckHTTPURL(strings.TrimSpace(u)); err != nil {
+			return err
+		}
 	}
 	return nil
 }

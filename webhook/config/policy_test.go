@@ -349,3 +349,21 @@ func TestEmptyDocumentsAroundTheFile(t *testing.T) {
 		mustParse(t, body)
 	}
 }
+
+// URL annotations follow the hook tool's rule, and the refusal names the
+// annotation.
+func TestURLAnnotationsTheHookCanUse(t *testing.T) {
+	for k, v := range map[string]string{
+		"sidecar-injector.io/offline-http-url":  "http://",
+		"sidecar-injector.io/edas-offline-url":  "https://:80/x",
+		"sidecar-injector.io/eureka-server-url": "http://a/eureka,http://",
+	} {
+		s := Defaults()
+		_, _, err := ApplyAnnotations(&s, map[string]string{k: v})
+		require.Error(t, err, k)
+		assert.Contains(t, err.Error(), k)
+	}
+	s := Defaults()
+	_, _, err := ApplyAnnotations(&s, map[string]string{"sidecar-injector.io/eureka-server-url": "http://a:8761/eureka, http://b:8761/eureka"})
+	assert.NoError(t, err)
+}

@@ -122,6 +122,7 @@ type phase struct {
 	lastDone atomic.Int64 // UnixNano of the last completion
 	latency  samples      // successful requests, from (scheduled) send time
 	lag      samples      // open loop: actual send - scheduled send
+	response samples      // open loop: successful requests, from the actual send
 	errs     errorCounts
 
 	detailMu sync.Mutex
@@ -303,6 +304,9 @@ func (l *loader) one(p *phase, i int, at time.Time, openLoop bool) {
 	}
 	p.ok.Add(1)
 	p.latency.add(end.Sub(at))
+	if openLoop {
+		p.response.add(end.Sub(sent))
+	}
 }
 
 func protoMajor(proto string) int {
@@ -444,6 +448,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	return rep, nil
 }
 
+// waiter waits for the open loop's due times (wait_linux.go, wait_other.go).
+type waiter interface {
+	// until returns at or just after at, true; or false once done is closed.
+	until(at time.Time, done <-chan struct{}) bool
+	release()
+}
+
 // openLoop sends Rate requests per second on a fixed timetable, whatever the
 // answers: request i is due at start + i/Rate. A request that cannot start
 // on time (the client fell behind, or MaxInFlight requests are outstanding)
@@ -458,18 +469,13 @@ func (l *loader) openLoop(ctx context.Context, start time.Time) time.Duration {
 	interval := float64(time.Second) / cfg.Rate
 	sem := make(chan struct{}, cfg.MaxInFlight)
 	var wg sync.WaitGroup
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
+	w := newWaiter()
+	defer w.release()
 loop:
 	for i := range warmN + measN {
 		at := start.Add(time.Duration(float64(i) * interval))
-		if d := time.Until(at); d > 0 {
-			timer.Reset(d)
-			select {
-			case <-timer.C:
-			case <-ctx.Done():
-				break loop
-			}
+		if !w.until(at, ctx.Done()) {
+			break loop
 		}
 		select {
 		case sem <- struct{}{}:

@@ -429,6 +429,9 @@ func TestMainRejectsBadFlags(t *testing.T) {
 		{"--spawn", "--url", "https://x/"}, // both
 		{"--url", "https://x/", "--spawn=false", "--server-arg", "--x"},
 		{"--url", "https://x/", "extra"},
+		{"--url", "https://x/", "--server-env", "GOGC=50"},
+		{"--spawn", "--server-env", "GOGC"},
+		{"--spawn", "--server-env", "=50"},
 	} {
 		var out, errb bytes.Buffer
 		if code := mainWithArgs(args, &out, &errb); code != 2 {
@@ -462,7 +465,7 @@ func TestSpawn(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, b)
 	}
 	var out, errb bytes.Buffer
-	code := mainWithArgs([]string{"--spawn", "--injector", bin, "--json", "--rate", "100", "--duration", "1s", "--warmup", "200ms", "--timeout", "1m"}, &out, &errb)
+	code := mainWithArgs([]string{"--spawn", "--injector", bin, "--server-env", "GOMAXPROCS=1", "--json", "--rate", "100", "--duration", "1s", "--warmup", "200ms", "--timeout", "1m"}, &out, &errb)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
@@ -475,6 +478,14 @@ func TestSpawn(t *testing.T) {
 	}
 	if rep.Protocol != "HTTP/2.0" || rep.Config.Spawned == "" {
 		t.Errorf("protocol %q, spawned %q", rep.Protocol, rep.Config.Spawned)
+	}
+	if len(rep.Config.ServerEnv) != 1 || rep.Config.ServerEnv[0] != "GOMAXPROCS=1" {
+		t.Errorf("server env %q", rep.Config.ServerEnv)
+	}
+	if rep.Response == nil || rep.Response.Count != rep.OK || rep.Response.P50 > rep.Latency.P50 {
+		// Each request's time from its actual send is at most its time
+		// from its scheduled send.
+		t.Errorf("from send %+v, latency %+v", rep.Response, rep.Latency)
 	}
 	s := rep.Server
 	if s == nil || s.PID <= 0 || s.RSSStartKiB <= 0 || s.RSSPeakKiB <= 0 || s.HWMEndKiB <= 0 || s.Error != "" {
@@ -614,4 +625,26 @@ func BenchmarkClientSide(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestWaiter: the timetable never sends early, and a cancellation ends a
+// wait that is far from due.
+func TestWaiter(t *testing.T) {
+	w := newWaiter()
+	defer w.release()
+	never := make(chan struct{})
+	for _, d := range []time.Duration{-time.Millisecond, 0, 30 * time.Microsecond, 300 * time.Microsecond, 3 * time.Millisecond} {
+		at := time.Now().Add(d)
+		if !w.until(at, never) {
+			t.Fatalf("%s: cancelled without a cancellation", d)
+		}
+		if now := time.Now(); now.Before(at) {
+			t.Errorf("%s: returned %s before the due time", d, at.Sub(now))
+		}
+	}
+	done := make(chan struct{})
+	close(done)
+	if w.until(time.Now().Add(time.Hour), done) {
+		t.Error("a cancelled wait for an hour returned as due")
+	}
 }

@@ -42,7 +42,11 @@ type Report struct {
 	Latency Summary `json:"latency"`
 	// SendLag (open loop): how late requests actually started. Late is how
 	// many started more than LateAfter after their scheduled time.
-	SendLag   *Summary      `json:"send_lag,omitempty"`
+	SendLag *Summary `json:"send_lag,omitempty"`
+	// Response (open loop): the successful requests' time from their actual
+	// send to the end of the response body, what a client that does not
+	// correct for its own lateness reports (vegeta, hey).
+	Response  *Summary      `json:"response,omitempty"`
 	Late      int           `json:"late"`
 	LateAfter time.Duration `json:"late_after_ns"`
 
@@ -70,12 +74,14 @@ type Report struct {
 
 // Host describes the machine the numbers come from.
 type Host struct {
-	Hostname     string     `json:"hostname"`
-	CPUModel     string     `json:"cpu_model"`
-	Kernel       string     `json:"kernel"`
-	GoVersion    string     `json:"go_version"`
-	NumCPU       int        `json:"nproc"`
-	GOMAXPROCS   int        `json:"gomaxprocs"`
+	Hostname   string `json:"hostname"`
+	CPUModel   string `json:"cpu_model"`
+	Kernel     string `json:"kernel"`
+	GoVersion  string `json:"go_version"`
+	NumCPU     int    `json:"nproc"`
+	GOMAXPROCS int    `json:"gomaxprocs"`
+	// ClientGOGC is the load tool's own GC percentage (main.go).
+	ClientGOGC   int        `json:"client_gogc"`
 	LoadAvgStart [3]float64 `json:"loadavg_start"`
 	LoadAvgEnd   [3]float64 `json:"loadavg_end"`
 }
@@ -97,6 +103,8 @@ type RunConfig struct {
 	// Spawned is the injector binary the tool started, if it did.
 	Spawned    string   `json:"spawned,omitempty"`
 	ServerArgs []string `json:"server_args,omitempty"`
+	// ServerEnv is what --server-env added to the server's environment.
+	ServerEnv []string `json:"server_env,omitempty"`
 }
 
 // ServerStats is what /proc says about the server process.
@@ -131,6 +139,7 @@ func newReport(cfg *Config, bodyBytes int) *Report {
 			GoVersion:    runtime.Version(),
 			NumCPU:       runtime.NumCPU(),
 			GOMAXPROCS:   runtime.GOMAXPROCS(0),
+			ClientGOGC:   clientGOGC(),
 			LoadAvgStart: loadAvg(),
 		},
 		Config: RunConfig{
@@ -179,6 +188,8 @@ func (r *Report) fill(l *loader, window time.Duration, c0, c1 counters) {
 	if l.cfg.Rate > 0 {
 		s := summarize(m.lag.d)
 		r.SendLag = &s
+		rs := summarize(m.response.d)
+		r.Response = &rs
 		r.Late = int(m.late.Load())
 	}
 	if p, ok := l.proto.Load().(string); ok {
@@ -209,13 +220,17 @@ func (r *Report) WriteText(w io.Writer) {
 	h := r.Host
 	c := r.Config
 	fmt.Fprintf(w, "sidecar-injector load test, %s\n", r.Date)
-	fmt.Fprintf(w, "machine:    %s, nproc %d (GOMAXPROCS %d), %s, Linux %s, load tool %s\n",
-		h.Hostname, h.NumCPU, h.GOMAXPROCS, h.CPUModel, h.Kernel, h.GoVersion)
+	fmt.Fprintf(w, "machine:    %s, nproc %d (GOMAXPROCS %d), %s, Linux %s, load tool %s (GOGC %d)\n",
+		h.Hostname, h.NumCPU, h.GOMAXPROCS, h.CPUModel, h.Kernel, h.GoVersion, h.ClientGOGC)
 	fmt.Fprintf(w, "load avg:   %.2f %.2f %.2f at start, %.2f %.2f %.2f at end (1/5/15 min)\n",
 		h.LoadAvgStart[0], h.LoadAvgStart[1], h.LoadAvgStart[2], h.LoadAvgEnd[0], h.LoadAvgEnd[1], h.LoadAvgEnd[2])
 	target := c.URL
 	if c.Spawned != "" {
-		target += fmt.Sprintf(" (spawned %s %s)", c.Spawned, strings.Join(c.ServerArgs, " "))
+		env := ""
+		if len(c.ServerEnv) > 0 {
+			env = strings.Join(c.ServerEnv, " ") + " "
+		}
+		target += fmt.Sprintf(" (spawned %s%s %s)", env, c.Spawned, strings.Join(c.ServerArgs, " "))
 	}
 	fmt.Fprintf(w, "target:     %s\n", target)
 	transport := fmt.Sprintf("HTTP/2 over %d connection(s), more beyond the server's stream limit", c.Conns)
@@ -255,6 +270,9 @@ func (r *Report) WriteText(w io.Writer) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", name, ms(s.Min), ms(s.P50), ms(s.P90), ms(s.P99), ms(s.P999), ms(s.Max), ms(s.Mean))
 	}
 	row("latency", r.Latency)
+	if r.Response != nil {
+		row("from send", *r.Response)
+	}
 	if r.SendLag != nil {
 		row("send lag", *r.SendLag)
 	}

@@ -35,6 +35,9 @@ type spawnOptions struct {
 	// injector, answering BodyPath's review (empty: the embedded one).
 	Floor    bool
 	BodyPath string
+	// Env is added to the server's environment (KEY=VALUE), after this
+	// tool's own: set GOGC or GOMAXPROCS for the server alone.
+	Env []string
 }
 
 // spawned is a running injector.
@@ -126,6 +129,9 @@ func spawn(ctx context.Context, o spawnOptions) (_ *spawned, err error) {
 	s.Args = append(s.Args, o.Args...)
 
 	s.cmd = exec.Command(s.Binary, s.Args...)
+	if len(o.Env) > 0 {
+		s.cmd.Env = append(os.Environ(), o.Env...)
+	}
 	s.cmd.Stdout = o.Stderr
 	s.cmd.Stderr = o.Stderr
 	if err := s.cmd.Start(); err != nil {

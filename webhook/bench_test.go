@@ -158,3 +158,16 @@ type bufWriter struct {
 func (w *bufWriter) Header() http.Header         { return w.h }
 func (w *bufWriter) WriteHeader(int)             {}
 func (w *bufWriter) Write(p []byte) (int, error) { return w.buf.Write(p) }
+
+// BenchmarkDecodeReview is the decoding share of BenchmarkAdmission: the
+// review and the view of the pod, one pass.
+func BenchmarkDecodeReview(b *testing.B) {
+	body := benchReview(b)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := decodeReview(body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

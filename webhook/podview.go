@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"github.com/go-json-experiment/json/jsontext"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -28,6 +29,10 @@ type podView struct {
 		Labels          map[string]string       `json:"labels"`
 		Annotations     map[string]string       `json:"annotations"`
 		OwnerReferences []metav1.OwnerReference `json:"ownerReferences"`
+		// ManagedFields is often half the object: skipped as one value,
+		// which costs a tenth of the decode less than the token-by-token
+		// skip of an unknown field.
+		ManagedFields skipValue `json:"managedFields"`
 	} `json:"metadata"`
 	Spec struct {
 		InitContainers                []containerView              `json:"initContainers"`
@@ -94,4 +99,13 @@ func containers(in []containerView) []corev1.Container {
 		}
 	}
 	return out
+}
+
+// skipValue is a field the core does not read: its value is checked to be
+// JSON and dropped.
+type skipValue struct{}
+
+func (*skipValue) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
+	_, err := dec.ReadValue()
+	return err
 }

@@ -206,7 +206,7 @@ func elideBootstrap(podJSON []byte) ([]byte, error) {
 			args, _ := cm["args"].([]any)
 			for i := range args {
 				if s, ok := args[i].(string); ok && strings.HasPrefix(s, "--envoy-bootstrap=") {
-					args[i] = fmt.Sprintf("--envoy-bootstrap=<Envoy bootstrap, %d bytes gzip+base64; run with --full to see it>", len(s)-len("--envoy-bootstrap="))
+					args[i] = fmt.Sprintf("--envoy-bootstrap=<Envoy bootstrap, %d characters compressed; run with --full to see it>", len(s)-len("--envoy-bootstrap="))
 				}
 			}
 		}

@@ -1,9 +1,6 @@
 package capture
 
 import (
-	"bytes"
-	"compress/gzip"
-	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -246,7 +243,7 @@ func commandSettings(c *Command) []setting {
 			},
 		},
 		setting{
-			name: FlagEnvoyBootstrap, usage: "the proxy's bootstrap, gzip-compressed and base64-encoded (as the injector renders it)",
+			name: FlagEnvoyBootstrap, usage: "the proxy's bootstrap, compressed and base64-encoded as the injector renders it (encoding.go)",
 			get: func() string { return c.EnvoyBootstrap },
 			set: func(s string) error {
 				if _, err := DecodeFile(s); err != nil {
@@ -258,41 +255,6 @@ func commandSettings(c *Command) []setting {
 		},
 	)
 	return out
-}
-
-// EncodeFile compresses and encodes a file's content for a command-line
-// argument: gzip at best compression with no timestamp (the same input
-// always gives the same argument), then standard base64.
-func EncodeFile(data []byte) string {
-	var b bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&b, gzip.BestCompression)
-	_, _ = zw.Write(data)
-	_ = zw.Close()
-	return base64.StdEncoding.EncodeToString(b.Bytes())
-}
-
-// maxDecodedFile bounds what DecodeFile inflates, so a bad argument cannot
-// exhaust memory.
-const maxDecodedFile = 4 << 20
-
-// DecodeFile reverses EncodeFile.
-func DecodeFile(s string) ([]byte, error) {
-	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
-	if err != nil {
-		return nil, fmt.Errorf("not base64: %w", err)
-	}
-	zr, err := gzip.NewReader(bytes.NewReader(raw))
-	if err != nil {
-		return nil, fmt.Errorf("not gzip data: %w", err)
-	}
-	data, err := io.ReadAll(io.LimitReader(zr, maxDecodedFile+1))
-	if err != nil {
-		return nil, fmt.Errorf("not gzip data: %w", err)
-	}
-	if len(data) > maxDecodedFile {
-		return nil, fmt.Errorf("over %d bytes once decompressed", maxDecodedFile)
-	}
-	return data, nil
 }
 
 // ParseCommand parses the arguments of `mesh-init capture`: every Config

@@ -2,7 +2,9 @@ package capture
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
+	"encoding/base64"
 	"errors"
 	"io/fs"
 	"os"
@@ -507,8 +509,23 @@ func TestEnvoyBootstrapIsWritten(t *testing.T) {
 		t.Errorf("mode %v, want 0644 (the proxy runs as another user)", fi.Mode())
 	}
 
+	// Pods made by an injector from before dictionaries carry gzip.
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(bootstrap)
+	zw.Close()
+	if got, err := DecodeFile(base64.StdEncoding.EncodeToString(gz.Bytes())); err != nil || string(got) != string(bootstrap) {
+		t.Errorf("the gzip form: %q, %v", got, err)
+	}
+	if _, err := DecodeFile("d9." + strings.TrimPrefix(enc, "d1.")); err == nil || !strings.Contains(err.Error(), `dictionary "d9"`) || !strings.Contains(err.Error(), "older than the injector") {
+		t.Errorf("an unknown dictionary: %v", err)
+	}
+
 	for _, args := range [][]string{
 		{"--" + FlagEnvoyBootstrapTo + "=" + dst, "--" + FlagEnvoyBootstrap + "=not-base64!"},
+		{"--" + FlagEnvoyBootstrapTo + "=" + dst, "--" + FlagEnvoyBootstrap + "=d1.not-base64!"},
+		{"--" + FlagEnvoyBootstrapTo + "=" + dst, "--" + FlagEnvoyBootstrap + "=d1.aGVsbG8="}, // base64, not DEFLATE
+		{"--" + FlagEnvoyBootstrapTo + "=" + dst, "--" + FlagEnvoyBootstrap + "=d0." + strings.TrimPrefix(enc, "d1.")},
 		{"--" + FlagEnvoyBootstrapTo + "=" + dst, "--" + FlagEnvoyBootstrap + "=" + "aGVsbG8="}, // base64, not gzip
 		{"--" + FlagEnvoyBootstrap + "=" + enc},
 		{"--" + FlagEnvoyBootstrapTo + "=relative/path", "--" + FlagEnvoyBootstrap + "=" + enc},
@@ -537,5 +554,24 @@ func TestClassifyBadValueHasNoModuleHint(t *testing.T) {
 	ee.Stderr = "iptables-restore: line 3 failed: Couldn't load match `owner':No such file or directory"
 	if err := classifyToolError(ee, IPv4, ModeNFT, "a\nb\nc\n"); !errors.As(err, &re) || !strings.Contains(re.Hint, "xt_owner") {
 		t.Errorf("%#v", err)
+	}
+}
+
+// A released dictionary is part of the wire format: pods in etcd carry
+// arguments compressed against it. Change one and every such pod's init
+// container fails on its next run; add the next one instead (encoding.go).
+func TestDictionariesAreFrozen(t *testing.T) {
+	released := map[string]string{
+		"d1": "8dd6faac34a405cb22f050bb37c75bcfe66f780e9b54d97f0e2ebd6ed51db1b9",
+	}
+	for name, want := range released {
+		got, ok := DictionarySum(name)
+		if !ok || got != want {
+			t.Errorf("dictionary %s: sha256 %q, released as %q: never change a released dictionary, add the next", name, got, want)
+		}
+	}
+	// The encoder uses the newest, and its output names it.
+	if enc := EncodeFile([]byte("{}")); !strings.HasPrefix(enc, dictionaries[len(dictionaries)-1].name+".") {
+		t.Errorf("EncodeFile gave %q", enc)
 	}
 }

@@ -1,6 +1,9 @@
 package inject_test
 
 import (
+	"bytes"
+	"compress/flate"
+	"encoding/base64"
 	"strings"
 	"testing"
 
@@ -164,4 +167,42 @@ func TestCustomBootstrapRerendersForOverrides(t *testing.T) {
 	_, d = e.Inject(podWith("0"), inject.Namespace{Name: "custom", Labels: enabled})
 	assert.NotEqual(t, inject.Injected, d.Result)
 	assert.Contains(t, d.Message, "connect_timeout")
+}
+
+// The bootstrap travels in every injected pod compressed against a frozen
+// dictionary (webhook/capture/encoding.go) that is itself a bootstrap. When
+// the built-in template drifts far from the newest dictionary the argument
+// grows back towards the ~2,000 characters of compression alone, and every
+// pod, every patch and every watch event with it: then add the next
+// dictionary (the current default bootstrap) and keep the old ones.
+func TestBootstrapArgumentStaysSmall(t *testing.T) {
+	e, err := compile(`apiVersion: sidecar-injector.io/v1alpha1
+kind: InjectorConfig
+policies:
+- name: tight
+  namespaces: [tight]
+  settings: {envoy: {outbound: {circuitBreakers: {maxConnections: 7}}}}
+`)
+	require.NoError(t, err)
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
+	enabled := map[string]string{config.NamespaceLabel: "enabled"}
+	for _, ns := range []string{"default", "tight"} {
+		out, d := e.Inject(pod, inject.Namespace{Name: ns, Labels: enabled})
+		require.Equal(t, inject.Injected, d.Result, d.Message)
+		var arg string
+		for _, c := range out.Spec.InitContainers {
+			if c.Name == inject.DefaultNames.Init {
+				cmd, err := capture.ParseCommand(c.Args[1:], nil)
+				require.NoError(t, err)
+				arg = cmd.EnvoyBootstrap
+			}
+		}
+		var b bytes.Buffer
+		zw, _ := flate.NewWriter(&b, flate.BestCompression)
+		_, _ = zw.Write([]byte(bootstrapOf(t, out)))
+		require.NoError(t, zw.Close())
+		plain := base64.StdEncoding.EncodeToString(b.Bytes())
+		assert.LessOrEqual(t, len(arg), len(plain)/5,
+			"namespace %s: the bootstrap argument is %d characters, %d without a dictionary: the built-in bootstrap drifted from the newest dictionary; add the next one (webhook/capture/encoding.go)", ns, len(arg), len(plain))
+	}
 }

@@ -47,7 +47,12 @@ type ServeOptions struct {
 	ShutdownDelay time.Duration
 	// EnablePprof serves /debug/pprof on the metrics address.
 	EnablePprof bool
-	Log         *slog.Logger
+	// HTTP1Only offers only HTTP/1.1 in TLS's ALPN, so the API server
+	// calls over a pool of HTTP/1.1 keep-alive connections instead of
+	// multiplexing on HTTP/2 (docs/performance.md has the measurements;
+	// kubebuilder's webhooks are HTTP/1.1-only by default too).
+	HTTP1Only bool
+	Log       *slog.Logger
 	// OnReady is called once the server is ready (tests, the demo).
 	OnReady func()
 }
@@ -91,6 +96,9 @@ func Serve(ctx context.Context, o ServeOptions) error {
 			// h2 first (the API server speaks it), HTTP/1.1 for clients that
 			// do not.
 			c.NextProtos = []string{"h2", "http/1.1"}
+			if o.HTTP1Only {
+				c.NextProtos = []string{"http/1.1"}
+			}
 		}},
 	})
 	srv.Register(InjectPath, handler)

@@ -83,7 +83,7 @@ func install(t *testing.T, dir string, pair *certs.Pair, ca *certs.CA) *x509.Cer
 	return cert
 }
 
-func startServer(t *testing.T, ns NamespaceSource, shutdownDelay time.Duration) *testServer {
+func startServer(t *testing.T, ns NamespaceSource, shutdownDelay time.Duration, opts ...func(*ServeOptions)) *testServer {
 	t.Helper()
 	s := &testServer{addr: freePort(t), metrics: freePort(t), certDir: t.TempDir(), pool: x509.NewCertPool(), done: make(chan error, 1)}
 	pair, ca := newPair(t, s.pool)
@@ -96,16 +96,18 @@ func startServer(t *testing.T, ns NamespaceSource, shutdownDelay time.Duration) 
 	s.cancel = cancel
 	ready := make(chan struct{})
 	var once sync.Once
-	go func() {
-		s.done <- Serve(ctx, ServeOptions{
-			Listen: s.addr, CertDir: s.certDir, MetricsListen: s.metrics,
-			Loader:        &Loader{Path: s.configPath, Options: injecttest.Options(false), Poll: 50 * time.Millisecond},
-			Namespaces:    ns,
-			ShutdownDelay: shutdownDelay,
-			Log:           slog.New(slog.DiscardHandler),
-			OnReady:       func() { once.Do(func() { close(ready) }) },
-		})
-	}()
+	o := ServeOptions{
+		Listen: s.addr, CertDir: s.certDir, MetricsListen: s.metrics,
+		Loader:        &Loader{Path: s.configPath, Options: injecttest.Options(false), Poll: 50 * time.Millisecond},
+		Namespaces:    ns,
+		ShutdownDelay: shutdownDelay,
+		Log:           slog.New(slog.DiscardHandler),
+		OnReady:       func() { once.Do(func() { close(ready) }) },
+	}
+	for _, f := range opts {
+		f(&o)
+	}
+	go func() { s.done <- Serve(ctx, o) }()
 	select {
 	case <-ready:
 	case err := <-s.done:
@@ -224,6 +226,24 @@ func TestServeHealthMetricsAndTLS(t *testing.T) {
 	assert.Error(t, err, "TLS 1.1 must be refused")
 	conn, err := tls.Dial("tcp", s.addr, &tls.Config{RootCAs: s.pool, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12})
 	require.NoError(t, err)
+	conn.Close()
+}
+
+// HTTP1Only takes h2 out of ALPN: a client that would use HTTP/2 gets
+// HTTP/1.1, and admissions work the same.
+func TestServeHTTP1Only(t *testing.T) {
+	s := startServer(t, shopNS, 0, func(o *ServeOptions) { o.HTTP1Only = true })
+	r, err := s.admit(t, "shop", plainPod)
+	require.NoError(t, err)
+	assert.Equal(t, "info/11s", configOf(t, r))
+	resp, err := s.client.Get("https://" + s.addr + "/readyz")
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, "HTTP/1.1", resp.Proto)
+	conn, err := tls.Dial("tcp", s.addr, &tls.Config{RootCAs: s.pool, NextProtos: []string{"h2", "http/1.1"}})
+	require.NoError(t, err)
+	assert.Equal(t, "http/1.1", conn.ConnectionState().NegotiatedProtocol)
 	conn.Close()
 }
 

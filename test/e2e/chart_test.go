@@ -288,6 +288,19 @@ func dryRunApply(t *testing.T, c client.Client, o *unstructured.Unstructured) er
 		client.DryRunAll, client.FieldOwner("e2e"), client.ForceOwnership)
 }
 
+// server.http2=false turns h2 off in the injector's ALPN.
+func TestChartHTTP2Value(t *testing.T) {
+	helm := helmBin(t)
+	on, err := harness.Render(t.Context(), helm, release, releaseNamespace, nil)
+	require.NoError(t, err)
+	assert.NotContains(t, string(on), "--http1-only")
+	off, err := harness.Render(t.Context(), helm, release, releaseNamespace, nil, "server.http2=false")
+	require.NoError(t, err)
+	assert.Contains(t, string(off), "- --http1-only")
+	_, err = harness.Render(t.Context(), helm, release, releaseNamespace, nil, "server.http2=maybe")
+	assert.Error(t, err, "the schema must refuse a non-boolean")
+}
+
 // The pods' grace period covers --shutdown-delay plus the requests in
 // flight, whatever the delay.
 func TestChartGracePeriodFollowsShutdownDelay(t *testing.T) {

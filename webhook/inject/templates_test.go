@@ -111,6 +111,17 @@ func TestBrokenTemplatesFailAtLoad(t *testing.T) {
 // A policy's bootstrap carries its circuit breakers: a change in policy is a
 // change in the rendered Envoy configuration, validated at load.
 func TestPolicyBootstrapDiffers(t *testing.T) {
+	e, pod, enabled := tightBreakers(t)
+	tight, _ := e.Inject(pod, inject.Namespace{Name: "tight", Labels: enabled})
+	loose, _ := e.Inject(pod, inject.Namespace{Name: "loose", Labels: enabled})
+	assert.Contains(t, bootstrapOf(t, tight), `"max_connections":7`)
+	assert.NotContains(t, bootstrapOf(t, loose), `"max_connections":7`)
+}
+
+// tightBreakers is an engine whose policy for namespace "tight" sets
+// circuit breakers, a pod, and the labels that enable injection.
+func tightBreakers(t *testing.T) (*inject.Engine, *corev1.Pod, map[string]string) {
+	t.Helper()
 	e, err := compile(`apiVersion: sidecar-injector.io/v1alpha1
 kind: InjectorConfig
 policies:
@@ -121,24 +132,26 @@ policies:
 	require.NoError(t, err)
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
 	enabled := map[string]string{config.NamespaceLabel: "enabled"}
-	tight, _ := e.Inject(pod, inject.Namespace{Name: "tight", Labels: enabled})
-	loose, _ := e.Inject(pod, inject.Namespace{Name: "loose", Labels: enabled})
-	assert.Contains(t, bootstrapOf(t, tight), `"max_connections":7`)
-	assert.NotContains(t, bootstrapOf(t, loose), `"max_connections":7`)
+	return e, pod, enabled
 }
 
 // bootstrapOf is the Envoy bootstrap an injected pod's mesh-init writes.
 func bootstrapOf(t *testing.T, pod *corev1.Pod) string {
 	t.Helper()
+	b, err := capture.DecodeFile(bootstrapArg(t, pod))
+	require.NoError(t, err)
+	return string(b)
+}
+
+// bootstrapArg is mesh-init's --envoy-bootstrap argument in an injected pod.
+func bootstrapArg(t *testing.T, pod *corev1.Pod) string {
+	t.Helper()
 	for _, c := range pod.Spec.InitContainers {
-		if c.Name != inject.DefaultNames.Init {
-			continue
+		if c.Name == inject.DefaultNames.Init {
+			cmd, err := capture.ParseCommand(c.Args[1:], nil)
+			require.NoError(t, err)
+			return cmd.EnvoyBootstrap
 		}
-		cmd, err := capture.ParseCommand(c.Args[1:], nil)
-		require.NoError(t, err)
-		b, err := capture.DecodeFile(cmd.EnvoyBootstrap)
-		require.NoError(t, err)
-		return string(b)
 	}
 	t.Fatal("no mesh-init container")
 	return ""
@@ -176,27 +189,11 @@ func TestCustomBootstrapRerendersForOverrides(t *testing.T) {
 // pod, every patch and every watch event with it: then add the next
 // dictionary (the current default bootstrap) and keep the old ones.
 func TestBootstrapArgumentStaysSmall(t *testing.T) {
-	e, err := compile(`apiVersion: sidecar-injector.io/v1alpha1
-kind: InjectorConfig
-policies:
-- name: tight
-  namespaces: [tight]
-  settings: {envoy: {outbound: {circuitBreakers: {maxConnections: 7}}}}
-`)
-	require.NoError(t, err)
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
-	enabled := map[string]string{config.NamespaceLabel: "enabled"}
+	e, pod, enabled := tightBreakers(t)
 	for _, ns := range []string{"default", "tight"} {
 		out, d := e.Inject(pod, inject.Namespace{Name: ns, Labels: enabled})
 		require.Equal(t, inject.Injected, d.Result, d.Message)
-		var arg string
-		for _, c := range out.Spec.InitContainers {
-			if c.Name == inject.DefaultNames.Init {
-				cmd, err := capture.ParseCommand(c.Args[1:], nil)
-				require.NoError(t, err)
-				arg = cmd.EnvoyBootstrap
-			}
-		}
+		arg := bootstrapArg(t, out)
 		var b bytes.Buffer
 		zw, _ := flate.NewWriter(&b, flate.BestCompression)
 		_, _ = zw.Write([]byte(bootstrapOf(t, out)))

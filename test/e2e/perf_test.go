@@ -367,3 +367,52 @@ func median(v []float64) float64 {
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
+
+// BenchmarkAPIServerProfile takes the kube-apiserver's CPU profile while 8
+// clients create bench pods for 8 s in each mode, and writes it to
+// $APISERVER_PROFILE_DIR/<mode>.pprof: where the API server's time goes
+// with and without the webhook (docs/performance.md). b.N is ignored: the
+// window is fixed so the profiles compare.
+//
+//	APISERVER_PROFILE_DIR=/tmp/prof go test -run '^$' -bench APIServerProfile -benchtime 1x ./test/e2e/
+//	go tool pprof -top "$KUBEBUILDER_ASSETS/kube-apiserver" /tmp/prof/webhook-injects.pprof
+func BenchmarkAPIServerProfile(b *testing.B) {
+	dir := os.Getenv("APISERVER_PROFILE_DIR")
+	if dir == "" {
+		b.Skip("set APISERVER_PROFILE_DIR to the directory for the profiles")
+	}
+	require.NoError(b, os.MkdirAll(dir, 0o755))
+	const window = 8 * time.Second
+	p := newPerfEnv(b)
+	trivial := startTrivialWebhook(b)
+	pod := benchPod(b)
+	for _, mode := range perfModes {
+		b.Run(mode.name, func(b *testing.B) {
+			p.setMode(b, mode, trivial)
+			p.emptyNamespace(b)
+			p.createPods(b, pod, 200, 8, mode.injected, mode.optOut) // warm-up
+			type result struct {
+				b   []byte
+				err error
+			}
+			got := make(chan result, 1)
+			go func() {
+				raw, err := p.cs.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/profile").
+					Param("seconds", fmt.Sprint(int(window.Seconds()))).DoRaw(context.Background())
+				got <- result{raw, err}
+			}()
+			start := time.Now()
+			n := 0
+			for time.Since(start) < window-300*time.Millisecond {
+				p.createPods(b, pod, 50, 8, mode.injected, mode.optOut)
+				n += 50
+			}
+			elapsed := time.Since(start)
+			r := <-got
+			require.NoError(b, r.err)
+			require.NoError(b, os.WriteFile(filepath.Join(dir, mode.name+".pprof"), r.b, 0o644))
+			b.ReportMetric(float64(n)/elapsed.Seconds(), "pods/s")
+			b.ReportMetric(float64(n), "pods")
+		})
+	}
+}

@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -246,8 +247,13 @@ func commandSettings(c *Command) []setting {
 			name: FlagEnvoyBootstrap, usage: "the proxy's bootstrap, compressed and base64-encoded as the injector renders it (encoding.go)",
 			get: func() string { return c.EnvoyBootstrap },
 			set: func(s string) error {
-				if _, err := DecodeFile(s); err != nil {
+				data, err := DecodeFile(s)
+				if err != nil {
 					return err
+				}
+				// The injector sends Envoy's bootstrap as compact JSON.
+				if !json.Valid(data) {
+					return errors.New("decodes to something that is not JSON")
 				}
 				c.EnvoyBootstrap = s
 				return nil

@@ -2,13 +2,15 @@ package capture
 
 import (
 	"bytes"
-	"compress/flate"
 	"compress/gzip"
+	"compress/zlib"
 	"crypto/sha256"
 	_ "embed"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
+	"regexp"
 	"strings"
 )
 
@@ -17,8 +19,8 @@ import (
 // API server on every creation. Compressed on its own it is ~2,000
 // characters; compressed against a preset dictionary that is itself a
 // bootstrap (DEFLATE's dictionary mode: the output refers back into text
-// both sides already have) the built-in one is ~120 and a policy with
-// every feature ~220.
+// both sides already have) the built-in one is ~135 and a policy with
+// custom circuit breakers ~230.
 //
 // A dictionary is frozen once released: its name is part of the wire format
 // and a pod created today may run its init container again next year with
@@ -55,13 +57,16 @@ func DictionarySum(name string) (string, bool) {
 }
 
 // EncodeFile compresses and encodes a file's content for a command-line
-// argument: "<dictionary>." then standard base64 of DEFLATE at best
-// compression with the newest dictionary. The same input always gives the
-// same argument.
+// argument: "<dictionary>." then standard base64 of a zlib stream (DEFLATE
+// at best compression with the newest dictionary as its preset
+// dictionary). zlib rather than raw DEFLATE for its checks: the stream
+// names its dictionary (DICTID) and ends with an Adler-32 of the content,
+// so a damaged argument fails instead of writing another bootstrap. The
+// same input always gives the same argument.
 func EncodeFile(data []byte) string {
 	d := dictionaries[len(dictionaries)-1]
 	var b bytes.Buffer
-	zw, _ := flate.NewWriterDict(&b, flate.BestCompression, d.data)
+	zw, _ := zlib.NewWriterLevelDict(&b, zlib.BestCompression, d.data)
 	_, _ = zw.Write(data)
 	_ = zw.Close()
 	return d.name + "." + base64.StdEncoding.EncodeToString(b.Bytes())
@@ -77,7 +82,11 @@ const maxDecodedFile = 4 << 20
 func DecodeFile(s string) ([]byte, error) {
 	s = strings.TrimSpace(s)
 	var r io.Reader
-	if name, rest, ok := strings.Cut(s, "."); ok {
+	var rest *bytes.Reader
+	if name, payload, ok := strings.Cut(s, "."); ok {
+		if !dictionaryName.MatchString(name) {
+			return nil, fmt.Errorf("not base64, and %q is not a dictionary name (d1, d2, ...)", name)
+		}
 		var dict []byte
 		for _, d := range dictionaries {
 			if d.name == name {
@@ -87,11 +96,16 @@ func DecodeFile(s string) ([]byte, error) {
 		if dict == nil {
 			return nil, fmt.Errorf("compressed against dictionary %q, which this mesh-init does not have (it has %s): the mesh-init image is older than the injector that rendered the pod; use the image of the injector's version", name, dictionaryNames())
 		}
-		raw, err := base64.StdEncoding.DecodeString(rest)
+		raw, err := base64.StdEncoding.DecodeString(payload)
 		if err != nil {
 			return nil, fmt.Errorf("not base64: %w", err)
 		}
-		r = flate.NewReaderDict(bytes.NewReader(raw), dict)
+		rest = bytes.NewReader(raw)
+		zr, err := zlib.NewReaderDict(rest, dict)
+		if err != nil {
+			return nil, fmt.Errorf("not zlib data compressed against dictionary %s: %w", name, err)
+		}
+		r = zr
 	} else {
 		raw, err := base64.StdEncoding.DecodeString(s)
 		if err != nil {
@@ -110,8 +124,14 @@ func DecodeFile(s string) ([]byte, error) {
 	if len(data) > maxDecodedFile {
 		return nil, fmt.Errorf("over %d bytes once decompressed", maxDecodedFile)
 	}
+	if rest != nil && rest.Len() > 0 {
+		return nil, errors.New("data after the end of the compressed stream")
+	}
 	return data, nil
 }
+
+// dictionaryName is the form of a dictionary's name in the argument.
+var dictionaryName = regexp.MustCompile(`^d[0-9]+$`)
 
 func dictionaryNames() string {
 	names := make([]string, len(dictionaries))

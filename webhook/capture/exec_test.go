@@ -520,12 +520,34 @@ func TestEnvoyBootstrapIsWritten(t *testing.T) {
 	if _, err := DecodeFile("d9." + strings.TrimPrefix(enc, "d1.")); err == nil || !strings.Contains(err.Error(), `dictionary "d9"`) || !strings.Contains(err.Error(), "older than the injector") {
 		t.Errorf("an unknown dictionary: %v", err)
 	}
+	// A path where the argument belongs is not an unknown dictionary.
+	if _, err := DecodeFile("bootstrap.json"); err == nil || strings.Contains(err.Error(), "older") || !strings.Contains(err.Error(), "not base64") {
+		t.Errorf("a file name: %v", err)
+	}
+	// zlib's checks: no single flipped bit and no trailing data gets
+	// through as another bootstrap (a flip in padding may decode to the
+	// same one).
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(enc, "d1."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range len(raw) * 8 {
+		bad := bytes.Clone(raw)
+		bad[i/8] ^= 1 << (i % 8)
+		if got, err := DecodeFile("d1." + base64.StdEncoding.EncodeToString(bad)); err == nil && !bytes.Equal(got, bootstrap) {
+			t.Fatalf("bit %d flipped: decoded without error to %q", i, got)
+		}
+	}
+	if _, err := DecodeFile("d1." + base64.StdEncoding.EncodeToString(append(bytes.Clone(raw), "garbage!"...))); err == nil {
+		t.Error("data after the stream was accepted")
+	}
 
 	for _, args := range [][]string{
 		{"--" + FlagEnvoyBootstrapTo + "=" + dst, "--" + FlagEnvoyBootstrap + "=not-base64!"},
 		{"--" + FlagEnvoyBootstrapTo + "=" + dst, "--" + FlagEnvoyBootstrap + "=d1.not-base64!"},
 		{"--" + FlagEnvoyBootstrapTo + "=" + dst, "--" + FlagEnvoyBootstrap + "=d1.aGVsbG8="}, // base64, not DEFLATE
 		{"--" + FlagEnvoyBootstrapTo + "=" + dst, "--" + FlagEnvoyBootstrap + "=d0." + strings.TrimPrefix(enc, "d1.")},
+		{"--" + FlagEnvoyBootstrapTo + "=" + dst, "--" + FlagEnvoyBootstrap + "=" + EncodeFile([]byte("not json"))},
 		{"--" + FlagEnvoyBootstrapTo + "=" + dst, "--" + FlagEnvoyBootstrap + "=" + "aGVsbG8="}, // base64, not gzip
 		{"--" + FlagEnvoyBootstrap + "=" + enc},
 		{"--" + FlagEnvoyBootstrapTo + "=relative/path", "--" + FlagEnvoyBootstrap + "=" + enc},

@@ -297,6 +297,11 @@ func TestChartHTTP2Value(t *testing.T) {
 	off, err := harness.Render(t.Context(), helm, release, releaseNamespace, nil, "server.http2=false")
 	require.NoError(t, err)
 	assert.Contains(t, string(off), "- --http1-only")
+	// Absent, as after `helm upgrade --reuse-values` from a release that
+	// predates the value: the default.
+	absent, err := harness.Render(t.Context(), helm, release, releaseNamespace, nil, "server.http2=null")
+	require.NoError(t, err)
+	assert.NotContains(t, string(absent), "--http1-only")
 	_, err = harness.Render(t.Context(), helm, release, releaseNamespace, nil, "server.http2=maybe")
 	assert.Error(t, err, "the schema must refuse a non-boolean")
 }

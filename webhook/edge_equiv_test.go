@@ -73,6 +73,11 @@ func TestEdgeMatchesControllerRuntime(t *testing.T) {
 		{name: "update", contentType: "application/json", body: review("u", admissionv1.Update, "shop", "Pod", plain, false)},
 		{name: "dry run", contentType: "application/json", body: review("u", admissionv1.Create, "shop", "Pod", plain, true), object: plain},
 		{name: "v1beta1 review", contentType: "application/json", body: v1beta1, object: plain},
+		// managedFields is skipped as one value (podview.go).
+		{name: "managed fields null", contentType: "application/json", body: review("u", admissionv1.Create, "shop", "Pod", withManagedFields(t, plain, `null`), false)},
+		{name: "managed fields empty", contentType: "application/json", body: review("u", admissionv1.Create, "shop", "Pod", withManagedFields(t, plain, `[]`), false)},
+		{name: "managed fields", contentType: "application/json", body: review("u", admissionv1.Create, "shop", "Pod",
+			withManagedFields(t, plain, `[{"manager":"kubectl","operation":"Update","apiVersion":"v1","time":"2026-11-21T05:00:00Z","fieldsType":"FieldsV1","fieldsV1":{"f:metadata":{"f:labels":{".":{},"f:app":{}}},"f:spec":{"f:containers":{"k:{\"name\":\"app\"}":{".":{}}}}}}]`), false)},
 	} {
 		bad.c = plainCase
 		inputs = append(inputs, bad)
@@ -123,4 +128,26 @@ func TestEdgeMatchesControllerRuntime(t *testing.T) {
 			}
 		})
 	}
+}
+
+// withManagedFields is the pod with metadata.managedFields set to the JSON
+// value v.
+func withManagedFields(t *testing.T, pod []byte, v string) []byte {
+	t.Helper()
+	var m map[string]json.RawMessage
+	require.NoError(t, json.Unmarshal(pod, &m))
+	var meta map[string]json.RawMessage
+	if m["metadata"] != nil {
+		require.NoError(t, json.Unmarshal(m["metadata"], &meta))
+	}
+	if meta == nil {
+		meta = map[string]json.RawMessage{}
+	}
+	meta["managedFields"] = json.RawMessage(v)
+	b, err := json.Marshal(meta)
+	require.NoError(t, err)
+	m["metadata"] = b
+	out, err := json.Marshal(m)
+	require.NoError(t, err)
+	return out
 }

@@ -11,7 +11,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sidecar-injector/injector/webhook/capture"
+	"github.com/sidecar-injector/injector/cmd/mesh-init/capture"
+	"github.com/sidecar-injector/injector/webhook/meshinit"
 )
 
 // captureTimeout bounds the whole run: a pod whose init container hangs is
@@ -21,7 +22,7 @@ const captureTimeout = 2 * time.Minute
 // captureMain is `mesh-init capture`: parse (flags and MESH_INIT_* env),
 // execute, map the error to an exit code.
 func captureMain(args []string, stdout, stderr io.Writer) int {
-	cmd, err := capture.ParseCommand(args, os.LookupEnv)
+	cmd, err := meshinit.ParseCaptureCommand(args, os.LookupEnv)
 	if errors.Is(err, flag.ErrHelp) {
 		capture.PrintUsage(stdout)
 		return capture.ExitOK

@@ -3,7 +3,8 @@
 // the pod's TCP traffic through the proxy and installs itself into a shared
 // volume; from there the app and sidecar containers run `mesh-init hook`
 // for their lifecycle hooks. This file only dispatches to the subcommands;
-// their logic lives in webhook/capture and webhook/hooks.
+// their logic lives in cmd/mesh-init/capture and cmd/mesh-init/hook, and
+// their flags in the contract webhook/meshinit.
 package main
 
 import (

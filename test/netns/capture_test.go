@@ -12,7 +12,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sidecar-injector/injector/webhook/capture"
+	"github.com/sidecar-injector/injector/cmd/mesh-init/capture"
+	"github.com/sidecar-injector/injector/webhook/meshinit"
 )
 
 // family bundles what a test needs to address one IP family.
@@ -134,7 +135,7 @@ func meshLines(saved string) []string {
 // wantMeshLines is what save must show after mesh-init ran with args.
 func wantMeshLines(t *testing.T, fam capture.Family, args []string) []string {
 	t.Helper()
-	cmd, err := capture.ParseCommand(args, nil)
+	cmd, err := meshinit.ParseCaptureCommand(args, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -537,12 +538,12 @@ func runAs(t *testing.T, ns string, uid, gid int, argv ...string) meshInitResult
 }
 
 // TestConvergesFromStaleJumps starts from a nat table holding a duplicated
-// jump and one an older version wrote (webhook/capture/testdata/
+// jump and one an older version wrote (cmd/mesh-init/capture/testdata/
 // save-stale.txt) and checks that one run leaves exactly the wanted rules
 // and nothing else touched.
 func TestConvergesFromStaleJumps(t *testing.T) {
 	requirePrerequisites(t)
-	stale, err := os.ReadFile("../../webhook/capture/testdata/save-stale.txt")
+	stale, err := os.ReadFile("../../cmd/mesh-init/capture/testdata/save-stale.txt")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,8 +11,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/resource"
 
-	"github.com/sidecar-injector/injector/webhook/capture"
-	"github.com/sidecar-injector/injector/webhook/hooks"
+	"github.com/sidecar-injector/injector/webhook/meshinit"
 )
 
 // Prefix is the prefix of every label and annotation the injector reads or
@@ -76,12 +75,12 @@ func quantityOverride(name, alias, field, example string, get func(*Settings) **
 	}
 }
 
-func portListOverride(name, alias, field, example string, get func(*Settings) *capture.PortList) Override {
+func portListOverride(name, alias, field, example string, get func(*Settings) *meshinit.PortList) Override {
 	return Override{
 		Name: name, Aliases: aliasList(alias), Field: field,
 		Accepts: `a comma-separated list of ports (1-65535) and ranges, such as "8761,9000-9100"`, Example: example,
 		apply: func(s *Settings, v string) error {
-			l, err := capture.ParsePortList(v)
+			l, err := meshinit.ParsePortList(v)
 			if err != nil {
 				return err
 			}
@@ -181,12 +180,12 @@ func checkImage(v string) error {
 	return nil
 }
 
-// checkURL is the hook tool's own URL rule (hooks.CheckHTTPURL), applied
+// checkURL is the hook tool's own URL rule (meshinit.CheckHTTPURL), applied
 // to each comma-separated entry, so a URL the hook would refuse at run
 // time is refused here with the annotation's name.
 func checkURL(v string) error {
 	for _, u := range strings.Split(v, ",") {
-		if err := hooks.CheckHTTPURL(strings.TrimSpace(u)); err != nil {
+		if err := meshinit.CheckHTTPURL(strings.TrimSpace(u)); err != nil {
 			return err
 		}
 	}
@@ -259,7 +258,7 @@ var Overrides = []Override{
 		Field: "capture.includeInboundPorts", Example: "8080,9000-9100",
 		Accepts: `"*" for all ports, a comma-separated list of ports and ranges, or "" for none`,
 		apply: func(s *Settings, v string) error {
-			set, err := capture.ParsePortSet(v)
+			set, err := meshinit.ParsePortSet(v)
 			if err != nil {
 				return err
 			}
@@ -268,17 +267,17 @@ var Overrides = []Override{
 		},
 	},
 	portListOverride("exclude-inbound-ports", "traffic.sidecar.istio.io/excludeInboundPorts", "capture.excludeInboundPorts", "8761",
-		func(s *Settings) *capture.PortList { return &s.Capture.ExcludeInboundPorts }),
+		func(s *Settings) *meshinit.PortList { return &s.Capture.ExcludeInboundPorts }),
 	portListOverride("include-outbound-ports", "traffic.sidecar.istio.io/includeOutboundPorts", "capture.includeOutboundPorts", "443",
-		func(s *Settings) *capture.PortList { return &s.Capture.IncludeOutboundPorts }),
+		func(s *Settings) *meshinit.PortList { return &s.Capture.IncludeOutboundPorts }),
 	portListOverride("exclude-outbound-ports", "traffic.sidecar.istio.io/excludeOutboundPorts", "capture.excludeOutboundPorts", "8761,5432",
-		func(s *Settings) *capture.PortList { return &s.Capture.ExcludeOutboundPorts }),
+		func(s *Settings) *meshinit.PortList { return &s.Capture.ExcludeOutboundPorts }),
 	{
 		Name: "include-outbound-cidrs", Aliases: []string{"traffic.sidecar.istio.io/includeOutboundIPRanges"},
 		Field: "capture.includeOutboundCIDRs", Example: "10.96.0.0/12,fd00:10:96::/112",
 		Accepts: `"*" for every destination, a comma-separated list of IPv4 and IPv6 CIDRs, or "" for none`,
 		apply: func(s *Settings, v string) error {
-			set, err := capture.ParseCIDRSet(v)
+			set, err := meshinit.ParseCIDRSet(v)
 			if err != nil {
 				return err
 			}
@@ -291,7 +290,7 @@ var Overrides = []Override{
 		Field: "capture.excludeOutboundCIDRs", Example: "169.254.169.254/32,fd00:ec2::254/128",
 		Accepts: "a comma-separated list of IPv4 and IPv6 CIDRs",
 		apply: func(s *Settings, v string) error {
-			l, err := capture.ParseCIDRList(v)
+			l, err := meshinit.ParseCIDRList(v)
 			if err != nil {
 				return err
 			}
@@ -302,8 +301,8 @@ var Overrides = []Override{
 	{
 		Name: "iptables-mode", Field: "init.iptablesMode", Accepts: "auto, nft or legacy", Example: "legacy",
 		apply: func(s *Settings, v string) error {
-			switch m := capture.Mode(v); m {
-			case capture.ModeAuto, capture.ModeNFT, capture.ModeLegacy:
+			switch m := meshinit.Mode(v); m {
+			case meshinit.ModeAuto, meshinit.ModeNFT, meshinit.ModeLegacy:
 				s.Init.IPTablesMode = m
 				return nil
 			}
@@ -330,7 +329,7 @@ var Overrides = []Override{
 		Name: "registry", Field: "lifecycle.registry.preset", Example: "eureka",
 		Accepts: "none, dubbo, spring-cloud, eureka, nacos, edas or http",
 		apply: func(s *Settings, v string) error {
-			p, err := hooks.ParsePreset(v)
+			p, err := meshinit.ParsePreset(v)
 			if err != nil {
 				return fmt.Errorf("not one of none, dubbo, spring-cloud, eureka, nacos, edas or http")
 			}
@@ -345,7 +344,7 @@ var Overrides = []Override{
 			if err != nil || d < time.Second || d > 5*time.Minute {
 				return fmt.Errorf("not a duration from 1s to 5m")
 			}
-			s.Lifecycle.Registry.Timeout = hooks.Duration(d)
+			s.Lifecycle.Registry.Timeout = meshinit.Duration(d)
 			return nil
 		},
 	},
@@ -406,7 +405,7 @@ var Overrides = []Override{
 			for name, val := range h {
 				// The hook tool's own rule: what it would refuse (and so
 				// skip the drain sleep) is refused here.
-				if _, _, err := hooks.ParseHeader(name + ": " + val); err != nil || strings.Contains(name, ":") {
+				if _, _, err := meshinit.ParseHeader(name + ": " + val); err != nil || strings.Contains(name, ":") {
 					return fmt.Errorf("the header %q cannot be sent: a header name is a token without spaces or colons, and a value has no control characters", name)
 				}
 			}

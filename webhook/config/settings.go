@@ -13,8 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 
-	"github.com/sidecar-injector/injector/webhook/capture"
-	"github.com/sidecar-injector/injector/webhook/hooks"
+	"github.com/sidecar-injector/injector/webhook/meshinit"
 )
 
 // Settings is the complete, effective configuration of one injection.
@@ -65,9 +64,9 @@ type Init struct {
 	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy,omitempty"`
 	Resources       Resources         `json:"resources"`
 	// IPTablesMode forces the iptables backend: auto, nft or legacy.
-	IPTablesMode capture.Mode `json:"iptablesMode"`
+	IPTablesMode meshinit.Mode `json:"iptablesMode"`
 	// IPv6 is auto, required or off.
-	IPv6 capture.IPv6Mode `json:"ipv6"`
+	IPv6 meshinit.IPv6Mode `json:"ipv6"`
 }
 
 // Resources are a container's CPU and memory requests and limits.
@@ -102,12 +101,12 @@ func (r Resources) Requirements() corev1.ResourceRequirements {
 
 // Capture chooses which traffic is redirected to the proxy.
 type Capture struct {
-	IncludeInboundPorts  capture.PortSet  `json:"includeInboundPorts"`
-	ExcludeInboundPorts  capture.PortList `json:"excludeInboundPorts"`
-	IncludeOutboundPorts capture.PortList `json:"includeOutboundPorts"`
-	ExcludeOutboundPorts capture.PortList `json:"excludeOutboundPorts"`
-	IncludeOutboundCIDRs capture.CIDRSet  `json:"includeOutboundCIDRs"`
-	ExcludeOutboundCIDRs capture.CIDRList `json:"excludeOutboundCIDRs"`
+	IncludeInboundPorts  meshinit.PortSet  `json:"includeInboundPorts"`
+	ExcludeInboundPorts  meshinit.PortList `json:"excludeInboundPorts"`
+	IncludeOutboundPorts meshinit.PortList `json:"includeOutboundPorts"`
+	ExcludeOutboundPorts meshinit.PortList `json:"excludeOutboundPorts"`
+	IncludeOutboundCIDRs meshinit.CIDRSet  `json:"includeOutboundCIDRs"`
+	ExcludeOutboundCIDRs meshinit.CIDRList `json:"excludeOutboundCIDRs"`
 }
 
 // NativeMode chooses between native sidecars (an init container with
@@ -131,7 +130,7 @@ type Lifecycle struct {
 	// until the proxy reports ready.
 	HoldApplicationUntilProxyReady bool `json:"holdApplicationUntilProxyReady"`
 	// ProxyReadyTimeout bounds that wait in classic mode.
-	ProxyReadyTimeout hooks.Duration `json:"proxyReadyTimeout"`
+	ProxyReadyTimeout meshinit.Duration `json:"proxyReadyTimeout"`
 	// DrainSeconds is the preStop sleep after the offline step, while
 	// endpoints controllers and registry consumers forget the pod.
 	DrainSeconds int32 `json:"drainSeconds"`
@@ -139,7 +138,7 @@ type Lifecycle struct {
 	// counts towards the grace period and the proxy's listener drain.
 	ShutdownSeconds int32 `json:"shutdownSeconds"`
 	// Registry is the offline step.
-	Registry hooks.Registry `json:"registry"`
+	Registry meshinit.Registry `json:"registry"`
 }
 
 // Envoy holds the cluster settings of the proxy's passthrough clusters
@@ -158,18 +157,18 @@ type Envoy struct {
 	// wait for a client's first bytes before treating the connection as
 	// plain TCP; server-first protocols (MySQL, SMTP) wait this long once per
 	// connection. It must be positive: 0 would make Envoy wait forever.
-	ProtocolDetectionTimeout hooks.Duration `json:"protocolDetectionTimeout"`
+	ProtocolDetectionTimeout meshinit.Duration `json:"protocolDetectionTimeout"`
 	// MaxConnectionDuration bounds how long an outbound HTTP client
 	// connection stays pinned to one original destination (seeds/000): the
 	// next response after it closes the connection gracefully. 0 disables.
-	MaxConnectionDuration hooks.Duration `json:"maxConnectionDuration"`
+	MaxConnectionDuration meshinit.Duration `json:"maxConnectionDuration"`
 }
 
 // ClusterPolicy is what seeds/001 maps from an Istio DestinationRule onto
 // Envoy's cluster fields.
 type ClusterPolicy struct {
 	// ConnectTimeout fails a dead original destination fast (seeds/000).
-	ConnectTimeout hooks.Duration `json:"connectTimeout"`
+	ConnectTimeout meshinit.Duration `json:"connectTimeout"`
 	// MaxRequestsPerConnection is 0 for unlimited.
 	MaxRequestsPerConnection uint32           `json:"maxRequestsPerConnection"`
 	CircuitBreakers          CircuitBreakers  `json:"circuitBreakers"`
@@ -187,13 +186,13 @@ type CircuitBreakers struct {
 // OutlierDetection ejects failing hosts. Enabled false leaves it out of the
 // cluster entirely.
 type OutlierDetection struct {
-	Enabled                       bool           `json:"enabled"`
-	Consecutive5xx                uint32         `json:"consecutive5xx"`
-	ConsecutiveGatewayFailure     uint32         `json:"consecutiveGatewayFailure"`
-	ConsecutiveLocalOriginFailure uint32         `json:"consecutiveLocalOriginFailure"`
-	Interval                      hooks.Duration `json:"interval"`
-	BaseEjectionTime              hooks.Duration `json:"baseEjectionTime"`
-	MaxEjectionPercent            uint32         `json:"maxEjectionPercent"`
+	Enabled                       bool              `json:"enabled"`
+	Consecutive5xx                uint32            `json:"consecutive5xx"`
+	ConsecutiveGatewayFailure     uint32            `json:"consecutiveGatewayFailure"`
+	ConsecutiveLocalOriginFailure uint32            `json:"consecutiveLocalOriginFailure"`
+	Interval                      meshinit.Duration `json:"interval"`
+	BaseEjectionTime              meshinit.Duration `json:"baseEjectionTime"`
+	MaxEjectionPercent            uint32            `json:"maxEjectionPercent"`
 }
 
 // ConflictAction says what happens when a pod would break the mesh.
@@ -250,24 +249,24 @@ func Defaults() Settings {
 				Requests: ResourceValues{CPU: q("10m"), Memory: q("16Mi")},
 				Limits:   ResourceValues{CPU: q("100m"), Memory: q("64Mi")},
 			},
-			IPTablesMode: capture.ModeAuto,
-			IPv6:         capture.IPv6Auto,
+			IPTablesMode: meshinit.ModeAuto,
+			IPv6:         meshinit.IPv6Auto,
 		},
 		Capture: Capture{
-			IncludeInboundPorts:  capture.PortSet{All: true},
-			IncludeOutboundCIDRs: capture.CIDRSet{All: true},
+			IncludeInboundPorts:  meshinit.PortSet{All: true},
+			IncludeOutboundCIDRs: meshinit.CIDRSet{All: true},
 		},
 		Lifecycle: Lifecycle{
 			NativeSidecar:                  NativeAuto,
 			HoldApplicationUntilProxyReady: true,
-			ProxyReadyTimeout:              hooks.Duration(60e9),
+			ProxyReadyTimeout:              meshinit.Duration(60e9),
 			DrainSeconds:                   5,
 			ShutdownSeconds:                20,
-			Registry:                       hooks.Registry{Preset: hooks.PresetNone, Timeout: hooks.Duration(5e9)},
+			Registry:                       meshinit.Registry{Preset: meshinit.PresetNone, Timeout: meshinit.Duration(5e9)},
 		},
 		Envoy: Envoy{
 			Outbound: ClusterPolicy{
-				ConnectTimeout: hooks.Duration(2e9),
+				ConnectTimeout: meshinit.Duration(2e9),
 				// A passthrough cluster carries all of the pod's outbound
 				// traffic to every destination, so its thresholds are a
 				// pod-wide ceiling, not per service: policies tighten them.
@@ -279,8 +278,8 @@ func Defaults() Settings {
 					Consecutive5xx:                5,
 					ConsecutiveGatewayFailure:     5,
 					ConsecutiveLocalOriginFailure: 5,
-					Interval:                      hooks.Duration(10e9),
-					BaseEjectionTime:              hooks.Duration(30e9),
+					Interval:                      meshinit.Duration(10e9),
+					BaseEjectionTime:              meshinit.Duration(30e9),
 					// Ejection on a passthrough cluster only closes the
 					// ejected destination's connections; with fewer than ten
 					// destinations a 10% cap would never eject anything.
@@ -288,15 +287,15 @@ func Defaults() Settings {
 				},
 			},
 			Inbound: ClusterPolicy{
-				ConnectTimeout: hooks.Duration(1e9),
+				ConnectTimeout: meshinit.Duration(1e9),
 				CircuitBreakers: CircuitBreakers{
 					MaxConnections: 65536, MaxPendingRequests: 65536, MaxRequests: 65536, MaxRetries: 3,
 				},
 			},
 			DrainSeconds:             5,
 			ListenAddress:            "::",
-			ProtocolDetectionTimeout: hooks.Duration(100 * time.Millisecond),
-			MaxConnectionDuration:    hooks.Duration(60 * time.Second),
+			ProtocolDetectionTimeout: meshinit.Duration(100 * time.Millisecond),
+			MaxConnectionDuration:    meshinit.Duration(60 * time.Second),
 		},
 		Checks: Checks{ProxyUIDConflict: Refuse, ProxyPortConflict: Refuse},
 	}
@@ -346,12 +345,12 @@ func (s *Settings) Validate() error {
 	errs.addErr("proxy.resources", s.Proxy.Resources.validate())
 	errs.addErr("init.resources", s.Init.Resources.validate())
 	switch s.Init.IPTablesMode {
-	case capture.ModeAuto, capture.ModeNFT, capture.ModeLegacy:
+	case meshinit.ModeAuto, meshinit.ModeNFT, meshinit.ModeLegacy:
 	default:
 		errs.add("init.iptablesMode", fmt.Sprintf("%q is not auto, nft or legacy", s.Init.IPTablesMode))
 	}
 	switch s.Init.IPv6 {
-	case capture.IPv6Auto, capture.IPv6Required, capture.IPv6Off:
+	case meshinit.IPv6Auto, meshinit.IPv6Required, meshinit.IPv6Off:
 	default:
 		errs.add("init.ipv6", fmt.Sprintf("%q is not auto, required or off", s.Init.IPv6))
 	}
@@ -360,9 +359,9 @@ func (s *Settings) Validate() error {
 	default:
 		errs.add("lifecycle.nativeSidecar", fmt.Sprintf("%q is not auto, true or false", s.Lifecycle.NativeSidecar))
 	}
-	if s.Lifecycle.ProxyReadyTimeout < hooks.Duration(time.Second) {
+	if s.Lifecycle.ProxyReadyTimeout < meshinit.Duration(time.Second) {
 		errs.add("lifecycle.proxyReadyTimeout", fmt.Sprintf("%s is under 1s: the proxy could never be ready in time", s.Lifecycle.ProxyReadyTimeout))
-	} else if s.Lifecycle.ProxyReadyTimeout > hooks.Duration(time.Hour) {
+	} else if s.Lifecycle.ProxyReadyTimeout > meshinit.Duration(time.Hour) {
 		errs.add("lifecycle.proxyReadyTimeout", fmt.Sprintf("%s is over 1h", s.Lifecycle.ProxyReadyTimeout))
 	}
 	if s.Lifecycle.DrainSeconds < 0 || s.Lifecycle.DrainSeconds > 3600 {
@@ -456,9 +455,9 @@ const maxConcurrency = 64
 // for a listener filter timeout means "wait forever", for a connect
 // timeout "fail every connection" and for an ejection interval "run
 // constantly".
-func wholeMillis(d hooks.Duration) error {
+func wholeMillis(d meshinit.Duration) error {
 	if time.Duration(d)%time.Millisecond != 0 {
-		return fmt.Errorf("%s is not a whole number of milliseconds (Envoy would read %s)", d, hooks.Duration(time.Duration(d).Truncate(time.Millisecond)))
+		return fmt.Errorf("%s is not a whole number of milliseconds (Envoy would read %s)", d, meshinit.Duration(time.Duration(d).Truncate(time.Millisecond)))
 	}
 	return nil
 }

@@ -30,8 +30,8 @@ import (
 	"github.com/sidecar-injector/injector/templates"
 	"github.com/sidecar-injector/injector/webhook/config"
 	"github.com/sidecar-injector/injector/webhook/envoy"
-	"github.com/sidecar-injector/injector/webhook/hooks"
 	"github.com/sidecar-injector/injector/webhook/inject"
+	"github.com/sidecar-injector/injector/webhook/meshinit"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -278,21 +278,21 @@ func TestDefaultBootstrap(t *testing.T) {
 func aggressive() config.Settings {
 	s := config.Defaults()
 	s.Envoy.Outbound = config.ClusterPolicy{
-		ConnectTimeout:           hooks.Duration(250 * time.Millisecond),
+		ConnectTimeout:           meshinit.Duration(250 * time.Millisecond),
 		MaxRequestsPerConnection: 1,
 		CircuitBreakers:          config.CircuitBreakers{MaxConnections: 1, MaxPendingRequests: 1, MaxRequests: 1, MaxRetries: 0},
 		OutlierDetection: config.OutlierDetection{
 			Enabled: true, Consecutive5xx: 1, ConsecutiveGatewayFailure: 1, ConsecutiveLocalOriginFailure: 1,
-			Interval: hooks.Duration(time.Second), BaseEjectionTime: hooks.Duration(time.Second), MaxEjectionPercent: 100,
+			Interval: meshinit.Duration(time.Second), BaseEjectionTime: meshinit.Duration(time.Second), MaxEjectionPercent: 100,
 		},
 	}
 	s.Envoy.Inbound = config.ClusterPolicy{
-		ConnectTimeout:           hooks.Duration(1500 * time.Millisecond),
+		ConnectTimeout:           meshinit.Duration(1500 * time.Millisecond),
 		MaxRequestsPerConnection: 7,
 		CircuitBreakers:          config.CircuitBreakers{MaxConnections: 11, MaxPendingRequests: 12, MaxRequests: 13, MaxRetries: 14},
 		OutlierDetection: config.OutlierDetection{
 			Enabled: true, Consecutive5xx: 21, ConsecutiveGatewayFailure: 22, ConsecutiveLocalOriginFailure: 23,
-			Interval: hooks.Duration(90 * time.Second), BaseEjectionTime: hooks.Duration(3 * time.Minute), MaxEjectionPercent: 50,
+			Interval: meshinit.Duration(90 * time.Second), BaseEjectionTime: meshinit.Duration(3 * time.Minute), MaxEjectionPercent: 50,
 		},
 	}
 	return s

@@ -12,11 +12,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/sidecar-injector/injector/webhook/capture"
 	"github.com/sidecar-injector/injector/webhook/config"
-	"github.com/sidecar-injector/injector/webhook/hooks"
 	"github.com/sidecar-injector/injector/webhook/inject"
 	"github.com/sidecar-injector/injector/webhook/inject/injecttest"
+	"github.com/sidecar-injector/injector/webhook/meshinit"
 )
 
 // injected returns every injected fixture's pod.
@@ -55,7 +54,7 @@ func TestInitContainerArgsParseWithMeshInit(t *testing.T) {
 			require.NotNil(t, c)
 			require.Equal(t, []string{"mesh-init"}, c.Command)
 			require.Equal(t, "capture", c.Args[0])
-			cmd, err := capture.ParseCommand(c.Args[1:], nil)
+			cmd, err := meshinit.ParseCaptureCommand(c.Args[1:], nil)
 			require.NoError(t, err, "mesh-init must accept the rendered args %q", c.Args)
 			assert.Equal(t, c.Args[1:], cmd.Args(), "rendering the parsed command gives the same args back")
 			assert.Equal(t, inject.DefaultPaths.Tool, cmd.CopySelfTo)
@@ -63,7 +62,7 @@ func TestInitContainerArgsParseWithMeshInit(t *testing.T) {
 			// the volume both mount, and is valid JSON.
 			assert.Equal(t, inject.DefaultPaths.Bootstrap, cmd.EnvoyBootstrapTo)
 			assert.True(t, strings.HasPrefix(cmd.EnvoyBootstrapTo, inject.DefaultPaths.ToolsDir+"/"))
-			b, err := capture.DecodeFile(cmd.EnvoyBootstrap)
+			b, err := meshinit.DecodeFile(cmd.EnvoyBootstrap)
 			require.NoError(t, err)
 			assert.True(t, json.Valid(b), "the bootstrap is JSON")
 			proxy := container(pod, inject.DefaultNames.Proxy)
@@ -81,7 +80,7 @@ func TestInitContainerArgsParseWithMeshInit(t *testing.T) {
 func TestCaptureOverridesReachMeshInit(t *testing.T) {
 	pod := injectedPods(t)["every-override"]
 	c := container(pod, inject.DefaultNames.Init)
-	cmd, err := capture.ParseCommand(c.Args[1:], nil)
+	cmd, err := meshinit.ParseCaptureCommand(c.Args[1:], nil)
 	require.NoError(t, err)
 	cfg := cmd.Config
 	assert.Equal(t, "8080,9000-9100", cfg.IncludeInboundPorts.String())
@@ -92,10 +91,10 @@ func TestCaptureOverridesReachMeshInit(t *testing.T) {
 	assert.Equal(t, "10.96.0.1/32,fd00:10::1/128", cfg.ExcludeOutboundCIDRs.String())
 	assert.Equal(t, []string{"10.96.0.1/32"}, prefixes(cfg.ExcludeOutboundCIDRs.Family(false)))
 	assert.Equal(t, []string{"fd00:10::1/128"}, prefixes(cfg.ExcludeOutboundCIDRs.Family(true)))
-	assert.Equal(t, capture.ModeLegacy, cfg.Mode)
+	assert.Equal(t, meshinit.ModeLegacy, cfg.Mode)
 }
 
-func prefixes(l capture.CIDRList) []string {
+func prefixes(l meshinit.CIDRList) []string {
 	out := make([]string, len(l))
 	for i, p := range l {
 		out[i] = p.String()
@@ -186,13 +185,13 @@ func parseHook(name string, args []string) error {
 	var err error
 	switch name {
 	case "prestop":
-		_, err = hooks.ParsePreStop(args)
+		_, err = meshinit.ParsePreStop(args)
 	case "wait-ready":
-		_, err = hooks.ParseWaitReady(args)
+		_, err = meshinit.ParseWaitReady(args)
 	case "proxy-stop":
-		_, err = hooks.ParseProxyStop(args)
+		_, err = meshinit.ParseProxyStop(args)
 	case "run":
-		_, err = hooks.ParseRun(args)
+		_, err = meshinit.ParseRun(args)
 	default:
 		err = assert.AnError
 	}
@@ -203,14 +202,14 @@ func parseHook(name string, args []string) error {
 func TestOriginalPreStopIsKept(t *testing.T) {
 	pods := injectedPods(t)
 	exec := container(pods["existing-prestop-exec"], "app").Lifecycle.PreStop.Exec.Command
-	p, err := hooks.ParsePreStop(exec[3:])
+	p, err := meshinit.ParsePreStop(exec[3:])
 	require.NoError(t, err)
 	assert.Equal(t, []string{"/bin/sh", "-c", "kill -USR1 1; sleep 2"}, p.Then.Exec)
-	assert.Equal(t, hooks.PresetDubbo, p.Registry.Preset)
+	assert.Equal(t, meshinit.PresetDubbo, p.Registry.Preset)
 	assert.NotNil(t, container(pods["existing-prestop-exec"], "app").Lifecycle.PostStart, "postStart untouched")
 
 	get := container(pods["existing-prestop-http"], "app").Lifecycle.PreStop.Exec.Command
-	p, err = hooks.ParsePreStop(get[3:])
+	p, err = meshinit.ParsePreStop(get[3:])
 	require.NoError(t, err)
 	assert.Equal(t, "http://127.0.0.1:8081/shutdown", p.Then.HTTPGet, "named port resolved, path made absolute")
 	assert.Equal(t, []string{"X-Reason: prestop"}, p.Then.HTTPHeaders)
@@ -222,7 +221,7 @@ func TestJobCommandsAreWrappedInClassicModeOnly(t *testing.T) {
 	pods := injectedPods(t)
 	c := container(pods["job-pod"], "report")
 	require.Equal(t, inject.DefaultPaths.Tool, c.Command[0])
-	r, err := hooks.ParseRun(c.Command[3:])
+	r, err := meshinit.ParseRun(c.Command[3:])
 	require.NoError(t, err)
 	assert.Equal(t, []string{"/report"}, r.Command)
 	assert.Equal(t, []string{"--since", "24h"}, c.Args, "args are kept and follow the wrapped command")

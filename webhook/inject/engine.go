@@ -12,10 +12,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/sidecar-injector/injector/templates"
-	"github.com/sidecar-injector/injector/webhook/capture"
 	"github.com/sidecar-injector/injector/webhook/config"
 	"github.com/sidecar-injector/injector/webhook/envoy"
-	"github.com/sidecar-injector/injector/webhook/hooks"
+	"github.com/sidecar-injector/injector/webhook/meshinit"
 )
 
 // Options are the facts about the environment the engine needs.
@@ -156,15 +155,15 @@ func (e *Engine) TemplateDataFor(s config.Settings) TemplateData {
 	admin := fmt.Sprintf("http://127.0.0.1:%d", s.Proxy.Ports.Admin)
 	ready := fmt.Sprintf("http://127.0.0.1:%d%s", s.Proxy.Ports.Readiness, d.Paths.Readiness)
 	d.WaitReadyCommand = toolCommand(d.Paths.Tool, "wait-ready",
-		hooks.WaitReady{URL: ready, Timeout: s.Lifecycle.ProxyReadyTimeout}.Args())
-	d.ProxyStopCommand = toolCommand(d.Paths.Tool, "proxy-stop", hooks.ProxyStop{
-		Wait:     offlineBudget(s) + hooks.Duration(int64(s.Lifecycle.DrainSeconds)*1e9),
-		Drain:    hooks.Duration(int64(s.Lifecycle.ShutdownSeconds) * 1e9),
+		meshinit.WaitReady{URL: ready, Timeout: s.Lifecycle.ProxyReadyTimeout}.Args())
+	d.ProxyStopCommand = toolCommand(d.Paths.Tool, "proxy-stop", meshinit.ProxyStop{
+		Wait:     offlineBudget(s) + meshinit.Duration(int64(s.Lifecycle.DrainSeconds)*1e9),
+		Drain:    meshinit.Duration(int64(s.Lifecycle.ShutdownSeconds) * 1e9),
 		AdminURL: admin,
 	}.Args())
-	d.AppPreStopCommand = toolCommand(d.Paths.Tool, "prestop", hooks.PreStop{
+	d.AppPreStopCommand = toolCommand(d.Paths.Tool, "prestop", meshinit.PreStop{
 		Registry: s.Lifecycle.Registry,
-		Sleep:    hooks.Duration(int64(s.Lifecycle.DrainSeconds) * 1e9),
+		Sleep:    meshinit.Duration(int64(s.Lifecycle.DrainSeconds) * 1e9),
 	}.Args())
 	return d
 }
@@ -175,24 +174,24 @@ func toolCommand(tool, hook string, args []string) []string {
 
 // offlineBudget is the time the offline step may take: nothing for "none",
 // and the hook tool's own default when the settings leave it at zero.
-func offlineBudget(s config.Settings) hooks.Duration {
-	if s.Lifecycle.Registry.Preset == hooks.PresetNone || s.Lifecycle.Registry.Preset == "" {
+func offlineBudget(s config.Settings) meshinit.Duration {
+	if s.Lifecycle.Registry.Preset == meshinit.PresetNone || s.Lifecycle.Registry.Preset == "" {
 		return 0
 	}
 	if s.Lifecycle.Registry.Timeout == 0 {
-		return hooks.Duration(hooks.DefaultOfflineTimeout)
+		return meshinit.Duration(meshinit.DefaultOfflineTimeout)
 	}
 	return s.Lifecycle.Registry.Timeout
 }
 
 // captureConfig maps settings onto mesh-init's capture flags.
-func captureConfig(s config.Settings) capture.Config {
-	c := capture.Default()
+func captureConfig(s config.Settings) meshinit.CaptureConfig {
+	c := meshinit.DefaultCaptureConfig()
 	c.ProxyUID = uint32(s.Proxy.UID)
 	c.ProxyGID = uint32(s.Proxy.GID)
 	c.OutboundPort = uint16(s.Proxy.Ports.Outbound)
 	c.InboundPort = uint16(s.Proxy.Ports.Inbound)
-	c.ProxyPorts = capture.PortList{
+	c.ProxyPorts = meshinit.PortList{
 		{From: uint16(s.Proxy.Ports.Admin), To: uint16(s.Proxy.Ports.Admin)},
 		{From: uint16(s.Proxy.Ports.Readiness), To: uint16(s.Proxy.Ports.Readiness)},
 		{From: uint16(s.Proxy.Ports.Stats), To: uint16(s.Proxy.Ports.Stats)},
@@ -239,11 +238,11 @@ func (e *Engine) render(set *templates.Set, s config.Settings, reuse *Rendered) 
 			return nil, fmt.Errorf("envoy bootstrap: %w", err)
 		}
 	}
-	d.InitArgs = append([]string{"capture"}, capture.Command{
+	d.InitArgs = append([]string{"capture"}, meshinit.CaptureCommand{
 		Config:           captureConfig(s),
 		CopySelfTo:       d.Paths.Tool,
 		EnvoyBootstrapTo: d.Paths.Bootstrap,
-		EnvoyBootstrap:   capture.EncodeFile([]byte(d.Bootstrap)),
+		EnvoyBootstrap:   meshinit.EncodeFile([]byte(d.Bootstrap)),
 	}.Args()...)
 	d.ProxyArgs = proxyArgs(d)
 	r := &Rendered{Bootstrap: d.Bootstrap, Native: d.Native, Settings: s}

@@ -12,7 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/sidecar-injector/injector/webhook/config"
-	"github.com/sidecar-injector/injector/webhook/hooks"
+	"github.com/sidecar-injector/injector/webhook/meshinit"
 )
 
 // Namespace is what the core knows about the pod's namespace.
@@ -451,7 +451,7 @@ func (e *Engine) mutate(pod *corev1.Pod, r *Rendered, policyName string) (*corev
 			case len(c.Command) > 0:
 				change.Command = c.Command
 				change.SetCommand = true
-				c.Command = toolCommand(DefaultPaths.Tool, "run", hooks.Run{
+				c.Command = toolCommand(DefaultPaths.Tool, "run", meshinit.Run{
 					ReadyURL:     readyURLIf(s),
 					ReadyTimeout: s.Lifecycle.ProxyReadyTimeout,
 					QuitURL:      fmt.Sprintf("http://127.0.0.1:%d/quitquitquit", s.Proxy.Ports.Admin),
@@ -758,18 +758,18 @@ func appPreStop(c *corev1.Container, base corev1.LifecycleHandler) (*corev1.Life
 }
 
 // originalHandler converts an app's own preStop handler for the hook tool.
-func originalHandler(c *corev1.Container, h *corev1.LifecycleHandler) (hooks.OriginalHandler, error) {
+func originalHandler(c *corev1.Container, h *corev1.LifecycleHandler) (meshinit.OriginalHandler, error) {
 	switch {
 	case h.Exec != nil:
 		if len(h.Exec.Command) == 0 {
-			return hooks.OriginalHandler{}, fmt.Errorf("its exec handler has no command")
+			return meshinit.OriginalHandler{}, fmt.Errorf("its exec handler has no command")
 		}
-		return hooks.OriginalHandler{Exec: h.Exec.Command}, nil
+		return meshinit.OriginalHandler{Exec: h.Exec.Command}, nil
 	case h.HTTPGet != nil:
 		g := h.HTTPGet
 		port, err := resolvePort(c, g.Port)
 		if err != nil {
-			return hooks.OriginalHandler{}, err
+			return meshinit.OriginalHandler{}, err
 		}
 		scheme := strings.ToLower(string(g.Scheme))
 		if scheme == "" {
@@ -787,21 +787,21 @@ func originalHandler(c *corev1.Container, h *corev1.LifecycleHandler) (hooks.Ori
 		if !strings.HasPrefix(path, "/") {
 			path = "/" + path
 		}
-		o := hooks.OriginalHandler{HTTPGet: fmt.Sprintf("%s://%s%s", scheme, hostPort(host, port), path), HTTPGetPodIP: podIP}
+		o := meshinit.OriginalHandler{HTTPGet: fmt.Sprintf("%s://%s%s", scheme, hostPort(host, port), path), HTTPGetPodIP: podIP}
 		for _, hd := range g.HTTPHeaders {
 			// The hook tool refuses (exit 2, no sleep) a header it cannot
 			// send; such a handler stays as it is.
 			h := hd.Name + ": " + hd.Value
-			if _, _, err := hooks.ParseHeader(h); err != nil {
-				return hooks.OriginalHandler{}, fmt.Errorf("its preStop httpGet header cannot be sent: %v", err)
+			if _, _, err := meshinit.ParseHeader(h); err != nil {
+				return meshinit.OriginalHandler{}, fmt.Errorf("its preStop httpGet header cannot be sent: %v", err)
 			}
 			o.HTTPHeaders = append(o.HTTPHeaders, h)
 		}
 		return o, nil
 	case h.Sleep != nil:
-		return hooks.OriginalHandler{Sleep: hooks.Duration(h.Sleep.Seconds * 1e9)}, nil
+		return meshinit.OriginalHandler{Sleep: meshinit.Duration(h.Sleep.Seconds * 1e9)}, nil
 	}
-	return hooks.OriginalHandler{}, fmt.Errorf("its preStop handler type cannot be run by the hook tool")
+	return meshinit.OriginalHandler{}, fmt.Errorf("its preStop handler type cannot be run by the hook tool")
 }
 
 func hostPort(host string, port int32) string {

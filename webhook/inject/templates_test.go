@@ -14,10 +14,10 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/sidecar-injector/injector/templates"
-	"github.com/sidecar-injector/injector/webhook/capture"
 	"github.com/sidecar-injector/injector/webhook/config"
 	"github.com/sidecar-injector/injector/webhook/inject"
 	"github.com/sidecar-injector/injector/webhook/inject/injecttest"
+	"github.com/sidecar-injector/injector/webhook/meshinit"
 )
 
 // policyWithTemplate is a policy file whose "custom" set replaces one
@@ -138,7 +138,7 @@ policies:
 // bootstrapOf is the Envoy bootstrap an injected pod's mesh-init writes.
 func bootstrapOf(t *testing.T, pod *corev1.Pod) string {
 	t.Helper()
-	b, err := capture.DecodeFile(bootstrapArg(t, pod))
+	b, err := meshinit.DecodeFile(bootstrapArg(t, pod))
 	require.NoError(t, err)
 	return string(b)
 }
@@ -148,7 +148,7 @@ func bootstrapArg(t *testing.T, pod *corev1.Pod) string {
 	t.Helper()
 	for _, c := range pod.Spec.InitContainers {
 		if c.Name == inject.DefaultNames.Init {
-			cmd, err := capture.ParseCommand(c.Args[1:], nil)
+			cmd, err := meshinit.ParseCaptureCommand(c.Args[1:], nil)
 			require.NoError(t, err)
 			return cmd.EnvoyBootstrap
 		}
@@ -183,7 +183,7 @@ func TestCustomBootstrapRerendersForOverrides(t *testing.T) {
 }
 
 // The bootstrap travels in every injected pod compressed against a frozen
-// dictionary (webhook/capture/encoding.go) that is itself a bootstrap. When
+// dictionary (webhook/meshinit/encoding.go) that is itself a bootstrap. When
 // the built-in template drifts far from the newest dictionary the argument
 // grows back towards the ~2,000 characters of compression alone, and every
 // pod, every patch and every watch event with it: then add the next
@@ -200,6 +200,6 @@ func TestBootstrapArgumentStaysSmall(t *testing.T) {
 		require.NoError(t, zw.Close())
 		plain := base64.StdEncoding.EncodeToString(b.Bytes())
 		assert.LessOrEqual(t, len(arg), len(plain)/5,
-			"namespace %s: the bootstrap argument is %d characters, %d without a dictionary: the built-in bootstrap drifted from the newest dictionary; add the next one (webhook/capture/encoding.go)", ns, len(arg), len(plain))
+			"namespace %s: the bootstrap argument is %d characters, %d without a dictionary: the built-in bootstrap drifted from the newest dictionary; add the next one (webhook/meshinit/encoding.go)", ns, len(arg), len(plain))
 	}
 }

@@ -1,4 +1,4 @@
-package capture
+package meshinit
 
 import (
 	"encoding/json"
@@ -11,10 +11,10 @@ import (
 	"strings"
 )
 
-// Command is one invocation of `mesh-init capture`: the capture settings
-// plus what to do with them.
-type Command struct {
-	Config Config
+// CaptureCommand is one invocation of `mesh-init capture`: the capture
+// settings plus what to do with them.
+type CaptureCommand struct {
+	Config CaptureConfig
 	// DryRun prints the restore input for both families and changes
 	// nothing (no rules, no copy).
 	DryRun bool
@@ -31,21 +31,21 @@ type Command struct {
 	EnvoyBootstrapTo string
 }
 
-// The flags ParseCommand accepts besides the Config flags.
+// The flags ParseCaptureCommand accepts besides the CaptureConfig flags.
 const (
 	FlagDryRun     = "dry-run"
 	FlagCleanup    = "cleanup"
 	FlagCopySelfTo = "copy-self-to"
 	// FlagEnvoyBootstrap and FlagEnvoyBootstrapTo carry the proxy's
-	// bootstrap (see Command).
+	// bootstrap (see CaptureCommand).
 	FlagEnvoyBootstrap   = "envoy-bootstrap"
 	FlagEnvoyBootstrapTo = "envoy-bootstrap-to"
 )
 
 // Args renders the command as arguments for `mesh-init capture`: every
-// Config flag (Config.Args) followed by the command flags that are set.
-// ParseCommand(c.Args(), nil) returns c.
-func (c Command) Args() []string {
+// CaptureConfig flag (CaptureConfig.Args) followed by the command flags
+// that are set. ParseCaptureCommand(c.Args(), nil) returns c.
+func (c CaptureCommand) Args() []string {
 	out := c.Config.Args()
 	if c.DryRun {
 		out = append(out, "--"+FlagDryRun)
@@ -60,40 +60,6 @@ func (c Command) Args() []string {
 		out = append(out, "--"+FlagEnvoyBootstrapTo+"="+c.EnvoyBootstrapTo, "--"+FlagEnvoyBootstrap+"="+c.EnvoyBootstrap)
 	}
 	return out
-}
-
-// Exit codes of `mesh-init capture`; ExitCode maps an error to one.
-const (
-	// ExitOK: the rules were written (or removed, or printed).
-	ExitOK = 0
-	// ExitFailed: iptables-restore or the kernel rejected the rules, or the
-	// copy failed. The message carries the tool's own words.
-	ExitFailed = 1
-	// ExitUsage: an argument or environment variable is invalid. The
-	// message names the flag (or variable) and the value.
-	ExitUsage = 2
-	// ExitPrerequisite: something the pod or image must provide is missing:
-	// a binary, the NET_ADMIN/NET_RAW capabilities, or IPv6 under
-	// --ipv6=required. The message says what to add.
-	ExitPrerequisite = 3
-)
-
-// ExitCode returns the process exit code for an error returned by
-// ParseCommand or Execute.
-func ExitCode(err error) int {
-	if err == nil {
-		return ExitOK
-	}
-	var fe *FlagError
-	var ue *UsageError
-	var pe *PrereqError
-	switch {
-	case errors.As(err, &fe), errors.As(err, &ue), errors.Is(err, flag.ErrHelp):
-		return ExitUsage
-	case errors.As(err, &pe):
-		return ExitPrerequisite
-	}
-	return ExitFailed
 }
 
 // FlagError is an invalid flag or environment variable value.
@@ -191,8 +157,8 @@ func parseSettings(name string, settings []setting, args []string, lookup func(s
 	return fs.Args(), nil
 }
 
-// setting is one flag of the capture command: a Config flag or a command
-// flag.
+// setting is one flag of the capture command: a CaptureConfig flag or a
+// command flag.
 type setting struct {
 	name, usage string
 	isBool      bool
@@ -200,7 +166,7 @@ type setting struct {
 	set         func(string) error
 }
 
-func commandSettings(c *Command) []setting {
+func commandSettings(c *CaptureCommand) []setting {
 	out := configSettings(&c.Config)
 	boolSetting := func(name, usage string, p *bool) setting {
 		return setting{
@@ -263,50 +229,52 @@ func commandSettings(c *Command) []setting {
 	return out
 }
 
-// ParseCommand parses the arguments of `mesh-init capture`: every Config
-// flag (see Config.Args) plus --dry-run, --cleanup and --copy-self-to. It
-// starts from Default, applies the environment variables MESH_INIT_<FLAG>
+// ParseCaptureCommand parses the arguments of `mesh-init capture`: every
+// CaptureConfig flag (see CaptureConfig.Args) plus --dry-run, --cleanup,
+// --copy-self-to and the bootstrap flags. It starts from
+// DefaultCaptureConfig, applies the environment variables MESH_INIT_<FLAG>
 // found through lookup (nil for none), then the arguments, which win. It is
-// the parser mesh-init itself uses, exported so the injector's tests can
-// read back the init container's rendered arguments exactly as mesh-init
-// will. Errors name the flag or variable and the value; ExitCode maps them
-// to ExitUsage. -h or --help returns flag.ErrHelp.
-func ParseCommand(args []string, lookup func(string) (string, bool)) (Command, error) {
-	cmd := Command{Config: Default()}
+// the parser mesh-init itself uses, so the injector's tests read back the
+// init container's rendered arguments exactly as mesh-init will. Errors are
+// *FlagError or *UsageError naming the flag or variable and the value; -h
+// or --help returns flag.ErrHelp.
+func ParseCaptureCommand(args []string, lookup func(string) (string, bool)) (CaptureCommand, error) {
+	cmd := CaptureCommand{Config: DefaultCaptureConfig()}
 	rest, err := parseSettings("mesh-init capture", commandSettings(&cmd), args, lookup)
 	if err != nil {
-		return Command{}, err
+		return CaptureCommand{}, err
 	}
 	if len(rest) > 0 {
-		return Command{}, &UsageError{Err: fmt.Errorf("unexpected argument %q: mesh-init capture takes only --flags (see mesh-init capture --help)", rest[0])}
+		return CaptureCommand{}, &UsageError{Err: fmt.Errorf("unexpected argument %q: mesh-init capture takes only --flags (see mesh-init capture --help)", rest[0])}
 	}
 	if (cmd.EnvoyBootstrap == "") != (cmd.EnvoyBootstrapTo == "") {
-		return Command{}, &UsageError{Err: fmt.Errorf("--%s and --%s go together", FlagEnvoyBootstrap, FlagEnvoyBootstrapTo)}
+		return CaptureCommand{}, &UsageError{Err: fmt.Errorf("--%s and --%s go together", FlagEnvoyBootstrap, FlagEnvoyBootstrapTo)}
 	}
 	if err := cmd.Config.Validate(); err != nil {
-		return Command{}, &UsageError{Err: err}
+		return CaptureCommand{}, &UsageError{Err: err}
 	}
 	return cmd, nil
 }
 
-// PrintUsage writes the capture command's help: every flag with its
-// environment variable and default.
-func PrintUsage(w io.Writer) {
-	cmd := Command{Config: Default()}
-	fmt.Fprintf(w, "Usage: mesh-init capture [flags]\n\n"+
-		"Writes the nat rules that send the pod's TCP traffic through the proxy, for IPv4\n"+
-		"(iptables) and IPv6 (ip6tables), each in one iptables-restore transaction.\n"+
-		"Every flag can also be set by an environment variable; flags win.\n\nFlags:\n")
-	for _, s := range commandSettings(&cmd) {
-		def := s.get()
-		if s.isBool {
-			fmt.Fprintf(w, "  --%s\n", s.name)
-		} else {
-			fmt.Fprintf(w, "  --%s=%q\n", s.name, def)
-		}
-		fmt.Fprintf(w, "\t%s (env %s)\n", s.usage, EnvName(s.name))
+// FlagUsage describes one flag of `mesh-init capture` for its help text.
+type FlagUsage struct {
+	Name  string
+	Usage string
+	// Default is the flag's value in DefaultCaptureConfig, as text.
+	Default string
+	// Env is the environment variable that can set it.
+	Env  string
+	Bool bool
+}
+
+// CaptureFlags lists every flag ParseCaptureCommand accepts, in the order
+// Args writes them.
+func CaptureFlags() []FlagUsage {
+	cmd := CaptureCommand{Config: DefaultCaptureConfig()}
+	settings := commandSettings(&cmd)
+	out := make([]FlagUsage, len(settings))
+	for i, s := range settings {
+		out[i] = FlagUsage{Name: s.name, Usage: s.usage, Default: s.get(), Env: EnvName(s.name), Bool: s.isBool}
 	}
-	fmt.Fprintf(w, "\nExit codes: %d ok, %d rules rejected or copy failed, %d invalid arguments,\n"+
-		"%d missing prerequisite (binary, NET_ADMIN/NET_RAW capability, IPv6 when required).\n",
-		ExitOK, ExitFailed, ExitUsage, ExitPrerequisite)
+	return out
 }

@@ -1,4 +1,4 @@
-package capture
+package meshinit
 
 import (
 	"errors"
@@ -17,17 +17,17 @@ func env(kv ...string) func(string) (string, bool) {
 }
 
 func TestParseCommandDefaults(t *testing.T) {
-	cmd, err := ParseCommand(nil, nil)
+	cmd, err := ParseCaptureCommand(nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(cmd, Command{Config: Default()}) {
+	if !reflect.DeepEqual(cmd, CaptureCommand{Config: DefaultCaptureConfig()}) {
 		t.Errorf("got %+v", cmd)
 	}
 }
 
 func TestParseCommandFlagsAndEnv(t *testing.T) {
-	cmd, err := ParseCommand(
+	cmd, err := ParseCaptureCommand(
 		[]string{"--exclude-inbound-ports=22", "--dry-run", "--copy-self-to=/mesh/bin/mesh-init", "-iptables-mode", "legacy"},
 		env("MESH_INIT_EXCLUDE_INBOUND_PORTS", "9999", // the flag wins
 			"MESH_INIT_EXCLUDE_OUTBOUND_CIDRS", "10.0.0.0/8, fd00::/8",
@@ -46,7 +46,7 @@ func TestParseCommandFlagsAndEnv(t *testing.T) {
 // The injector renders the init container's args with Args; mesh-init
 // must read back exactly the same command.
 func TestCommandArgsRoundTrip(t *testing.T) {
-	cmd, err := ParseCommand([]string{
+	cmd, err := ParseCaptureCommand([]string{
 		"--include-inbound-ports=80,8000-8100", "--exclude-inbound-ports=8761",
 		"--include-outbound-ports=443", "--exclude-outbound-ports=8761",
 		"--include-outbound-cidrs=10.0.0.0/8,fd00::/8", "--exclude-outbound-cidrs=10.1.0.0/16",
@@ -56,7 +56,7 @@ func TestCommandArgsRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	back, err := ParseCommand(cmd.Args(), nil)
+	back, err := ParseCaptureCommand(cmd.Args(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,10 +64,10 @@ func TestCommandArgsRoundTrip(t *testing.T) {
 		t.Errorf("round trip:\n%+v\n%+v", cmd, back)
 	}
 	// Empty sets survive the round trip as empty, not as the "*" default.
-	none := Command{Config: Default()}
+	none := CaptureCommand{Config: DefaultCaptureConfig()}
 	none.Config.IncludeInboundPorts = PortSet{}
 	none.Config.IncludeOutboundCIDRs = CIDRSet{}
-	back, err = ParseCommand(none.Args(), nil)
+	back, err = ParseCaptureCommand(none.Args(), nil)
 	if err != nil || !reflect.DeepEqual(back, none) {
 		t.Errorf("round trip of empty sets: %+v %v", back, err)
 	}
@@ -114,80 +114,61 @@ func TestParseCommandErrors(t *testing.T) {
 		{nil, []string{"MESH_INIT_CLEANUP", "sometimes"},
 			`invalid value "sometimes" for MESH_INIT_CLEANUP (--cleanup): "sometimes" is not a boolean`},
 	} {
-		_, err := ParseCommand(tc.args, env(tc.env...))
+		_, err := ParseCaptureCommand(tc.args, env(tc.env...))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("ParseCommand(%q, %q) = %v, want an error containing %q", tc.args, tc.env, err, tc.want)
+			t.Errorf("ParseCaptureCommand(%q, %q) = %v, want an error containing %q", tc.args, tc.env, err, tc.want)
 			continue
 		}
-		if code := ExitCode(err); code != ExitUsage {
-			t.Errorf("ExitCode(%v) = %d, want %d", err, code, ExitUsage)
+		// mesh-init exits with its usage code for exactly these two.
+		var fe *FlagError
+		var ue *UsageError
+		if !errors.As(err, &fe) && !errors.As(err, &ue) {
+			t.Errorf("%v is neither a *FlagError nor a *UsageError", err)
 		}
 	}
 }
 
 func TestParseCommandHelp(t *testing.T) {
-	if _, err := ParseCommand([]string{"--help"}, nil); !errors.Is(err, flag.ErrHelp) {
+	if _, err := ParseCaptureCommand([]string{"--help"}, nil); !errors.Is(err, flag.ErrHelp) {
 		t.Errorf("got %v", err)
 	}
-	var b strings.Builder
-	PrintUsage(&b)
-	for _, want := range []string{"--exclude-outbound-cidrs", "MESH_INIT_EXCLUDE_OUTBOUND_CIDRS", "--copy-self-to", "MESH_INIT_DRY_RUN", "Exit codes"} {
-		if !strings.Contains(b.String(), want) {
-			t.Errorf("usage lacks %q", want)
+	flags := map[string]FlagUsage{}
+	for _, f := range CaptureFlags() {
+		flags[f.Name] = f
+	}
+	for name, env := range map[string]string{"exclude-outbound-cidrs": "MESH_INIT_EXCLUDE_OUTBOUND_CIDRS", "copy-self-to": "MESH_INIT_COPY_SELF_TO", "dry-run": "MESH_INIT_DRY_RUN"} {
+		if f, ok := flags[name]; !ok || f.Env != env || f.Usage == "" {
+			t.Errorf("CaptureFlags: %s is %+v, want its usage and %s", name, f, env)
 		}
+	}
+	if !flags["dry-run"].Bool || flags["include-inbound-ports"].Default != "*" {
+		t.Errorf("CaptureFlags: kinds or defaults wrong: %+v", flags)
 	}
 }
 
-// Parse (Config flags only) keeps its contract: leftover arguments are
-// returned, errors name the flag.
-func TestParseConfigOnly(t *testing.T) {
-	c, rest, err := Parse([]string{"--exclude-inbound-ports=22", "extra"}, env("MESH_INIT_PROXY_UID", "7"))
-	if err != nil || c.ExcludeInboundPorts.String() != "22" || c.ProxyUID != 7 || !reflect.DeepEqual(rest, []string{"extra"}) {
-		t.Errorf("got %+v %q %v", c, rest, err)
-	}
-	if _, _, err := Parse([]string{"--dry-run"}, nil); err == nil {
-		t.Error("Parse accepted a command flag")
-	}
-	_, _, err = Parse([]string{"--exclude-inbound-ports=x"}, nil)
+// Errors name the flag (or variable) and the value, so mesh-init's message
+// says what to fix.
+func TestFlagErrorNamesFlagAndEnv(t *testing.T) {
+	_, err := ParseCaptureCommand([]string{"--exclude-inbound-ports=x"}, nil)
 	var fe *FlagError
-	if !errors.As(err, &fe) || fe.Flag != "exclude-inbound-ports" || fe.Value != "x" {
+	if !errors.As(err, &fe) || fe.Flag != "exclude-inbound-ports" || fe.Value != "x" || fe.Env != "" {
 		t.Errorf("got %v", err)
 	}
-	var c2 Config
-	err = c2.ApplyEnv(env("MESH_INIT_IPV6", "maybe"))
-	if !errors.As(err, &fe) || fe.Env != "MESH_INIT_IPV6" {
-		t.Errorf("ApplyEnv: %v", err)
+	_, err = ParseCaptureCommand(nil, env("MESH_INIT_IPV6", "maybe"))
+	if !errors.As(err, &fe) || fe.Env != "MESH_INIT_IPV6" || fe.Flag != "ipv6" {
+		t.Errorf("got %v", err)
 	}
 }
 
 func TestValidate(t *testing.T) {
-	var c Config
+	var c CaptureConfig
 	err := c.Validate()
 	for _, want := range []string{"--inbound-port must be set", "--outbound-port must be set", "--iptables-mode", "--ipv6"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate of a zero Config: %v, want %q", err, want)
 		}
 	}
-	if err := Default().Validate(); err != nil {
+	if err := DefaultCaptureConfig().Validate(); err != nil {
 		t.Error(err)
-	}
-}
-
-func TestExitCode(t *testing.T) {
-	for _, tc := range []struct {
-		err  error
-		want int
-	}{
-		{nil, ExitOK},
-		{errors.New("boom"), ExitFailed},
-		{&RestoreError{Err: &ExecError{Err: errors.New("exit status 1")}}, ExitFailed},
-		{&UsageError{Err: errors.New("x")}, ExitUsage},
-		{&FlagError{Flag: "x", Err: errors.New("x")}, ExitUsage},
-		{errors.Join(&FlagError{Flag: "x", Err: errors.New("x")}), ExitUsage},
-		{&PrereqError{What: "x"}, ExitPrerequisite},
-	} {
-		if got := ExitCode(tc.err); got != tc.want {
-			t.Errorf("ExitCode(%v) = %d, want %d", tc.err, got, tc.want)
-		}
 	}
 }

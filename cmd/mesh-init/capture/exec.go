@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sidecar-injector/injector/webhook/meshinit"
 )
 
 // This file is the impure half of mesh-init: it runs iptables-save and
@@ -118,7 +120,7 @@ type RestoreError struct {
 	// Op is "reading" (save) or "writing" (restore).
 	Op     string
 	Family Family
-	Mode   Mode
+	Mode   meshinit.Mode
 	// Line is the 1-based input line the tool complained about, 0 if none.
 	Line int
 	// Text is that line of the input.
@@ -147,7 +149,7 @@ const installFix = "install the iptables package in the mesh-init image " +
 
 // backend is one iptables implementation resolved to binaries.
 type backend struct {
-	mode    Mode
+	mode    meshinit.Mode
 	save    map[Family]string
 	restore map[Family]string
 }
@@ -158,10 +160,10 @@ var flavorRE = regexp.MustCompile(`\((nf_tables|legacy)\)`)
 // "iptables-nft-restore" and so on, or else the unsuffixed
 // "iptables-restore" when its --version says it is that backend (images
 // that ship only one backend often install only the plain names).
-func (h *Host) resolve(ctx context.Context, mode Mode, fams []Family) (backend, error) {
+func (h *Host) resolve(ctx context.Context, mode meshinit.Mode, fams []Family) (backend, error) {
 	b := backend{mode: mode, save: map[Family]string{}, restore: map[Family]string{}}
 	want := "nf_tables"
-	if mode == ModeLegacy {
+	if mode == meshinit.ModeLegacy {
 		want = "legacy"
 	}
 	for _, f := range fams {
@@ -213,7 +215,7 @@ func (h *Host) saveAll(ctx context.Context, b backend, fams []Family) (map[Famil
 // transaction, without touching chains the input does not name.
 func (h *Host) restore(ctx context.Context, b backend, f Family, input string) error {
 	args := []string{"--noflush"}
-	if b.mode == ModeLegacy {
+	if b.mode == meshinit.ModeLegacy {
 		// The legacy backend serialises writers with /run/xtables.lock;
 		// wait for it rather than failing when another writer holds it.
 		args = append(args, "--wait=30")
@@ -229,7 +231,7 @@ var lineRE = regexp.MustCompile(`(?:Error occurred at line: |line )(\d+)`)
 // classifyToolError turns a failed save or restore into an error that says
 // what to fix: a permission problem (capabilities), a kernel without the
 // needed tables or modules, or a rejected line.
-func classifyToolError(err error, f Family, mode Mode, input string) error {
+func classifyToolError(err error, f Family, mode meshinit.Mode, input string) error {
 	var ee *ExecError
 	if !errors.As(err, &ee) {
 		return err
@@ -252,15 +254,15 @@ func classifyToolError(err error, f Family, mode Mode, input string) error {
 		}
 	}
 	nat := map[Family]string{IPv4: "iptable_nat", IPv6: "ip6table_nat"}[f]
-	other := ModeLegacy
-	if mode == ModeLegacy {
-		other = ModeNFT
+	other := meshinit.ModeLegacy
+	if mode == meshinit.ModeLegacy {
+		other = meshinit.ModeNFT
 	}
 	switch {
 	case strings.Contains(msg, "unable to initialize table"), strings.Contains(msg, "Table does not exist"),
 		strings.Contains(msg, "does not exist (do you need to insmod?)"), strings.Contains(msg, "Protocol not supported"),
 		strings.Contains(msg, "Address family not supported"), strings.Contains(msg, "Failed to initialize nft"):
-		if mode == ModeLegacy {
+		if mode == meshinit.ModeLegacy {
 			re.Hint = fmt.Sprintf("the kernel has no %s nat table for the legacy backend: load the %s module on the node, "+
 				"or try --iptables-mode=%s (the legacy backend also needs NET_RAW)", f, nat, other)
 		} else {
@@ -331,8 +333,8 @@ func writeFileAtomic(dst string, src io.Reader, mode os.FileMode) (err error) {
 }
 
 // families decides which families to write, logging the IPv6 decision.
-func (h *Host) families(c Config, cleanup bool) ([]Family, error) {
-	if c.IPv6 == IPv6Off {
+func (h *Host) families(c meshinit.CaptureConfig, cleanup bool) ([]Family, error) {
+	if c.IPv6 == meshinit.IPv6Off {
 		h.logf("IPv6: skipped (--ipv6=off)")
 		return []Family{IPv4}, nil
 	}
@@ -346,12 +348,12 @@ func (h *Host) families(c Config, cleanup bool) ([]Family, error) {
 	case cleanup:
 		h.logf("IPv6: the kernel has none (%s); only IPv4 rules to remove", st.Reason)
 		return []Family{IPv4}, nil
-	case c.IPv6 == IPv6Required && !st.Kernel:
+	case c.IPv6 == meshinit.IPv6Required && !st.Kernel:
 		return nil, &PrereqError{
 			What: "--ipv6=required but the pod has no IPv6: " + st.Reason,
 			Fix:  "give the pod IPv6 (a dual-stack or IPv6 cluster network), or set --ipv6=auto or --ipv6=off",
 		}
-	case c.IPv6 == IPv6Required:
+	case c.IPv6 == meshinit.IPv6Required:
 		h.logf("IPv6: rules required (--ipv6=required; %s)", st.Reason)
 		return []Family{IPv4, IPv6}, nil
 	case st.Routable:
@@ -375,8 +377,8 @@ type target struct {
 // targets resolves the backend(s) to act on. With a forced mode that is the
 // mode. With auto it is the backend ChooseBackend picks — or, for cleanup,
 // every backend that holds something of ours.
-func (h *Host) targets(ctx context.Context, mode Mode, fams []Family, cleanup bool) ([]target, error) {
-	if mode != ModeAuto {
+func (h *Host) targets(ctx context.Context, mode meshinit.Mode, fams []Family, cleanup bool) ([]target, error) {
+	if mode != meshinit.ModeAuto {
 		b, err := h.resolve(ctx, mode, fams)
 		if err != nil {
 			return nil, err
@@ -395,20 +397,20 @@ func (h *Host) targets(ctx context.Context, mode Mode, fams []Family, cleanup bo
 	var cands [2]target
 	var obs [2]Observation
 	var missing [2]error
-	for i, m := range []Mode{ModeNFT, ModeLegacy} {
+	for i, m := range []meshinit.Mode{meshinit.ModeNFT, meshinit.ModeLegacy} {
 		b, err := h.resolve(ctx, m, fams)
 		if err != nil {
 			missing[i] = err
 			continue
 		}
 		cands[i].backend = b
-		if m == ModeLegacy && legacyTablesEmpty(h.ReadFile) {
+		if m == meshinit.ModeLegacy && legacyTablesEmpty(h.ReadFile) {
 			// No legacy table exists in this namespace: nothing to read.
 			cands[i].states = map[Family]NATState{}
 			obs[i] = Observation{Available: true}
 			continue
 		}
-		if m == ModeLegacy {
+		if m == meshinit.ModeLegacy {
 			if err := checkCapabilities(h.ReadFile, m); err != nil {
 				return nil, fmt.Errorf("the legacy backend has tables here but cannot be read: %w", err)
 			}
@@ -457,7 +459,7 @@ func (h *Host) targets(ctx context.Context, mode Mode, fams []Family, cleanup bo
 		return nil, err
 	}
 	i := 0
-	if chosen == ModeLegacy {
+	if chosen == meshinit.ModeLegacy {
 		i = 1
 		if err := checkCapabilities(h.ReadFile, chosen); err != nil {
 			return nil, err
@@ -477,10 +479,10 @@ func (h *Host) targets(ctx context.Context, mode Mode, fams []Family, cleanup bo
 // rules are always required; IPv6 rules are required when the pod has IPv6
 // (or --ipv6=required) and skipped with a log line otherwise. Errors are
 // *PrereqError, *RestoreError or plain errors; ExitCode maps them.
-func Execute(ctx context.Context, cmd Command, h *Host) error {
+func Execute(ctx context.Context, cmd meshinit.CaptureCommand, h *Host) error {
 	c := cmd.Config
 	if err := c.Validate(); err != nil {
-		return &UsageError{Err: err}
+		return &meshinit.UsageError{Err: err}
 	}
 	if cmd.DryRun {
 		if cmd.CopySelfTo != "" {
@@ -500,9 +502,9 @@ func Execute(ctx context.Context, cmd Command, h *Host) error {
 		h.logf("copied the binary to %s", cmd.CopySelfTo)
 	}
 	if cmd.EnvoyBootstrapTo != "" {
-		data, err := DecodeFile(cmd.EnvoyBootstrap)
+		data, err := meshinit.DecodeFile(cmd.EnvoyBootstrap)
 		if err != nil {
-			return &UsageError{Err: fmt.Errorf("--%s: %w", FlagEnvoyBootstrap, err)}
+			return &meshinit.UsageError{Err: fmt.Errorf("--%s: %w", meshinit.FlagEnvoyBootstrap, err)}
 		}
 		if err := writeFileAtomic(cmd.EnvoyBootstrapTo, bytes.NewReader(data), 0o644); err != nil {
 			return fmt.Errorf("writing the proxy's bootstrap: %w", err)

@@ -2,15 +2,15 @@ package capture
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
-	"encoding/base64"
 	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sidecar-injector/injector/webhook/meshinit"
 )
 
 // These tests drive Execute against a scripted Host: they check which
@@ -90,7 +90,7 @@ func (f *fakeHost) host() *Host {
 
 func (f *fakeHost) execute(t *testing.T, args ...string) error {
 	t.Helper()
-	cmd, err := ParseCommand(args, nil)
+	cmd, err := meshinit.ParseCaptureCommand(args, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,10 +109,10 @@ func TestExecuteAutoFreshPod(t *testing.T) {
 	if strings.Join(f.calls, "|") != strings.Join(want, "|") {
 		t.Errorf("calls %q, want %q", f.calls, want)
 	}
-	if got := f.inputs["iptables-nft-restore"]; got != ApplyInput(Default(), IPv4, NATState{}) {
+	if got := f.inputs["iptables-nft-restore"]; got != ApplyInput(meshinit.DefaultCaptureConfig(), IPv4, NATState{}) {
 		t.Errorf("IPv4 input:\n%s", got)
 	}
-	if got := f.inputs["ip6tables-nft-restore"]; got != ApplyInput(Default(), IPv6, NATState{}) {
+	if got := f.inputs["ip6tables-nft-restore"]; got != ApplyInput(meshinit.DefaultCaptureConfig(), IPv6, NATState{}) {
 		t.Errorf("IPv6 input:\n%s", got)
 	}
 	for _, want := range []string{"IPv6: detected (eth0 has the global IPv6 address fd00:", "iptables backend: nft (auto: both backends hold 0 rules; nft is the default)"} {
@@ -197,7 +197,7 @@ func TestExecuteRerunUpToDateWritesNothing(t *testing.T) {
 		saved.WriteString(":" + ch + " - [0:0]\n")
 	}
 	saved.WriteString(strings.Join(wantJumps, "\n") + "\n")
-	saved.WriteString(strings.Join(ChainRules(Default(), IPv4), "\n") + "\nCOMMIT\n")
+	saved.WriteString(strings.Join(ChainRules(meshinit.DefaultCaptureConfig(), IPv4), "\n") + "\nCOMMIT\n")
 	f.saves["iptables-nft-save"] = saved.String()
 	if err := f.execute(t, "--iptables-mode=nft"); err != nil {
 		t.Fatal(err)
@@ -442,7 +442,7 @@ func TestExecuteDryRun(t *testing.T) {
 	if err := f.execute(t, "--dry-run", "--copy-self-to=/nonexistent/x"); err != nil {
 		t.Fatal(err)
 	}
-	if len(f.calls) != 0 || f.stdout.String() != DryRun(Default(), false) {
+	if len(f.calls) != 0 || f.stdout.String() != DryRun(meshinit.DefaultCaptureConfig(), false) {
 		t.Errorf("calls %q stdout\n%s", f.calls, f.stdout.String())
 	}
 }
@@ -492,13 +492,13 @@ func TestCopySelf(t *testing.T) {
 // usage error naming the flag, and the two flags go together.
 func TestEnvoyBootstrapIsWritten(t *testing.T) {
 	bootstrap := []byte(`{"admin":{"address":{"socket_address":{"address":"127.0.0.1","port_value":15000}}}}`)
-	enc := EncodeFile(bootstrap)
-	if enc != EncodeFile(bootstrap) {
+	enc := meshinit.EncodeFile(bootstrap)
+	if enc != meshinit.EncodeFile(bootstrap) {
 		t.Fatal("EncodeFile is not deterministic")
 	}
 	dst := filepath.Join(t.TempDir(), "mesh", "envoy-bootstrap.json")
 	f := newFake()
-	if err := f.execute(t, "--"+FlagEnvoyBootstrapTo+"="+dst, "--"+FlagEnvoyBootstrap+"="+enc); err != nil {
+	if err := f.execute(t, "--"+meshinit.FlagEnvoyBootstrapTo+"="+dst, "--"+meshinit.FlagEnvoyBootstrap+"="+enc); err != nil {
 		t.Fatal(err)
 	}
 	got, err := os.ReadFile(dst)
@@ -509,56 +509,23 @@ func TestEnvoyBootstrapIsWritten(t *testing.T) {
 		t.Errorf("mode %v, want 0644 (the proxy runs as another user)", fi.Mode())
 	}
 
-	// Pods made by an injector from before dictionaries carry gzip.
-	var gz bytes.Buffer
-	zw := gzip.NewWriter(&gz)
-	zw.Write(bootstrap)
-	zw.Close()
-	if got, err := DecodeFile(base64.StdEncoding.EncodeToString(gz.Bytes())); err != nil || string(got) != string(bootstrap) {
-		t.Errorf("the gzip form: %q, %v", got, err)
-	}
-	if _, err := DecodeFile("d9." + strings.TrimPrefix(enc, "d1.")); err == nil || !strings.Contains(err.Error(), `dictionary "d9"`) || !strings.Contains(err.Error(), "older than the injector") {
-		t.Errorf("an unknown dictionary: %v", err)
-	}
-	// A path where the argument belongs is not an unknown dictionary.
-	if _, err := DecodeFile("bootstrap.json"); err == nil || strings.Contains(err.Error(), "older") || !strings.Contains(err.Error(), "not base64") {
-		t.Errorf("a file name: %v", err)
-	}
-	// zlib's checks: no single flipped bit and no trailing data gets
-	// through as another bootstrap (a flip in padding may decode to the
-	// same one).
-	raw, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(enc, "d1."))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range len(raw) * 8 {
-		bad := bytes.Clone(raw)
-		bad[i/8] ^= 1 << (i % 8)
-		if got, err := DecodeFile("d1." + base64.StdEncoding.EncodeToString(bad)); err == nil && !bytes.Equal(got, bootstrap) {
-			t.Fatalf("bit %d flipped: decoded without error to %q", i, got)
-		}
-	}
-	if _, err := DecodeFile("d1." + base64.StdEncoding.EncodeToString(append(bytes.Clone(raw), "garbage!"...))); err == nil {
-		t.Error("data after the stream was accepted")
-	}
-
 	for _, args := range [][]string{
-		{"--" + FlagEnvoyBootstrapTo + "=" + dst, "--" + FlagEnvoyBootstrap + "=not-base64!"},
-		{"--" + FlagEnvoyBootstrapTo + "=" + dst, "--" + FlagEnvoyBootstrap + "=d1.not-base64!"},
-		{"--" + FlagEnvoyBootstrapTo + "=" + dst, "--" + FlagEnvoyBootstrap + "=d1.aGVsbG8="}, // base64, not DEFLATE
-		{"--" + FlagEnvoyBootstrapTo + "=" + dst, "--" + FlagEnvoyBootstrap + "=d0." + strings.TrimPrefix(enc, "d1.")},
-		{"--" + FlagEnvoyBootstrapTo + "=" + dst, "--" + FlagEnvoyBootstrap + "=" + EncodeFile([]byte("not json"))},
-		{"--" + FlagEnvoyBootstrapTo + "=" + dst, "--" + FlagEnvoyBootstrap + "=" + "aGVsbG8="}, // base64, not gzip
-		{"--" + FlagEnvoyBootstrap + "=" + enc},
-		{"--" + FlagEnvoyBootstrapTo + "=relative/path", "--" + FlagEnvoyBootstrap + "=" + enc},
+		{"--" + meshinit.FlagEnvoyBootstrapTo + "=" + dst, "--" + meshinit.FlagEnvoyBootstrap + "=not-base64!"},
+		{"--" + meshinit.FlagEnvoyBootstrapTo + "=" + dst, "--" + meshinit.FlagEnvoyBootstrap + "=d1.not-base64!"},
+		{"--" + meshinit.FlagEnvoyBootstrapTo + "=" + dst, "--" + meshinit.FlagEnvoyBootstrap + "=d1.aGVsbG8="}, // base64, not DEFLATE
+		{"--" + meshinit.FlagEnvoyBootstrapTo + "=" + dst, "--" + meshinit.FlagEnvoyBootstrap + "=d0." + strings.TrimPrefix(enc, "d1.")},
+		{"--" + meshinit.FlagEnvoyBootstrapTo + "=" + dst, "--" + meshinit.FlagEnvoyBootstrap + "=" + meshinit.EncodeFile([]byte("not json"))},
+		{"--" + meshinit.FlagEnvoyBootstrapTo + "=" + dst, "--" + meshinit.FlagEnvoyBootstrap + "=" + "aGVsbG8="}, // base64, not gzip
+		{"--" + meshinit.FlagEnvoyBootstrap + "=" + enc},
+		{"--" + meshinit.FlagEnvoyBootstrapTo + "=relative/path", "--" + meshinit.FlagEnvoyBootstrap + "=" + enc},
 	} {
-		_, err := ParseCommand(args, nil)
+		_, err := meshinit.ParseCaptureCommand(args, nil)
 		if err == nil || ExitCode(err) != ExitUsage || !strings.Contains(err.Error(), "envoy-bootstrap") {
 			t.Errorf("%q: %v (exit %d), want a usage error naming the flag", args, err, ExitCode(err))
 		}
 	}
-	cmd := Command{Config: Default(), EnvoyBootstrapTo: dst, EnvoyBootstrap: enc}
-	back, err := ParseCommand(cmd.Args(), nil)
+	cmd := meshinit.CaptureCommand{Config: meshinit.DefaultCaptureConfig(), EnvoyBootstrapTo: dst, EnvoyBootstrap: enc}
+	back, err := meshinit.ParseCaptureCommand(cmd.Args(), nil)
 	if err != nil || back.EnvoyBootstrap != enc || back.EnvoyBootstrapTo != dst {
 		t.Errorf("round trip: %+v, %v", back, err)
 	}
@@ -568,32 +535,13 @@ func TestEnvoyBootstrapIsWritten(t *testing.T) {
 // message names the owner match.
 func TestClassifyBadValueHasNoModuleHint(t *testing.T) {
 	ee := &ExecError{Path: "/usr/sbin/iptables-nft-restore", Stderr: `iptables-restore v1.8.9 (nf_tables): owner: Bad value for "--uid-owner" option: "4294967295"` + "\nError occurred at line: 7\n", Err: errors.New("exit status 2")}
-	err := classifyToolError(ee, IPv4, ModeNFT, strings.Repeat("x\n", 8))
+	err := classifyToolError(ee, IPv4, meshinit.ModeNFT, strings.Repeat("x\n", 8))
 	var re *RestoreError
 	if !errors.As(err, &re) || re.Hint != "" || re.Line != 7 {
 		t.Errorf("%#v", err)
 	}
 	ee.Stderr = "iptables-restore: line 3 failed: Couldn't load match `owner':No such file or directory"
-	if err := classifyToolError(ee, IPv4, ModeNFT, "a\nb\nc\n"); !errors.As(err, &re) || !strings.Contains(re.Hint, "xt_owner") {
+	if err := classifyToolError(ee, IPv4, meshinit.ModeNFT, "a\nb\nc\n"); !errors.As(err, &re) || !strings.Contains(re.Hint, "xt_owner") {
 		t.Errorf("%#v", err)
-	}
-}
-
-// A released dictionary is part of the wire format: pods in etcd carry
-// arguments compressed against it. Change one and every such pod's init
-// container fails on its next run; add the next one instead (encoding.go).
-func TestDictionariesAreFrozen(t *testing.T) {
-	released := map[string]string{
-		"d1": "8dd6faac34a405cb22f050bb37c75bcfe66f780e9b54d97f0e2ebd6ed51db1b9",
-	}
-	for name, want := range released {
-		got, ok := DictionarySum(name)
-		if !ok || got != want {
-			t.Errorf("dictionary %s: sha256 %q, released as %q: never change a released dictionary, add the next", name, got, want)
-		}
-	}
-	// The encoder uses the newest, and its output names it.
-	if enc := EncodeFile([]byte("{}")); !strings.HasPrefix(enc, dictionaries[len(dictionaries)-1].name+".") {
-		t.Errorf("EncodeFile gave %q", enc)
 	}
 }

@@ -1,17 +1,10 @@
-// Package hooks is the lifecycle hook tool that runs inside injected pods:
-// take the instance offline in its service registry, sleep while consumers
-// forget it, then let the original preStop handler run; wait for the proxy to
-// be ready; keep the proxy serving until the app has drained.
-//
-// The injector renders hook commands with the Args methods here and mesh-init
-// reads them back with the matching Parse functions, so the two agree on
-// every flag.
-package hooks
+package meshinit
 
 import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"net/url"
 	"sort"
 	"strconv"
@@ -453,7 +446,7 @@ func (o OriginalHandler) Validate() error {
 func CheckHTTPURL(v string) error {
 	u, err := url.Parse(v)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" {
-		return fmt.Errorf("%q is not an absolute http or https URL with a host", redact(v))
+		return fmt.Errorf("%q is not an absolute http or https URL with a host", RedactURL(v))
 	}
 	return nil
 }
@@ -470,15 +463,15 @@ func ParseHeader(h string) (name, value string, err error) {
 		return "", "", fmt.Errorf("%q is not \"Name: value\"", h)
 	}
 	name, value = strings.TrimSpace(k), strings.Trim(v, " \t")
-	if err := checkHeader(name, value); err != nil {
+	if err := CheckHeader(name, value); err != nil {
 		return "", "", fmt.Errorf("%q: %w", h, err)
 	}
 	return name, value, nil
 }
 
-// checkHeader checks a header's name and value as the HTTP client would
+// CheckHeader checks a header's name and value as the HTTP client would
 // when sending it, so a bad one is refused before anything is done.
-func checkHeader(name, value string) error {
+func CheckHeader(name, value string) error {
 	if name == "" {
 		return errors.New("the header name is empty")
 	}
@@ -532,7 +525,7 @@ func (r Registry) Validate() error {
 		return nil
 	case PresetEureka:
 		// Comma-separated, like EUREKA_CLIENT_SERVICEURL_DEFAULTZONE.
-		for _, z := range list(r.Eureka.ServerURL) {
+		for _, z := range SplitList(r.Eureka.ServerURL) {
 			if err := checkURL("eureka serverURL", z); err != nil {
 				return err
 			}
@@ -541,8 +534,8 @@ func (r Registry) Validate() error {
 	case PresetNacos:
 		// Like Nacos's own serverAddr: comma-separated host[:port] entries
 		// or http(s) URLs, read as the hook reads them at run time.
-		for _, a := range list(r.Nacos.ServerURL) {
-			if _, err := nacosBaseURL(a); err != nil {
+		for _, a := range SplitList(r.Nacos.ServerURL) {
+			if _, err := NacosBaseURL(a); err != nil {
 				return fmt.Errorf("nacos serverURL %w", err)
 			}
 		}
@@ -557,7 +550,7 @@ func (r Registry) Validate() error {
 			return fmt.Errorf("http method %q is not an upper-case HTTP method such as POST", m)
 		}
 		for k, v := range r.HTTP.Headers {
-			if err := checkHeader(k, v); err != nil {
+			if err := CheckHeader(k, v); err != nil {
 				return fmt.Errorf("http header: %w", err)
 			}
 		}
@@ -703,3 +696,103 @@ func parseAll(fs *flag.FlagSet, args []string) error {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// SplitList splits a comma-separated value, as Spring and Nacos read
+// theirs: entries are trimmed and empty ones dropped.
+func SplitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// NacosDefaultPort is the port the Nacos client adds to a server address
+// that has none (ParamUtil.getDefaultServerPort).
+const NacosDefaultPort = "8848"
+
+// NacosBaseURL turns one entry of a Nacos server list into the base URL of
+// its open API, as the Nacos client reads serverAddr: an entry without a
+// scheme is host[:port] and gets http:// and, without a port, 8848; an
+// http(s) URL is used as written (its scheme's port when it names none).
+// Without a path, Nacos's default context path /nacos is added. The
+// injector validates with it what the hook resolves with it at run time.
+func NacosBaseURL(entry string) (string, error) {
+	s, bare := entry, !strings.Contains(entry, "://")
+	if bare {
+		s = "http://" + s
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || u.RawQuery != "" || u.Fragment != "" {
+		return "", fmt.Errorf("%q is not host, host:port or an http or https URL", RedactURL(entry))
+	}
+	if bare && u.Port() == "" {
+		u.Host = net.JoinHostPort(u.Hostname(), NacosDefaultPort)
+	}
+	if strings.Trim(u.Path, "/") == "" {
+		u.Path = "/nacos"
+	}
+	return strings.TrimRight(u.String(), "/"), nil
+}
+
+// RedactURL hides credentials in a URL (Eureka service URLs often carry
+// them), for messages and logs.
+func RedactURL(target string) string {
+	u, err := url.Parse(target)
+	if err != nil {
+		return target
+	}
+	return u.Redacted()
+}
+
+// DefaultOfflineTimeout bounds the offline step when Registry.Timeout is
+// zero; the injector counts it into the grace period.
+const DefaultOfflineTimeout = 5 * time.Second
+
+// HookUsage is the help text of each `mesh-init hook` command, by command
+// name. It documents the flags the Args methods here render; a test keeps
+// the two in step.
+var HookUsage = map[string]string{
+	"prestop": `usage: mesh-init hook prestop --registry=<preset> --sleep=<duration> [flags] [--then-exec -- <command...>]
+
+  --registry=none|dubbo|spring-cloud|eureka|nacos|edas|http   registry preset (default none)
+  --sleep=30s                  sleep after the offline step, whatever its outcome
+  --offline-timeout=5s         bound on the offline step, retries included (default 5s)
+  --dubbo-port=22222           Dubbo QoS port
+  --spring-port=8080 --spring-base-path=/actuator --spring-status=OUT_OF_SERVICE
+  --eureka-server-url=URL --eureka-app-name=NAME --eureka-instance-id=ID
+  --nacos-server-url=URL --nacos-service-name=NAME --nacos-group=GROUP
+  --nacos-namespace=ID --nacos-cluster=NAME --nacos-port=PORT
+  --edas-url=URL
+  --http-method=POST --http-url=URL --http-header="Name: value" (repeatable)
+  --http-body=TEXT --http-expect-status=200,204
+  --then-http-get=URL --then-http-header="Name: value" (repeatable)
+  --then-http-get-pod-ip       call that URL on the pod's IP, as the kubelet does for a handler without a host
+  --then-sleep=DURATION
+  --then-exec -- COMMAND ARGS...   the app's original exec handler (last)
+
+Defaults left empty are resolved from the app container's environment; see
+docs/lifecycle-hooks.md.
+`,
+	"wait-ready": `usage: mesh-init hook wait-ready [--url=URL] [--timeout=60s]
+
+  --url=http://127.0.0.1:15021/healthz/ready   readiness URL, polled every 200ms until it answers 200
+  --timeout=60s                                give up (exit 1) after this long
+`,
+	"proxy-stop": `usage: mesh-init hook proxy-stop --wait=DURATION --drain=DURATION [--admin-url=URL]
+
+  --wait=35s                          keep serving normally this long
+  --drain=5s                          then drain inbound listeners gracefully and wait this long
+  --admin-url=http://127.0.0.1:15000  Envoy admin address
+`,
+	"run": `usage: mesh-init hook run [--ready-url=URL --ready-timeout=60s] [--quit-url=URL] [--quit-on-failure] -- COMMAND ARGS...
+
+  --ready-url=URL      wait for this readiness URL before starting the command
+  --ready-timeout=60s  bound on that wait
+  --quit-url=http://127.0.0.1:15000/quitquitquit   POSTed when the command is done for good
+  --quit-on-failure    also quit after a failure (restartPolicy Never); without it the
+                       proxy keeps running for the kubelet's retry (OnFailure)
+`,
+}

@@ -1,11 +1,9 @@
-package capture
+package meshinit
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"math"
-	"os"
 	"strconv"
 	"strings"
 )
@@ -35,10 +33,10 @@ const (
 	IPv6Off IPv6Mode = "off"
 )
 
-// Config is everything mesh-init needs to write the capture rules. The
-// injector fills it from the effective settings and renders it with Args;
-// mesh-init reads it back with Parse.
-type Config struct {
+// CaptureConfig is everything mesh-init needs to write the capture rules.
+// The injector fills it from the effective settings and renders it with
+// Args; mesh-init reads it back with ParseCaptureCommand.
+type CaptureConfig struct {
 	// ProxyUID and ProxyGID identify the proxy's own traffic, which is never
 	// redirected (no loops).
 	ProxyUID uint32
@@ -62,10 +60,10 @@ type Config struct {
 	IPv6 IPv6Mode
 }
 
-// Default returns the settings of a fully captured pod with the standard
-// proxy ports.
-func Default() Config {
-	return Config{
+// DefaultCaptureConfig returns the settings of a fully captured pod with
+// the standard proxy ports.
+func DefaultCaptureConfig() CaptureConfig {
+	return CaptureConfig{
 		ProxyUID:             1337,
 		ProxyGID:             1337,
 		OutboundPort:         15001,
@@ -86,17 +84,17 @@ const EnvPrefix = "MESH_INIT_"
 type flagSpec struct {
 	name  string
 	usage string
-	get   func(*Config) string
-	set   func(*Config, string) error
+	get   func(*CaptureConfig) string
+	set   func(*CaptureConfig, string) error
 }
 
 // idFlag is a UID or GID: 0 to 4294967294, since (uid_t)-1 means "no
 // change" to the kernel and the owner match refuses it.
-func idFlag(name, usage string, get func(*Config) uint32, set func(*Config, uint32)) flagSpec {
+func idFlag(name, usage string, get func(*CaptureConfig) uint32, set func(*CaptureConfig, uint32)) flagSpec {
 	return flagSpec{
 		name: name, usage: usage,
-		get: func(c *Config) string { return strconv.FormatUint(uint64(get(c)), 10) },
-		set: func(c *Config, s string) error {
+		get: func(c *CaptureConfig) string { return strconv.FormatUint(uint64(get(c)), 10) },
+		set: func(c *CaptureConfig, s string) error {
 			n, err := strconv.ParseUint(strings.TrimSpace(s), 10, 32)
 			if err != nil || n == math.MaxUint32 {
 				return fmt.Errorf("%q is not a user or group id (0-%d)", s, uint32(math.MaxUint32-1))
@@ -107,11 +105,11 @@ func idFlag(name, usage string, get func(*Config) uint32, set func(*Config, uint
 	}
 }
 
-func portFlag(name, usage string, field func(*Config) *uint16) flagSpec {
+func portFlag(name, usage string, field func(*CaptureConfig) *uint16) flagSpec {
 	return flagSpec{
 		name: name, usage: usage,
-		get: func(c *Config) string { return strconv.Itoa(int(*field(c))) },
-		set: func(c *Config, s string) error {
+		get: func(c *CaptureConfig) string { return strconv.Itoa(int(*field(c))) },
+		set: func(c *CaptureConfig, s string) error {
 			p, err := parsePort(s)
 			if err != nil {
 				return fmt.Errorf("%q is not a port (1-65535)", s)
@@ -122,11 +120,11 @@ func portFlag(name, usage string, field func(*Config) *uint16) flagSpec {
 	}
 }
 
-func portListFlag(name, usage string, field func(*Config) *PortList) flagSpec {
+func portListFlag(name, usage string, field func(*CaptureConfig) *PortList) flagSpec {
 	return flagSpec{
 		name: name, usage: usage,
-		get: func(c *Config) string { return field(c).String() },
-		set: func(c *Config, s string) error {
+		get: func(c *CaptureConfig) string { return field(c).String() },
+		set: func(c *CaptureConfig, s string) error {
 			l, err := ParsePortList(s)
 			if err != nil {
 				return err
@@ -139,34 +137,34 @@ func portListFlag(name, usage string, field func(*Config) *PortList) flagSpec {
 
 var flagSpecs = []flagSpec{
 	idFlag("proxy-uid", "UID the proxy runs as; its traffic is never redirected",
-		func(c *Config) uint32 { return c.ProxyUID }, func(c *Config, n uint32) { c.ProxyUID = n }),
+		func(c *CaptureConfig) uint32 { return c.ProxyUID }, func(c *CaptureConfig, n uint32) { c.ProxyUID = n }),
 	idFlag("proxy-gid", "GID the proxy runs as; its traffic is never redirected",
-		func(c *Config) uint32 { return c.ProxyGID }, func(c *Config, n uint32) { c.ProxyGID = n }),
+		func(c *CaptureConfig) uint32 { return c.ProxyGID }, func(c *CaptureConfig, n uint32) { c.ProxyGID = n }),
 	portFlag("outbound-port", "proxy port that receives redirected outbound connections",
-		func(c *Config) *uint16 { return &c.OutboundPort }),
+		func(c *CaptureConfig) *uint16 { return &c.OutboundPort }),
 	portFlag("inbound-port", "proxy port that receives redirected inbound connections",
-		func(c *Config) *uint16 { return &c.InboundPort }),
+		func(c *CaptureConfig) *uint16 { return &c.InboundPort }),
 	portListFlag("proxy-ports", "the proxy's own ports, never redirected inbound",
-		func(c *Config) *PortList { return &c.ProxyPorts }),
+		func(c *CaptureConfig) *PortList { return &c.ProxyPorts }),
 	{
 		name: "include-inbound-ports", usage: `inbound ports to redirect: "*" for all, or a list such as "80,8000-8100"; empty for none`,
-		get: func(c *Config) string { return c.IncludeInboundPorts.String() },
-		set: func(c *Config, s string) error {
+		get: func(c *CaptureConfig) string { return c.IncludeInboundPorts.String() },
+		set: func(c *CaptureConfig, s string) error {
 			v, err := ParsePortSet(s)
 			c.IncludeInboundPorts = v
 			return err
 		},
 	},
 	portListFlag("exclude-inbound-ports", "inbound ports never redirected",
-		func(c *Config) *PortList { return &c.ExcludeInboundPorts }),
+		func(c *CaptureConfig) *PortList { return &c.ExcludeInboundPorts }),
 	portListFlag("include-outbound-ports", "outbound ports redirected whatever the destination address",
-		func(c *Config) *PortList { return &c.IncludeOutboundPorts }),
+		func(c *CaptureConfig) *PortList { return &c.IncludeOutboundPorts }),
 	portListFlag("exclude-outbound-ports", "outbound ports never redirected",
-		func(c *Config) *PortList { return &c.ExcludeOutboundPorts }),
+		func(c *CaptureConfig) *PortList { return &c.ExcludeOutboundPorts }),
 	{
 		name: "include-outbound-cidrs", usage: `outbound destinations to redirect: "*" for all, or IPv4 and IPv6 CIDRs; empty for none`,
-		get: func(c *Config) string { return c.IncludeOutboundCIDRs.String() },
-		set: func(c *Config, s string) error {
+		get: func(c *CaptureConfig) string { return c.IncludeOutboundCIDRs.String() },
+		set: func(c *CaptureConfig, s string) error {
 			v, err := ParseCIDRSet(s)
 			c.IncludeOutboundCIDRs = v
 			return err
@@ -174,8 +172,8 @@ var flagSpecs = []flagSpec{
 	},
 	{
 		name: "exclude-outbound-cidrs", usage: "outbound destinations (IPv4 and IPv6 CIDRs) never redirected",
-		get: func(c *Config) string { return c.ExcludeOutboundCIDRs.String() },
-		set: func(c *Config, s string) error {
+		get: func(c *CaptureConfig) string { return c.ExcludeOutboundCIDRs.String() },
+		set: func(c *CaptureConfig, s string) error {
 			v, err := ParseCIDRList(s)
 			c.ExcludeOutboundCIDRs = v
 			return err
@@ -183,8 +181,8 @@ var flagSpecs = []flagSpec{
 	},
 	{
 		name: "iptables-mode", usage: "iptables backend: auto, nft or legacy",
-		get: func(c *Config) string { return string(c.Mode) },
-		set: func(c *Config, s string) error {
+		get: func(c *CaptureConfig) string { return string(c.Mode) },
+		set: func(c *CaptureConfig, s string) error {
 			switch m := Mode(strings.TrimSpace(s)); m {
 			case ModeAuto, ModeNFT, ModeLegacy:
 				c.Mode = m
@@ -195,8 +193,8 @@ var flagSpecs = []flagSpec{
 	},
 	{
 		name: "ipv6", usage: "IPv6 rules: auto (when the pod has IPv6), required, or off",
-		get: func(c *Config) string { return string(c.IPv6) },
-		set: func(c *Config, s string) error {
+		get: func(c *CaptureConfig) string { return string(c.IPv6) },
+		set: func(c *CaptureConfig, s string) error {
 			switch m := IPv6Mode(strings.TrimSpace(s)); m {
 			case IPv6Auto, IPv6Required, IPv6Off:
 				c.IPv6 = m
@@ -210,7 +208,7 @@ var flagSpecs = []flagSpec{
 // Args renders every setting as a "--name=value" argument, in a fixed order.
 // Every flag is written, defaults included, so the init container's spec
 // says exactly what it will do whatever mesh-init's own defaults are.
-func (c Config) Args() []string {
+func (c CaptureConfig) Args() []string {
 	out := make([]string, 0, len(flagSpecs))
 	for _, f := range flagSpecs {
 		out = append(out, "--"+f.name+"="+f.get(&c))
@@ -219,9 +217,9 @@ func (c Config) Args() []string {
 }
 
 // Validate checks relations between settings that no single flag can, and
-// the settings a Config built in code (rather than parsed) may have left
-// unset.
-func (c Config) Validate() error {
+// the settings a CaptureConfig built in code (rather than parsed) may have
+// left unset.
+func (c CaptureConfig) Validate() error {
 	var errs []error
 	if c.InboundPort == 0 {
 		errs = append(errs, fmt.Errorf("--inbound-port must be set (1-65535)"))
@@ -245,58 +243,13 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Flag is a value bound to one Config setting, usable with flag.FlagSet.Var.
-type Flag struct {
-	cfg  *Config
-	spec *flagSpec
-}
-
-// String implements flag.Value.
-func (f Flag) String() string {
-	if f.cfg == nil {
-		return ""
-	}
-	return f.spec.get(f.cfg)
-}
-
-// Set implements flag.Value.
-func (f Flag) Set(s string) error { return f.spec.set(f.cfg, s) }
-
-// RegisterFlags binds every setting of c to fs, so a command can parse the
-// exact arguments Args renders. Defaults are c's current values.
-func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	for i := range flagSpecs {
-		spec := &flagSpecs[i]
-		fs.Var(Flag{cfg: c, spec: spec}, spec.name, spec.usage)
-	}
-}
-
 // EnvName returns the environment variable for a flag name.
 func EnvName(flagName string) string {
 	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
-// ApplyEnv sets every setting whose environment variable is present in
-// lookup (nil means the process environment). Flags parsed afterwards take
-// precedence. Errors are *FlagError values naming the variable and value.
-func (c *Config) ApplyEnv(lookup func(string) (string, bool)) error {
-	if lookup == nil {
-		lookup = os.LookupEnv
-	}
-	var errs []error
-	for _, s := range configSettings(c) {
-		name := EnvName(s.name)
-		if v, ok := lookup(name); ok {
-			if err := s.set(v); err != nil {
-				errs = append(errs, &FlagError{Flag: s.name, Env: name, Value: v, Err: err})
-			}
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// configSettings exposes the Config flags to the shared parser.
-func configSettings(c *Config) []setting {
+// configSettings exposes the CaptureConfig flags to the shared parser.
+func configSettings(c *CaptureConfig) []setting {
 	out := make([]setting, 0, len(flagSpecs)+3)
 	for i := range flagSpecs {
 		spec := &flagSpecs[i]
@@ -307,20 +260,4 @@ func configSettings(c *Config) []setting {
 		})
 	}
 	return out
-}
-
-// Parse reads a Config from command-line arguments, starting from Default
-// and applying environment variables (via lookup, nil for none) first. It
-// returns the arguments left after the flags. It knows only the Config
-// flags; ParseCommand is the full parser of `mesh-init capture`.
-func Parse(args []string, lookup func(string) (string, bool)) (Config, []string, error) {
-	c := Default()
-	rest, err := parseSettings("capture", configSettings(&c), args, lookup)
-	if err != nil {
-		return Config{}, nil, err
-	}
-	if err := c.Validate(); err != nil {
-		return Config{}, nil, &UsageError{Err: err}
-	}
-	return c, rest, nil
 }

@@ -1,4 +1,4 @@
-package hooks
+package hook
 
 import (
 	"encoding/json"
@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sidecar-injector/injector/webhook/meshinit"
 )
 
 const testSleep = 300 * time.Millisecond
@@ -299,7 +301,7 @@ func TestPreStopFailingRegistry(t *testing.T) {
 	}
 	within(t, "the first pause", reqs[1].At.Sub(reqs[0].At), 200*time.Millisecond, 700*time.Millisecond)
 	within(t, "the second pause", reqs[2].At.Sub(reqs[1].At), 400*time.Millisecond, 900*time.Millisecond)
-	checkOfflineThenSleep(t, r, reqs[2], DefaultOfflineTimeout)
+	checkOfflineThenSleep(t, r, reqs[2], meshinit.DefaultOfflineTimeout)
 	if r.code != ExitFailed {
 		t.Errorf("exit %d, want %d", r.code, ExitFailed)
 	}

@@ -1,4 +1,4 @@
-package hooks
+package meshinit
 
 import (
 	"reflect"
@@ -60,7 +60,7 @@ func TestUsageNamesEveryFlag(t *testing.T) {
 				continue
 			}
 			name, _, _ := strings.Cut(a, "=")
-			if !strings.Contains(commandUsage[cmd], name) {
+			if !strings.Contains(HookUsage[cmd], name) {
 				t.Errorf("the %s usage does not mention %s", cmd, name)
 			}
 		}

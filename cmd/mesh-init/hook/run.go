@@ -1,10 +1,12 @@
-package hooks
+package hook
 
 import (
 	"context"
 	"net/http"
 	"os/exec"
 	"time"
+
+	"github.com/sidecar-injector/injector/webhook/meshinit"
 )
 
 // run runs "hook run", a Job container's command in classic sidecar mode: a
@@ -12,7 +14,7 @@ import (
 // command is done the proxy is told to quit. The command's exit code is what
 // run returns; run's own lines go to stderr, leaving stdout to the command.
 func (t *tool) run(args []string) (int, error) {
-	r, err := ParseRun(args)
+	r, err := meshinit.ParseRun(args)
 	if err != nil {
 		return 0, err
 	}
@@ -66,7 +68,7 @@ func (t *tool) run(args []string) (int, error) {
 
 // quitAfter tells the proxy to quit once the command is done for good: on
 // success, or on failure when the container will not be restarted.
-func (t *tool) quitAfter(r Run, code int) {
+func (t *tool) quitAfter(r meshinit.Run, code int) {
 	if code != 0 && !r.QuitOnFailure {
 		t.logf("the proxy keeps running: the kubelet restarts this container after a failure (restartPolicy OnFailure)")
 		return

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/sidecar-injector/injector/webhook/meshinit"
 )
 
 // This file is the pure half of mesh-init: it turns a Config and what
@@ -83,7 +85,7 @@ var wantJumps = []string{
 // ChainRules returns the rules of mesh-init's chains for one family, in the
 // form iptables-save prints them. Only family's CIDRs are used: an IPv6 CIDR
 // never reaches iptables and an IPv4 one never reaches ip6tables.
-func ChainRules(c Config, f Family) []string {
+func ChainRules(c meshinit.CaptureConfig, f Family) []string {
 	var out []string
 	out = append(out, inboundRules(c)...)
 	out = append(out,
@@ -97,15 +99,15 @@ func ChainRules(c Config, f Family) []string {
 // inboundExclusions are the ports never redirected inbound: the proxy's own
 // ports (admin, readiness, stats, and its two capture ports) and the
 // user's exclusions.
-func inboundExclusions(c Config) PortList {
-	l := make(PortList, 0, len(c.ProxyPorts)+len(c.ExcludeInboundPorts)+2)
+func inboundExclusions(c meshinit.CaptureConfig) meshinit.PortList {
+	l := make(meshinit.PortList, 0, len(c.ProxyPorts)+len(c.ExcludeInboundPorts)+2)
 	l = append(l, c.ProxyPorts...)
-	l = append(l, PortRange{c.InboundPort, c.InboundPort}, PortRange{c.OutboundPort, c.OutboundPort})
+	l = append(l, meshinit.PortRange{From: c.InboundPort, To: c.InboundPort}, meshinit.PortRange{From: c.OutboundPort, To: c.OutboundPort})
 	l = append(l, c.ExcludeInboundPorts...)
-	return l.normalize()
+	return l.Normalize()
 }
 
-func inboundRules(c Config) []string {
+func inboundRules(c meshinit.CaptureConfig) []string {
 	inc := c.IncludeInboundPorts
 	if !inc.All && len(inc.Ports) == 0 {
 		// Istio's semantics: an empty include list captures nothing inbound.
@@ -128,9 +130,9 @@ func inboundRules(c Config) []string {
 	return out
 }
 
-func outboundRules(c Config, f Family) []string {
+func outboundRules(c meshinit.CaptureConfig, f Family) []string {
 	incAll := c.IncludeOutboundCIDRs.All
-	var incCIDRs CIDRList
+	var incCIDRs meshinit.CIDRList
 	for _, p := range c.IncludeOutboundCIDRs.CIDRs.Family(f.is6()) {
 		if p.Bits() == 0 {
 			incAll = true // 0.0.0.0/0 or ::/0 is "everything" for this family
@@ -175,7 +177,7 @@ func outboundRules(c Config, f Family) []string {
 }
 
 // iptPorts renders a range as iptables writes it ("8080" or "8000:8100").
-func iptPorts(r PortRange) string {
+func iptPorts(r meshinit.PortRange) string {
 	if r.From == r.To {
 		return strconv.Itoa(int(r.From))
 	}
@@ -191,7 +193,7 @@ func iptDest(p netip.Prefix) string {
 	return "-d " + p.String() + " "
 }
 
-func overlapsAny(l PortList, r PortRange) bool {
+func overlapsAny(l meshinit.PortList, r meshinit.PortRange) bool {
 	for _, x := range l {
 		if x.From <= r.To && r.From <= x.To {
 			return true
@@ -336,7 +338,7 @@ func ruleTarget(fields []string) string {
 // missing, and any other jump into our chains (a duplicate, or one an older
 // version wrote) is deleted. Running it twice therefore changes nothing the
 // second time. All of it is one transaction: it applies whole or not at all.
-func ApplyInput(c Config, f Family, current NATState) string {
+func ApplyInput(c meshinit.CaptureConfig, f Family, current NATState) string {
 	var b strings.Builder
 	b.WriteString("*nat\n")
 	for _, ch := range OwnedChains() {
@@ -375,7 +377,7 @@ func ApplyInput(c Config, f Family, current NATState) string {
 // exactly the two jumps, once each. Because the rules are generated in the
 // form iptables-save prints, a re-run with unchanged settings (a container
 // restart) can skip the restore altogether.
-func UpToDate(c Config, f Family, current NATState) bool {
+func UpToDate(c meshinit.CaptureConfig, f Family, current NATState) bool {
 	if len(current.Chains) != len(OwnedChains()) || len(current.Jumps) != len(wantJumps) {
 		return false
 	}
@@ -435,10 +437,10 @@ func installedState() NATState {
 // iptables-restore and ip6tables-restore on a pod that holds none of
 // mesh-init's rules (or, for cleanup, exactly mesh-init's rules). On a
 // re-run the real input differs only in leaving out jumps that exist.
-func DryRun(c Config, cleanup bool) string {
+func DryRun(c meshinit.CaptureConfig, cleanup bool) string {
 	var b strings.Builder
 	fams := []Family{IPv4, IPv6}
-	if c.IPv6 == IPv6Off {
+	if c.IPv6 == meshinit.IPv6Off {
 		fams = fams[:1]
 	}
 	for _, f := range fams {

@@ -1,16 +1,18 @@
-package hooks
+package hook
 
 import (
 	"net"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/sidecar-injector/injector/webhook/meshinit"
 )
 
 // These check the defaults each preset derives from the app container's
 // environment, without a network: the request it would send.
 
-func resolve(t *testing.T, h harness, r Registry) *request {
+func resolve(t *testing.T, h harness, r meshinit.Registry) *request {
 	t.Helper()
 	req, err := h.env().offlineRequest(r)
 	if err != nil {
@@ -21,15 +23,15 @@ func resolve(t *testing.T, h harness, r Registry) *request {
 
 func TestDefaultsDubboAndEDAS(t *testing.T) {
 	t.Parallel()
-	req := resolve(t, harness{}, Registry{Preset: PresetDubbo})
+	req := resolve(t, harness{}, meshinit.Registry{Preset: meshinit.PresetDubbo})
 	if got := req.bases[0] + req.paths[0]; got != "http://127.0.0.1:22222/offline" || req.method != "GET" {
 		t.Errorf("dubbo default: %s %s", req.method, got)
 	}
-	req = resolve(t, harness{}, Registry{Preset: PresetEDAS})
+	req = resolve(t, harness{}, meshinit.Registry{Preset: meshinit.PresetEDAS})
 	if got := req.bases[0] + req.paths[0]; got != "http://localhost:54199/offline" || req.method != "GET" {
 		t.Errorf("edas default: %s %s", req.method, got)
 	}
-	if req := resolve(t, harness{}, Registry{Preset: PresetNone}); req != nil {
+	if req := resolve(t, harness{}, meshinit.Registry{Preset: meshinit.PresetNone}); req != nil {
 		t.Errorf("none: %+v", req)
 	}
 }
@@ -38,7 +40,7 @@ func TestDefaultsSpringCloud(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
 		vars  map[string]string
-		flags SpringCloud
+		flags meshinit.SpringCloud
 		want  string // the first URL tried
 		note  string
 	}{
@@ -47,14 +49,14 @@ func TestDefaultsSpringCloud(t *testing.T) {
 		{vars: map[string]string{"SERVER_PORT": "9000", "SERVER_SERVLET_CONTEXT_PATH": "/shop", "MANAGEMENT_SERVER_PORT": "9001", "MANAGEMENT_SERVER_BASE_PATH": "/mgmt", "MANAGEMENT_ENDPOINTS_WEB_BASE_PATH": "/ops"},
 			want: "http://127.0.0.1:9001/mgmt/ops/serviceregistry"},
 		{vars: map[string]string{"SERVER_PORT": "tcp://10.96.0.7:80"}, want: "http://127.0.0.1:8080/actuator/serviceregistry", note: `ignored SERVER_PORT="tcp://10.96.0.7:80" (not a port)`},
-		{vars: map[string]string{"SERVER_PORT": "9000", "SERVER_SERVLET_CONTEXT_PATH": "/shop"}, flags: SpringCloud{Port: 7000, BasePath: "/admin/"}, want: "http://127.0.0.1:7000/admin/serviceregistry"},
+		{vars: map[string]string{"SERVER_PORT": "9000", "SERVER_SERVLET_CONTEXT_PATH": "/shop"}, flags: meshinit.SpringCloud{Port: 7000, BasePath: "/admin/"}, want: "http://127.0.0.1:7000/admin/serviceregistry"},
 		// A base path without its leading / is read as the path it means.
 		{vars: map[string]string{"MANAGEMENT_ENDPOINTS_WEB_BASE_PATH": "manage"}, want: "http://127.0.0.1:8080/manage/serviceregistry",
 			note: `MANAGEMENT_ENDPOINTS_WEB_BASE_PATH="manage" does not start with / (Spring Boot refuses that at startup); using "/manage"`},
 		{vars: map[string]string{"MANAGEMENT_ENDPOINTS_WEB_BASE_PATH": "manage/", "SERVER_SERVLET_CONTEXT_PATH": "/shop"}, want: "http://127.0.0.1:8080/shop/manage/serviceregistry"},
 	}
 	for _, c := range cases {
-		req := resolve(t, harness{vars: c.vars}, Registry{Preset: PresetSpringCloud, SpringCloud: c.flags})
+		req := resolve(t, harness{vars: c.vars}, meshinit.Registry{Preset: meshinit.PresetSpringCloud, SpringCloud: c.flags})
 		if got := req.bases[0] + req.paths[0]; got != c.want {
 			t.Errorf("%v %+v: %s, want %s", c.vars, c.flags, got, c.want)
 		}
@@ -106,7 +108,7 @@ func TestDefaultsEureka(t *testing.T) {
 		"HOSTNAME":                             "cart-1",
 		"SERVER_PORT":                          "8080",
 	}}
-	req := resolve(t, h, Registry{Preset: PresetEureka})
+	req := resolve(t, h, meshinit.Registry{Preset: meshinit.PresetEureka})
 	if !reflect.DeepEqual(req.bases, []string{"http://admin:secret@eureka-0:8761/eureka", "http://eureka-1:8761/eureka"}) {
 		t.Errorf("servers %q", req.bases)
 	}
@@ -121,7 +123,7 @@ func TestDefaultsEureka(t *testing.T) {
 		{"EUREKA_CLIENT_SERVICEURL_DEFAULTZONE": "http://e:8761/eureka/"},
 		{"EUREKA_CLIENT_SERVICEURL_DEFAULTZONE": "eureka:8761", "SPRING_APPLICATION_NAME": "cart"},
 	} {
-		if _, err := (harness{vars: vars}).env().offlineRequest(Registry{Preset: PresetEureka}); err == nil {
+		if _, err := (harness{vars: vars}).env().offlineRequest(meshinit.Registry{Preset: meshinit.PresetEureka}); err == nil {
 			t.Errorf("%v: want an error naming what is missing", vars)
 		}
 	}
@@ -133,7 +135,7 @@ func TestDefaultsNacos(t *testing.T) {
 		vars:  map[string]string{"NACOS_SERVER_ADDR": "nacos-0.nacos:8848,nacos-1.nacos:8848", "SPRING_APPLICATION_NAME": "orders", "SERVER_PORT": "tcp://10.96.0.7:80"},
 		addrs: []net.Addr{ipNet("127.0.0.1/8"), ipNet("fd00::9/64"), ipNet("10.2.0.8/24")},
 	}
-	req := resolve(t, h, Registry{Preset: PresetNacos})
+	req := resolve(t, h, meshinit.Registry{Preset: meshinit.PresetNacos})
 	if !reflect.DeepEqual(req.bases, []string{"http://nacos-0.nacos:8848/nacos", "http://nacos-1.nacos:8848/nacos"}) {
 		t.Errorf("servers %q", req.bases)
 	}
@@ -143,36 +145,36 @@ func TestDefaultsNacos(t *testing.T) {
 	}
 	// POD_IP wins over the interfaces; Spring Cloud Alibaba's own ip over both.
 	h.vars["POD_IP"] = "10.2.0.99"
-	if req := resolve(t, h, Registry{Preset: PresetNacos}); !strings.Contains(req.paths[0], "ip=10.2.0.99&") {
+	if req := resolve(t, h, meshinit.Registry{Preset: meshinit.PresetNacos}); !strings.Contains(req.paths[0], "ip=10.2.0.99&") {
 		t.Errorf("POD_IP ignored: %s", req.paths[0])
 	}
 	h.vars["SPRING_CLOUD_NACOS_DISCOVERY_IP"] = "192.168.0.5"
-	if req := resolve(t, h, Registry{Preset: PresetNacos}); !strings.Contains(req.paths[0], "ip=192.168.0.5&") {
+	if req := resolve(t, h, meshinit.Registry{Preset: meshinit.PresetNacos}); !strings.Contains(req.paths[0], "ip=192.168.0.5&") {
 		t.Errorf("SPRING_CLOUD_NACOS_DISCOVERY_IP ignored: %s", req.paths[0])
 	}
 	// An address without a port gets the Nacos client's default port,
 	// from the environment as from the flag; a URL keeps its scheme's.
 	for _, c := range []struct {
 		h     harness
-		flags Nacos
+		flags meshinit.Nacos
 		want  []string
 	}{
 		{h: harness{vars: map[string]string{"NACOS_SERVER_ADDR": "127.0.0.1, nacos-1.nacos:9848,[fd00::5]"}},
 			want: []string{"http://127.0.0.1:8848/nacos", "http://nacos-1.nacos:9848/nacos", "http://[fd00::5]:8848/nacos"}},
-		{flags: Nacos{ServerURL: "nacos,https://nacos.example"}, want: []string{"http://nacos:8848/nacos", "https://nacos.example/nacos"}},
+		{flags: meshinit.Nacos{ServerURL: "nacos,https://nacos.example"}, want: []string{"http://nacos:8848/nacos", "https://nacos.example/nacos"}},
 	} {
 		c.h.vars = mergeVars(c.h.vars, map[string]string{"SPRING_APPLICATION_NAME": "orders", "POD_IP": "10.0.0.1"})
-		if err := (Registry{Preset: PresetNacos, Nacos: c.flags}).Validate(); err != nil {
+		if err := (meshinit.Registry{Preset: meshinit.PresetNacos, Nacos: c.flags}).Validate(); err != nil {
 			t.Errorf("%+v: the flag is refused: %v", c.flags, err)
 		}
-		if req := resolve(t, c.h, Registry{Preset: PresetNacos, Nacos: c.flags}); !reflect.DeepEqual(req.bases, c.want) {
+		if req := resolve(t, c.h, meshinit.Registry{Preset: meshinit.PresetNacos, Nacos: c.flags}); !reflect.DeepEqual(req.bases, c.want) {
 			t.Errorf("%v %+v: servers %q, want %q", c.h.vars, c.flags, req.bases, c.want)
 		}
 	}
 	// A password in the server URL is hidden on the "using" line.
-	for _, r := range []Registry{
-		{Preset: PresetNacos},
-		{Preset: PresetNacos, Nacos: Nacos{ServerURL: "http://nacos:s3cret@nacos-0:8848"}},
+	for _, r := range []meshinit.Registry{
+		{Preset: meshinit.PresetNacos},
+		{Preset: meshinit.PresetNacos, Nacos: meshinit.Nacos{ServerURL: "http://nacos:s3cret@nacos-0:8848"}},
 	} {
 		h := harness{vars: map[string]string{"NACOS_SERVER_ADDR": "http://nacos:s3cret@nacos-0:8848", "SPRING_APPLICATION_NAME": "orders", "POD_IP": "10.0.0.1"}}
 		req := resolve(t, h, r)
@@ -181,7 +183,7 @@ func TestDefaultsNacos(t *testing.T) {
 		}
 	}
 	// No address at all is an error that says what to set.
-	_, err := harness{vars: map[string]string{"NACOS_SERVER_ADDR": "n:8848", "SPRING_APPLICATION_NAME": "o"}}.env().offlineRequest(Registry{Preset: PresetNacos})
+	_, err := harness{vars: map[string]string{"NACOS_SERVER_ADDR": "n:8848", "SPRING_APPLICATION_NAME": "o"}}.env().offlineRequest(meshinit.Registry{Preset: meshinit.PresetNacos})
 	if err == nil || !strings.Contains(err.Error(), "POD_IP") {
 		t.Errorf("err = %v", err)
 	}

@@ -1,4 +1,4 @@
-package hooks
+package hook
 
 import (
 	"context"
@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/sidecar-injector/injector/webhook/meshinit"
 )
 
 // preStop runs "hook prestop": offline, sleep, original handler. The sleep
@@ -20,7 +22,7 @@ import (
 // missed the offline call still need the time to notice the endpoint going
 // away by other means (endpoint removal, their own registry refresh).
 func (t *tool) preStop(args []string) (int, error) {
-	p, err := ParsePreStop(args)
+	p, err := meshinit.ParsePreStop(args)
 	if err != nil {
 		return 0, err
 	}
@@ -71,7 +73,7 @@ func (t *tool) preStop(args []string) (int, error) {
 
 // offline runs the preset's offline call; it returns a description of the
 // failure, or "" on success.
-func (t *tool) offline(ctx context.Context, r Registry) string {
+func (t *tool) offline(ctx context.Context, r meshinit.Registry) string {
 	req, err := t.env.offlineRequest(r)
 	if err != nil {
 		t.logf("%s offline: %v", r.Preset, err)
@@ -95,7 +97,7 @@ func (t *tool) offline(ctx context.Context, r Registry) string {
 
 // original runs the app's own preStop handler. It returns the exit code to
 // pass on (an exec handler's own code) and a failure description.
-func (t *tool) original(ctx context.Context, in *interrupt, o OriginalHandler) (int, string) {
+func (t *tool) original(ctx context.Context, in *interrupt, o meshinit.OriginalHandler) (int, string) {
 	switch {
 	case len(o.Exec) > 0:
 		return t.originalExec(ctx, in, o.Exec)
@@ -150,10 +152,10 @@ func (t *tool) originalExec(ctx context.Context, in *interrupt, argv []string) (
 	return 0, ""
 }
 
-func (t *tool) originalHTTPGet(ctx context.Context, o OriginalHandler) (int, string) {
+func (t *tool) originalHTTPGet(ctx context.Context, o meshinit.OriginalHandler) (int, string) {
 	header := http.Header{}
 	for _, h := range o.HTTPHeaders {
-		k, v, _ := ParseHeader(h) // checked when the arguments were parsed
+		k, v, _ := meshinit.ParseHeader(h) // checked when the arguments were parsed
 		header.Add(k, v)
 	}
 	// The kubelet accepts anything unless the handler says otherwise.
@@ -176,7 +178,7 @@ func (t *tool) originalHTTPGet(ctx context.Context, o OriginalHandler) (int, str
 	// HTTPS (the kubelet does not verify either), redirects followed on
 	// the same host only, and a redirect elsewhere counts as its 3xx.
 	a := exchangeWith(kubeletLikeClient, ctx, 0, http.MethodGet, target, header, "")
-	line := fmt.Sprintf("GET %s -> %s", redact(target), a)
+	line := fmt.Sprintf("GET %s -> %s", meshinit.RedactURL(target), a)
 	if a.isRedirect() {
 		line += ", as the kubelet does for a redirect to another host"
 	}

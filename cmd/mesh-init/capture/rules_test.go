@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sidecar-injector/injector/webhook/meshinit"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
@@ -49,17 +51,17 @@ func checkGolden(t *testing.T, name, got string) {
 	}
 	want, err := os.ReadFile(path)
 	if err != nil {
-		t.Fatalf("%v (run go test ./webhook/capture -update to create it)", err)
+		t.Fatalf("%v (run go test ./cmd/mesh-init/capture -update to create it)", err)
 	}
 	if got != string(want) {
-		t.Errorf("%s differs from the output (go test ./webhook/capture -update to accept):\n--- want\n%s\n--- got\n%s", path, want, got)
+		t.Errorf("%s differs from the output (go test ./cmd/mesh-init/capture -update to accept):\n--- want\n%s\n--- got\n%s", path, want, got)
 	}
 }
 
 func TestGolden(t *testing.T) {
 	for _, tc := range goldenCases {
 		t.Run(tc.name, func(t *testing.T) {
-			cmd, err := ParseCommand(tc.args, nil)
+			cmd, err := meshinit.ParseCaptureCommand(tc.args, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -78,12 +80,12 @@ func TestGoldenRerun(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := ParseSave(string(saved))
-	checkGolden(t, "rerun-stale-jumps", ApplyInput(Default(), IPv4, st))
+	checkGolden(t, "rerun-stale-jumps", ApplyInput(meshinit.DefaultCaptureConfig(), IPv4, st))
 	checkGolden(t, "cleanup-stale-jumps", CleanupInput(st))
 }
 
 func TestFamiliesNeverMix(t *testing.T) {
-	cmd, err := ParseCommand([]string{
+	cmd, err := meshinit.ParseCaptureCommand([]string{
 		"--include-outbound-cidrs=10.0.0.0/8,fd00::/8",
 		"--exclude-outbound-cidrs=10.1.0.0/16,fd00:1::/32,::ffff:192.168.0.0/112",
 	}, nil)
@@ -147,7 +149,7 @@ COMMIT
 func TestApplyInputKeepsExistingJumps(t *testing.T) {
 	st := ParseSave("*nat\n:MESH_INBOUND - [0:0]\n:MESH_OUTPUT - [0:0]\n" +
 		"-A PREROUTING -p tcp -j MESH_INBOUND\n-A OUTPUT -p tcp -j MESH_OUTPUT\nCOMMIT\n")
-	in := ApplyInput(Default(), IPv4, st)
+	in := ApplyInput(meshinit.DefaultCaptureConfig(), IPv4, st)
 	for _, l := range strings.Split(in, "\n") {
 		if strings.HasPrefix(l, "-A PREROUTING") || strings.HasPrefix(l, "-A OUTPUT") || strings.HasPrefix(l, "-D ") {
 			t.Errorf("re-run touches an existing jump: %s", l)
@@ -162,7 +164,7 @@ func TestCleanupInputEmpty(t *testing.T) {
 }
 
 func TestUpToDate(t *testing.T) {
-	c := Default()
+	c := meshinit.DefaultCaptureConfig()
 	installed := func(rules []string, jumps ...string) NATState {
 		text := "*nat\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
 		for _, ch := range OwnedChains() {
@@ -175,8 +177,8 @@ func TestUpToDate(t *testing.T) {
 	if !UpToDate(c, IPv6, installed(rules, wantJumps...)) {
 		t.Error("the installed rules are not recognised as up to date")
 	}
-	changed := Default()
-	changed.ExcludeOutboundPorts = PortList{{8761, 8761}}
+	changed := meshinit.DefaultCaptureConfig()
+	changed.ExcludeOutboundPorts = meshinit.PortList{{From: 8761, To: 8761}}
 	for name, st := range map[string]NATState{
 		"fresh":           {},
 		"other settings":  installed(ChainRules(changed, IPv6), wantJumps...),
@@ -184,7 +186,7 @@ func TestUpToDate(t *testing.T) {
 		"duplicated jump": installed(rules, wantJumps[0], wantJumps[0], wantJumps[1]),
 		"reordered rules": installed(append([]string{rules[1], rules[0]}, rules[2:]...), wantJumps...),
 		"an extra rule":   installed(append(append([]string(nil), rules...), "-A MESH_OUTPUT -j RETURN"), wantJumps...),
-		"other family":    installed(ChainRules(Config{}, IPv4), wantJumps...),
+		"other family":    installed(ChainRules(meshinit.CaptureConfig{}, IPv4), wantJumps...),
 	} {
 		if UpToDate(c, IPv6, st) {
 			t.Errorf("%s: reported up to date", name)
@@ -211,7 +213,7 @@ func TestParseSaveQuotedComment(t *testing.T) {
 // iptables-save prints some IPv6 prefixes the glibc way (::1.2.3.4 for Go's
 // ::102:304): a re-run with the same settings must still write nothing.
 func TestUpToDateWithGlibcIPv6Forms(t *testing.T) {
-	cmd, err := ParseCommand([]string{"--exclude-outbound-cidrs=::1.2.3.4/128,::1:0/112,10.0.0.0/8"}, nil)
+	cmd, err := meshinit.ParseCaptureCommand([]string{"--exclude-outbound-cidrs=::1.2.3.4/128,::1:0/112,10.0.0.0/8"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

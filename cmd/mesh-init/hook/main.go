@@ -1,4 +1,4 @@
-package hooks
+package hook
 
 import (
 	"context"
@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/sidecar-injector/injector/webhook/meshinit"
 )
 
 // Exit codes shared by the hook commands. A failed original exec handler
@@ -23,9 +25,6 @@ const (
 	ExitFailed = 1 // a step failed (offline call, original httpGet, drain, readiness)
 	ExitUsage  = 2 // the arguments could not be parsed; nothing was done
 )
-
-// DefaultOfflineTimeout bounds the offline step when Registry.Timeout is zero.
-const DefaultOfflineTimeout = 5 * time.Second
 
 const usage = `usage: mesh-init hook <command> [flags]
 
@@ -40,49 +39,6 @@ commands:
 
 Run "mesh-init hook <command> -h" for the command's flags.
 `
-
-var commandUsage = map[string]string{
-	"prestop": `usage: mesh-init hook prestop --registry=<preset> --sleep=<duration> [flags] [--then-exec -- <command...>]
-
-  --registry=none|dubbo|spring-cloud|eureka|nacos|edas|http   registry preset (default none)
-  --sleep=30s                  sleep after the offline step, whatever its outcome
-  --offline-timeout=5s         bound on the offline step, retries included (default 5s)
-  --dubbo-port=22222           Dubbo QoS port
-  --spring-port=8080 --spring-base-path=/actuator --spring-status=OUT_OF_SERVICE
-  --eureka-server-url=URL --eureka-app-name=NAME --eureka-instance-id=ID
-  --nacos-server-url=URL --nacos-service-name=NAME --nacos-group=GROUP
-  --nacos-namespace=ID --nacos-cluster=NAME --nacos-port=PORT
-  --edas-url=URL
-  --http-method=POST --http-url=URL --http-header="Name: value" (repeatable)
-  --http-body=TEXT --http-expect-status=200,204
-  --then-http-get=URL --then-http-header="Name: value" (repeatable)
-  --then-http-get-pod-ip       call that URL on the pod's IP, as the kubelet does for a handler without a host
-  --then-sleep=DURATION
-  --then-exec -- COMMAND ARGS...   the app's original exec handler (last)
-
-Defaults left empty are resolved from the app container's environment; see
-docs/lifecycle-hooks.md.
-`,
-	"wait-ready": `usage: mesh-init hook wait-ready [--url=URL] [--timeout=60s]
-
-  --url=http://127.0.0.1:15021/healthz/ready   readiness URL, polled every 200ms until it answers 200
-  --timeout=60s                                give up (exit 1) after this long
-`,
-	"proxy-stop": `usage: mesh-init hook proxy-stop --wait=DURATION --drain=DURATION [--admin-url=URL]
-
-  --wait=35s                          keep serving normally this long
-  --drain=5s                          then drain inbound listeners gracefully and wait this long
-  --admin-url=http://127.0.0.1:15000  Envoy admin address
-`,
-	"run": `usage: mesh-init hook run [--ready-url=URL --ready-timeout=60s] [--quit-url=URL] [--quit-on-failure] -- COMMAND ARGS...
-
-  --ready-url=URL      wait for this readiness URL before starting the command
-  --ready-timeout=60s  bound on that wait
-  --quit-url=http://127.0.0.1:15000/quitquitquit   POSTed when the command is done for good
-  --quit-on-failure    also quit after a failure (restartPolicy Never); without it the
-                       proxy keeps running for the kubelet's retry (OnFailure)
-`,
-}
 
 // Main runs the hook tool: args are everything after "mesh-init hook". It
 // returns the process exit code.
@@ -148,7 +104,7 @@ func (t *tool) main(args []string) int {
 	code, err := run(rest)
 	if err != nil { // only argument errors come back this way
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(t.out, commandUsage[cmd])
+			fmt.Fprint(t.out, meshinit.HookUsage[cmd])
 			return ExitOK
 		}
 		// One line: it ends up in a FailedPreStopHook/FailedPostStartHook

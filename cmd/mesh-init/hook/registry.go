@@ -1,4 +1,4 @@
-package hooks
+package hook
 
 import (
 	"encoding/json"
@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/sidecar-injector/injector/webhook/meshinit"
 )
 
 // environment is what the hook learns about the app container it runs in.
@@ -48,17 +50,6 @@ func (e environment) port(notes *[]string, names ...string) (int, string) {
 		return p, n
 	}
 	return 0, ""
-}
-
-// list splits a comma-separated variable, as Spring and Nacos read theirs.
-func list(v string) []string {
-	var out []string
-	for _, s := range strings.Split(v, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			out = append(out, s)
-		}
-	}
-	return out
 }
 
 // podIPs lists the pod's addresses: POD_IP first when set (the downward API
@@ -130,31 +121,31 @@ func (e environment) hostsName() string {
 
 // offlineRequest resolves a preset into the request that takes the instance
 // offline, filling defaults from the environment. It returns nil for none.
-func (e environment) offlineRequest(r Registry) (*request, error) {
+func (e environment) offlineRequest(r meshinit.Registry) (*request, error) {
 	switch r.Preset {
-	case PresetNone, "":
+	case meshinit.PresetNone, "":
 		return nil, nil
-	case PresetDubbo:
+	case meshinit.PresetDubbo:
 		return e.dubbo(r.Dubbo), nil
-	case PresetSpringCloud:
+	case meshinit.PresetSpringCloud:
 		return e.springCloud(r.SpringCloud), nil
-	case PresetEureka:
+	case meshinit.PresetEureka:
 		return e.eureka(r.Eureka)
-	case PresetNacos:
+	case meshinit.PresetNacos:
 		return e.nacos(r.Nacos)
-	case PresetEDAS:
+	case meshinit.PresetEDAS:
 		u := r.EDAS.URL
 		if u == "" {
 			u = "http://localhost:54199/offline"
 		}
 		return &request{what: "edas offline", method: http.MethodGet, bases: []string{u}, paths: []string{""}}, nil
-	case PresetHTTP:
+	case meshinit.PresetHTTP:
 		return httpOffline(r.HTTP), nil
 	}
 	return nil, fmt.Errorf("unknown registry preset %q", r.Preset)
 }
 
-func (e environment) dubbo(d Dubbo) *request {
+func (e environment) dubbo(d meshinit.Dubbo) *request {
 	var notes []string
 	port, from := int(d.Port), "--dubbo-port"
 	if port == 0 {
@@ -180,7 +171,7 @@ func (e environment) dubbo(d Dubbo) *request {
 	}
 }
 
-func (e environment) springCloud(s SpringCloud) *request {
+func (e environment) springCloud(s meshinit.SpringCloud) *request {
 	var notes []string
 	mgmtPort, _ := e.port(&notes, "MANAGEMENT_SERVER_PORT")
 	serverPort, _ := e.port(&notes, "SERVER_PORT")
@@ -253,19 +244,19 @@ func (e environment) springCloud(s SpringCloud) *request {
 	}
 }
 
-func (e environment) eureka(c Eureka) (*request, error) {
+func (e environment) eureka(c meshinit.Eureka) (*request, error) {
 	var notes []string
 	// Both are comma-separated zones, tried in turn on retries.
-	servers, from := list(c.ServerURL), "--eureka-server-url"
+	servers, from := meshinit.SplitList(c.ServerURL), "--eureka-server-url"
 	if len(servers) == 0 {
 		v, n := e.lookup("EUREKA_CLIENT_SERVICEURL_DEFAULTZONE")
-		servers, from = list(v), n
+		servers, from = meshinit.SplitList(v), n
 	}
 	if len(servers) == 0 {
 		return nil, errors.New("no Eureka server URL: set --eureka-server-url or EUREKA_CLIENT_SERVICEURL_DEFAULTZONE in the app container")
 	}
 	for i, s := range servers {
-		if err := CheckHTTPURL(s); err != nil {
+		if err := meshinit.CheckHTTPURL(s); err != nil {
 			return nil, fmt.Errorf("eureka server URL from %s: %w", from, err)
 		}
 		servers[i] = strings.TrimRight(s, "/")
@@ -289,7 +280,7 @@ func (e environment) eureka(c Eureka) (*request, error) {
 		paths[i] = "/apps/" + url.PathEscape(app) + "/" + url.PathEscape(id) + "/status?value=OUT_OF_SERVICE"
 	}
 	notes = append(notes, fmt.Sprintf("server %s (%s), app %s (%s), instance id %s (%s)",
-		redact(servers[0]), from, app, appFrom, strings.Join(ids, " or "), idFrom))
+		meshinit.RedactURL(servers[0]), from, app, appFrom, strings.Join(ids, " or "), idFrom))
 	return &request{
 		what:   "eureka offline",
 		method: http.MethodPut,
@@ -369,19 +360,19 @@ func (e environment) eurekaInstanceIDs(explicit string) ([]string, string) {
 	return ids, from
 }
 
-func (e environment) nacos(c Nacos) (*request, error) {
+func (e environment) nacos(c meshinit.Nacos) (*request, error) {
 	var notes []string
-	servers, from := list(c.ServerURL), "--nacos-server-url"
+	servers, from := meshinit.SplitList(c.ServerURL), "--nacos-server-url"
 	if len(servers) == 0 {
 		var v string
 		v, from = e.lookup("SPRING_CLOUD_NACOS_DISCOVERY_SERVER_ADDR", "SPRING_CLOUD_NACOS_SERVER_ADDR", "NACOS_SERVER_ADDR")
-		servers = list(v)
+		servers = meshinit.SplitList(v)
 	}
 	if len(servers) == 0 {
 		return nil, errors.New("no Nacos server: set --nacos-server-url or NACOS_SERVER_ADDR or SPRING_CLOUD_NACOS_DISCOVERY_SERVER_ADDR in the app container")
 	}
 	for i, s := range servers {
-		base, err := nacosBaseURL(s)
+		base, err := meshinit.NacosBaseURL(s)
 		if err != nil {
 			return nil, fmt.Errorf("nacos server from %s: %w", from, err)
 		}
@@ -443,7 +434,7 @@ func (e environment) nacos(c Nacos) (*request, error) {
 	q.Set("enabled", "false")
 	q.Set("ephemeral", "true")
 	notes = append(notes, fmt.Sprintf("server %s (%s), service %s (%s), instance %s (%s) port %d (%s)",
-		redact(servers[0]), from, service, serviceFrom, ip, ipFrom, port, portFrom))
+		meshinit.RedactURL(servers[0]), from, service, serviceFrom, ip, ipFrom, port, portFrom))
 	return &request{
 		what:   "nacos offline",
 		method: http.MethodPut,
@@ -461,34 +452,7 @@ func (e environment) nacos(c Nacos) (*request, error) {
 	}, nil
 }
 
-// nacosDefaultPort is the port the Nacos client adds to a server address
-// that has none (ParamUtil.getDefaultServerPort).
-const nacosDefaultPort = "8848"
-
-// nacosBaseURL turns one entry of a Nacos server list into the base URL of
-// its open API, as the Nacos client reads serverAddr: an entry without a
-// scheme is host[:port] and gets http:// and, without a port, 8848; an
-// http(s) URL is used as written (its scheme's port when it names none).
-// Without a path, Nacos's default context path /nacos is added.
-func nacosBaseURL(entry string) (string, error) {
-	s, bare := entry, !strings.Contains(entry, "://")
-	if bare {
-		s = "http://" + s
-	}
-	u, err := url.Parse(s)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || u.RawQuery != "" || u.Fragment != "" {
-		return "", fmt.Errorf("%q is not host, host:port or an http or https URL", redact(entry))
-	}
-	if bare && u.Port() == "" {
-		u.Host = net.JoinHostPort(u.Hostname(), nacosDefaultPort)
-	}
-	if strings.Trim(u.Path, "/") == "" {
-		u.Path = "/nacos"
-	}
-	return strings.TrimRight(u.String(), "/"), nil
-}
-
-func httpOffline(h HTTPCall) *request {
+func httpOffline(h meshinit.HTTPCall) *request {
 	method := h.Method
 	if method == "" {
 		method = http.MethodPost

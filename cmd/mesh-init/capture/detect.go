@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/sidecar-injector/injector/webhook/meshinit"
 )
 
 // This file holds the decisions mesh-init makes from what it observes —
@@ -45,28 +47,28 @@ type Observation struct {
 //  3. on a tie (typically a fresh pod namespace with no rules anywhere),
 //     nft, the default of every current distribution and kernel;
 //  4. a backend whose binaries are missing is never chosen.
-func ChooseBackend(nft, legacy Observation) (Mode, string, error) {
+func ChooseBackend(nft, legacy Observation) (meshinit.Mode, string, error) {
 	switch {
 	case !nft.Available && !legacy.Available:
 		return "", "", errors.New("neither iptables-nft nor iptables-legacy could be used")
 	case !legacy.Available:
-		return ModeNFT, "only the nft backend is available", nil
+		return meshinit.ModeNFT, "only the nft backend is available", nil
 	case !nft.Available:
-		return ModeLegacy, "only the legacy backend is available", nil
+		return meshinit.ModeLegacy, "only the legacy backend is available", nil
 	case nft.Ours && !legacy.Ours:
-		return ModeNFT, "mesh-init's chains are in the nft backend already", nil
+		return meshinit.ModeNFT, "mesh-init's chains are in the nft backend already", nil
 	case legacy.Ours && !nft.Ours:
-		return ModeLegacy, "mesh-init's chains are in the legacy backend already", nil
+		return meshinit.ModeLegacy, "mesh-init's chains are in the legacy backend already", nil
 	case nft.Hint && !legacy.Hint:
-		return ModeNFT, "the nft backend holds a Kubernetes marker chain", nil
+		return meshinit.ModeNFT, "the nft backend holds a Kubernetes marker chain", nil
 	case legacy.Hint && !nft.Hint:
-		return ModeLegacy, "the legacy backend holds a Kubernetes marker chain", nil
+		return meshinit.ModeLegacy, "the legacy backend holds a Kubernetes marker chain", nil
 	case legacy.Rules > nft.Rules:
-		return ModeLegacy, fmt.Sprintf("the legacy backend holds more rules (%d legacy, %d nft)", legacy.Rules, nft.Rules), nil
+		return meshinit.ModeLegacy, fmt.Sprintf("the legacy backend holds more rules (%d legacy, %d nft)", legacy.Rules, nft.Rules), nil
 	case nft.Rules > legacy.Rules:
-		return ModeNFT, fmt.Sprintf("the nft backend holds more rules (%d nft, %d legacy)", nft.Rules, legacy.Rules), nil
+		return meshinit.ModeNFT, fmt.Sprintf("the nft backend holds more rules (%d nft, %d legacy)", nft.Rules, legacy.Rules), nil
 	}
-	return ModeNFT, fmt.Sprintf("both backends hold %d rules; nft is the default", nft.Rules), nil
+	return meshinit.ModeNFT, fmt.Sprintf("both backends hold %d rules; nft is the default", nft.Rules), nil
 }
 
 // legacyTablesEmpty reports whether the legacy (x_tables) backend has no
@@ -178,7 +180,7 @@ const capabilityFix = "mesh-init needs NET_ADMIN and NET_RAW: run the init conta
 // raw socket to read and write its tables), naming the missing ones. When
 // /proc/self/status cannot be read it says nothing and lets the tools
 // decide.
-func checkCapabilities(readFile func(string) ([]byte, error), mode Mode) error {
+func checkCapabilities(readFile func(string) ([]byte, error), mode meshinit.Mode) error {
 	caps, err := effectiveCaps(readFile)
 	if err != nil {
 		return nil
@@ -187,7 +189,7 @@ func checkCapabilities(readFile func(string) ([]byte, error), mode Mode) error {
 	if caps&(1<<capNetAdmin) == 0 {
 		missing = append(missing, "NET_ADMIN")
 	}
-	if mode == ModeLegacy && caps&(1<<capNetRaw) == 0 {
+	if mode == meshinit.ModeLegacy && caps&(1<<capNetRaw) == 0 {
 		missing = append(missing, "NET_RAW")
 	}
 	if len(missing) == 0 {

@@ -1,4 +1,4 @@
-package hooks
+package hook
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/sidecar-injector/injector/webhook/meshinit"
 )
 
 // pollInterval is how often wait-ready asks the proxy.
@@ -17,13 +19,13 @@ const pollInterval = 200 * time.Millisecond
 // hook: kubelet starts the next container only once it returns, and kills
 // the proxy container when it fails.
 func (t *tool) waitReady(args []string) (int, error) {
-	w, err := ParseWaitReady(args)
+	w, err := meshinit.ParseWaitReady(args)
 	if err != nil {
 		return 0, err
 	}
 	ctx, in, stop := t.signalContext()
 	defer stop()
-	t.logf("waiting up to %s for the proxy to be ready at %s", w.Timeout, redact(w.URL))
+	t.logf("waiting up to %s for the proxy to be ready at %s", w.Timeout, meshinit.RedactURL(w.URL))
 	ready, last := t.pollReady(ctx, w.URL, time.Duration(w.Timeout))
 	if code, ok := t.stopped(in, "waiting for the proxy"); ok {
 		return code, nil
@@ -77,7 +79,7 @@ func answerKind(a answer) string {
 // when its own hook returns, so the proxy's hook outlasts the app's offline
 // and sleep (Wait) and then drains for Drain while the app shuts down.
 func (t *tool) proxyStop(args []string) (int, error) {
-	p, err := ParseProxyStop(args)
+	p, err := meshinit.ParseProxyStop(args)
 	if err != nil {
 		return 0, err
 	}

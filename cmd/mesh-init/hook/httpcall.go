@@ -1,4 +1,4 @@
-package hooks
+package hook
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/sidecar-injector/injector/webhook/meshinit"
 )
 
 // httpClient ignores HTTP_PROXY and friends: the app's JVM does not use them
@@ -98,7 +100,7 @@ type policy struct {
 // their whole share.
 func offlinePolicy(total time.Duration) policy {
 	if total <= 0 {
-		total = DefaultOfflineTimeout
+		total = meshinit.DefaultOfflineTimeout
 	}
 	per := max(total/3, 100*time.Millisecond)
 	return policy{total: total, attempts: 3, perAttempt: min(per, total), backoff: 200 * time.Millisecond}
@@ -134,9 +136,9 @@ func (a answer) String() string {
 	took := fmtDuration(a.took)
 	switch {
 	case a.isRedirect():
-		return fmt.Sprintf("%d %s redirecting to %q (not followed) in %s", a.status, http.StatusText(a.status), redact(a.location), took)
+		return fmt.Sprintf("%d %s redirecting to %q (not followed) in %s", a.status, http.StatusText(a.status), meshinit.RedactURL(a.location), took)
 	case a.err == nil && a.via != "":
-		return fmt.Sprintf("%d (after a redirect to %s) in %s", a.status, redact(a.via), took)
+		return fmt.Sprintf("%d (after a redirect to %s) in %s", a.status, meshinit.RedactURL(a.via), took)
 	case a.err == nil && a.body != "":
 		return fmt.Sprintf("%d %q in %s", a.status, oneLine(a.body, 100), took)
 	case a.err == nil:
@@ -175,7 +177,7 @@ func exchangeWith(client *http.Client, ctx context.Context, timeout time.Duratio
 	}
 	for k, vs := range header {
 		for _, v := range vs {
-			if err := checkHeader(k, v); err != nil {
+			if err := meshinit.CheckHeader(k, v); err != nil {
 				return answer{err: invalidRequestError{err}, took: time.Since(start)}
 			}
 		}
@@ -245,15 +247,6 @@ func permanentError(err error) string {
 	return ""
 }
 
-// redact hides credentials in a URL (Eureka service URLs often carry them).
-func redact(target string) string {
-	u, err := url.Parse(target)
-	if err != nil {
-		return target
-	}
-	return u.Redacted()
-}
-
 // judgeStatus is the common reading of a status code: 2xx is done; request
 // timeouts, throttling and 5xx may pass on another try; anything else will
 // not.
@@ -289,7 +282,7 @@ func (t *tool) send(ctx context.Context, p policy, r request) outcome {
 		target := r.bases[base%len(r.bases)] + r.paths[path]
 		a := exchange(ctx, p.perAttempt, r.method, target, r.header, r.body)
 		out.requests++
-		out.last = fmt.Sprintf("%s %s -> %s", r.method, redact(target), a)
+		out.last = fmt.Sprintf("%s %s -> %s", r.method, meshinit.RedactURL(target), a)
 		line := r.what + " " + out.last
 		v, why := transient, ""
 		if a.err == nil {

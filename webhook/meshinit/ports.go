@@ -1,10 +1,4 @@
-// Package capture describes which TCP traffic of a pod is redirected to the
-// proxy and turns that description into iptables and ip6tables rules.
-//
-// The same Config is written into the init container's arguments by the
-// injector (Config.Args) and read back by mesh-init (ParseCommand), so the two
-// can never disagree about a flag's name or format.
-package capture
+package meshinit
 
 import (
 	"encoding/json"
@@ -77,10 +71,12 @@ func ParsePortList(s string) (PortList, error) {
 		}
 		out = append(out, r)
 	}
-	return out.normalize(), nil
+	return out.Normalize(), nil
 }
 
-func (l PortList) normalize() PortList {
+// Normalize sorts the list and drops repeated ranges, in place; the list
+// parsers return lists in this form.
+func (l PortList) Normalize() PortList {
 	if len(l) == 0 {
 		return nil
 	}

@@ -4,6 +4,8 @@ import (
 	"io/fs"
 	"strings"
 	"testing"
+
+	"github.com/sidecar-injector/injector/webhook/meshinit"
 )
 
 func files(m map[string]string) func(string) ([]byte, error) {
@@ -20,22 +22,22 @@ func TestChooseBackend(t *testing.T) {
 	for _, tc := range []struct {
 		name        string
 		nft, legacy Observation
-		want        Mode
+		want        meshinit.Mode
 		why         string
 	}{
-		{"fresh pod", avail(0, false), avail(0, false), ModeNFT, "both backends hold 0 rules; nft is the default"},
-		{"legacy has rules", avail(0, false), avail(3, false), ModeLegacy, "the legacy backend holds more rules (3 legacy, 0 nft)"},
-		{"nft has more", avail(5, false), avail(3, false), ModeNFT, "the nft backend holds more rules (5 nft, 3 legacy)"},
-		{"tie with rules", avail(4, false), avail(4, false), ModeNFT, "both backends hold 4 rules; nft is the default"},
-		{"nft hint beats legacy rules", avail(0, true), avail(40, false), ModeNFT, "the nft backend holds a Kubernetes marker chain"},
-		{"legacy hint", avail(40, false), avail(1, true), ModeLegacy, "the legacy backend holds a Kubernetes marker chain"},
-		{"only legacy binaries", Observation{}, avail(0, false), ModeLegacy, "only the legacy backend is available"},
-		{"only nft binaries", avail(0, false), Observation{}, ModeNFT, "only the nft backend is available"},
+		{"fresh pod", avail(0, false), avail(0, false), meshinit.ModeNFT, "both backends hold 0 rules; nft is the default"},
+		{"legacy has rules", avail(0, false), avail(3, false), meshinit.ModeLegacy, "the legacy backend holds more rules (3 legacy, 0 nft)"},
+		{"nft has more", avail(5, false), avail(3, false), meshinit.ModeNFT, "the nft backend holds more rules (5 nft, 3 legacy)"},
+		{"tie with rules", avail(4, false), avail(4, false), meshinit.ModeNFT, "both backends hold 4 rules; nft is the default"},
+		{"nft hint beats legacy rules", avail(0, true), avail(40, false), meshinit.ModeNFT, "the nft backend holds a Kubernetes marker chain"},
+		{"legacy hint", avail(40, false), avail(1, true), meshinit.ModeLegacy, "the legacy backend holds a Kubernetes marker chain"},
+		{"only legacy binaries", Observation{}, avail(0, false), meshinit.ModeLegacy, "only the legacy backend is available"},
+		{"only nft binaries", avail(0, false), Observation{}, meshinit.ModeNFT, "only the nft backend is available"},
 		// A re-run stays where our chains are, even when the other backend
 		// has since gained more rules or a marker chain.
-		{"ours in nft, legacy grew", Observation{Available: true, Rules: 28, Ours: true}, avail(40, false), ModeNFT, "mesh-init's chains are in the nft backend already"},
-		{"ours in legacy, nft hint", avail(0, true), Observation{Available: true, Rules: 18, Ours: true}, ModeLegacy, "mesh-init's chains are in the legacy backend already"},
-		{"ours in both: the usual rules", Observation{Available: true, Rules: 18, Ours: true}, Observation{Available: true, Rules: 58, Ours: true}, ModeLegacy, "the legacy backend holds more rules (58 legacy, 18 nft)"},
+		{"ours in nft, legacy grew", Observation{Available: true, Rules: 28, Ours: true}, avail(40, false), meshinit.ModeNFT, "mesh-init's chains are in the nft backend already"},
+		{"ours in legacy, nft hint", avail(0, true), Observation{Available: true, Rules: 18, Ours: true}, meshinit.ModeLegacy, "mesh-init's chains are in the legacy backend already"},
+		{"ours in both: the usual rules", Observation{Available: true, Rules: 18, Ours: true}, Observation{Available: true, Rules: 58, Ours: true}, meshinit.ModeLegacy, "the legacy backend holds more rules (58 legacy, 18 nft)"},
 	} {
 		got, why, err := ChooseBackend(tc.nft, tc.legacy)
 		if err != nil || got != tc.want || why != tc.why {
@@ -72,15 +74,15 @@ func TestDetectIPv6(t *testing.T) {
 func TestCheckCapabilities(t *testing.T) {
 	for _, tc := range []struct {
 		capEff string
-		mode   Mode
+		mode   meshinit.Mode
 		want   string // "" = ok
 	}{
-		{"000001ffffffffff", ModeLegacy, ""},
-		{"0000000000003000", ModeLegacy, ""},
-		{"0000000000001000", ModeNFT, ""},
-		{"0000000000001000", ModeLegacy, "lacks the NET_RAW capability"},
-		{"0000000000000000", ModeLegacy, "lacks the NET_ADMIN and NET_RAW capabilities (effective capabilities 0x0)"},
-		{"0000000000000000", ModeAuto, "lacks the NET_ADMIN capability"},
+		{"000001ffffffffff", meshinit.ModeLegacy, ""},
+		{"0000000000003000", meshinit.ModeLegacy, ""},
+		{"0000000000001000", meshinit.ModeNFT, ""},
+		{"0000000000001000", meshinit.ModeLegacy, "lacks the NET_RAW capability"},
+		{"0000000000000000", meshinit.ModeLegacy, "lacks the NET_ADMIN and NET_RAW capabilities (effective capabilities 0x0)"},
+		{"0000000000000000", meshinit.ModeAuto, "lacks the NET_ADMIN capability"},
 	} {
 		err := checkCapabilities(files(map[string]string{"/proc/self/status": "Name:\tmesh-init\nCapEff:\t" + tc.capEff + "\n"}), tc.mode)
 		switch {
@@ -91,7 +93,7 @@ func TestCheckCapabilities(t *testing.T) {
 		}
 	}
 	// Unreadable status: let the tools decide.
-	if err := checkCapabilities(files(nil), ModeLegacy); err != nil {
+	if err := checkCapabilities(files(nil), meshinit.ModeLegacy); err != nil {
 		t.Error(err)
 	}
 }

@@ -37,7 +37,7 @@ type ServeOptions struct {
 	// endpoints ("" disables it).
 	MetricsListen string
 	// Loader builds the engine from the configuration (file or built-in).
-	Loader *Loader
+	Loader *inject.Loader
 	// Namespaces is where labels come from.
 	Namespaces NamespaceSource
 	// ReadyChecks must all pass for /readyz (the namespace cache sync, ...).

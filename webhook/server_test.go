@@ -25,6 +25,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/sidecar-injector/injector/certs"
+	"github.com/sidecar-injector/injector/webhook/inject"
 	"github.com/sidecar-injector/injector/webhook/inject/injecttest"
 )
 
@@ -96,9 +97,11 @@ func startServer(t *testing.T, ns NamespaceSource, shutdownDelay time.Duration, 
 	s.cancel = cancel
 	ready := make(chan struct{})
 	var once sync.Once
+	loader := inject.NewLoader(s.configPath, injecttest.Options(false))
+	loader.Poll = 50 * time.Millisecond
 	o := ServeOptions{
 		Listen: s.addr, CertDir: s.certDir, MetricsListen: s.metrics,
-		Loader:        &Loader{Path: s.configPath, Options: injecttest.Options(false), Poll: 50 * time.Millisecond},
+		Loader:        loader,
 		Namespaces:    ns,
 		ShutdownDelay: shutdownDelay,
 		Log:           slog.New(slog.DiscardHandler),

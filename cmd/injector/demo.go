@@ -80,7 +80,7 @@ func runDemo(configPath string, full bool, stdout, stderr io.Writer) error {
 		done <- webhook.Serve(ctx, webhook.ServeOptions{
 			Listen:     addr,
 			CertDir:    dir,
-			Loader:     &webhook.Loader{Path: configPath, Options: inject.Options{NativeSidecarsSupported: false, InjectorNamespace: "mesh-system"}},
+			Loader:     inject.NewLoader(configPath, inject.Options{NativeSidecarsSupported: false, InjectorNamespace: "mesh-system"}),
 			Namespaces: webhook.StaticNamespaces{"demo": {"sidecar-injector.io/injection": "enabled"}},
 			Log:        log,
 			OnReady:    func() { close(ready) },

@@ -48,7 +48,7 @@ func (c cliConfig) engine() (*inject.Engine, error) {
 	}
 	// The server's loader, so a file means the same here as in `serve`
 	// (an empty file, for one, is an error in both).
-	l := &webhook.Loader{Path: *c.config, Options: inject.Options{NativeSidecarsSupported: native, InjectorNamespace: *c.injectorNS}}
+	l := inject.NewLoader(*c.config, inject.Options{NativeSidecarsSupported: native, InjectorNamespace: *c.injectorNS})
 	return l.Load()
 }
 

@@ -100,7 +100,8 @@ func serveMain(args []string, _, stderr io.Writer) int {
 			return 1
 		}
 	}
-	loader := &webhook.Loader{Path: *configPath, Options: opts, Poll: *configPoll}
+	loader := inject.NewLoader(*configPath, opts)
+	loader.Poll = *configPoll
 	err = webhook.Serve(ctx, webhook.ServeOptions{
 		Listen:        *listen,
 		CertDir:       *certDir,

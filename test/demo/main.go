@@ -175,8 +175,8 @@ func run(out io.Writer, full, verbose bool) error {
 		done <- webhook.Serve(ctx, webhook.ServeOptions{
 			Listen:  addr,
 			CertDir: certDir,
-			Loader: &webhook.Loader{Path: configPath, Options: inject.Options{
-				NativeSidecarsSupported: true, InjectorNamespace: namespace}},
+			Loader: inject.NewLoader(configPath, inject.Options{
+				NativeSidecarsSupported: true, InjectorNamespace: namespace}),
 			Namespaces:  cached,
 			ReadyChecks: map[string]func() error{"namespaces": cached.Ready, "self-managed-tls": tlsMgr.Ready},
 			Log:         log,

@@ -21,7 +21,6 @@ import (
 
 	"github.com/sidecar-injector/injector/certs"
 	"github.com/sidecar-injector/injector/test/e2e/harness"
-	"github.com/sidecar-injector/injector/webhook"
 	"github.com/sidecar-injector/injector/webhook/inject"
 )
 
@@ -107,7 +106,7 @@ func checkRendered(t *testing.T, objs []*unstructured.Unstructured, set string) 
 	// The policy file compiles, with the images from values.
 	policy, err := harness.PolicyFile(objs)
 	require.NoError(t, err)
-	engine, err := webhook.Compile(policy, inject.Options{NativeSidecarsSupported: true})
+	engine, err := inject.Compile(policy, inject.Options{NativeSidecarsSupported: true})
 	require.NoError(t, err, "the chart's policy file must compile:\n%s", policy)
 	def := engine.Config().Default.Settings
 	switch set {

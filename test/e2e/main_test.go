@@ -204,8 +204,8 @@ func startInjector(c *harness.ControlPlane, helm string) (*injector, error) {
 		in.done <- webhook.Serve(sctx, webhook.ServeOptions{
 			Listen:  addr,
 			CertDir: certDir,
-			Loader: &webhook.Loader{Path: configPath, Options: inject.Options{
-				NativeSidecarsSupported: native, InjectorNamespace: releaseNamespace}},
+			Loader: inject.NewLoader(configPath, inject.Options{
+				NativeSidecarsSupported: native, InjectorNamespace: releaseNamespace}),
 			Namespaces:  cached,
 			ReadyChecks: map[string]func() error{"namespaces": cached.Ready},
 			Log:         slog.New(handler),

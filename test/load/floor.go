@@ -78,7 +78,7 @@ func newFloorAnswer(reviewBody []byte, injectNamespace string) (*floorAnswer, er
 // injectorHandler is the admission handler `injector serve` mounts, with
 // the built-in configuration and fixed namespace labels.
 func injectorHandler(ns webhook.StaticNamespaces) (http.Handler, error) {
-	engine, err := webhook.Compile(nil, inject.Options{NativeSidecarsSupported: true})
+	engine, err := inject.Compile(nil, inject.Options{NativeSidecarsSupported: true})
 	if err != nil {
 		return nil, err
 	}

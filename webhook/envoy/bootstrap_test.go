@@ -28,10 +28,10 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/sidecar-injector/injector/templates"
-	"github.com/sidecar-injector/injector/webhook/config"
 	"github.com/sidecar-injector/injector/webhook/envoy"
 	"github.com/sidecar-injector/injector/webhook/inject"
 	"github.com/sidecar-injector/injector/webhook/meshinit"
+	"github.com/sidecar-injector/injector/webhook/policy"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -39,7 +39,7 @@ var update = flag.Bool("update", false, "rewrite the golden files")
 const goldenDefault = "testdata/bootstrap-default.golden.yaml"
 
 // render renders the built-in bootstrap template for s.
-func render(t testing.TB, s config.Settings) []byte {
+func render(t testing.TB, s policy.Settings) []byte {
 	t.Helper()
 	set, err := templates.Parse("builtin", nil)
 	require.NoError(t, err)
@@ -117,7 +117,7 @@ func httpOptions(t testing.TB, c *clusterv3.Cluster) *upstreamhttpv3.HttpProtoco
 }
 
 func TestDefaultBootstrapGolden(t *testing.T) {
-	y := render(t, config.Defaults())
+	y := render(t, policy.Defaults())
 	require.NoError(t, envoy.Validate(y))
 	if *update {
 		require.NoError(t, os.MkdirAll(filepath.Dir(goldenDefault), 0o755))
@@ -129,7 +129,7 @@ func TestDefaultBootstrapGolden(t *testing.T) {
 }
 
 func TestDefaultBootstrap(t *testing.T) {
-	s := config.Defaults()
+	s := policy.Defaults()
 	b := parse(t, render(t, s))
 
 	t.Run("admin on loopback only", func(t *testing.T) {
@@ -241,7 +241,7 @@ func TestDefaultBootstrap(t *testing.T) {
 			}
 		}
 		// The built-in defaults land in their fields.
-		def := config.Defaults().Envoy
+		def := policy.Defaults().Envoy
 		out := cluster(t, b, "outbound_http_passthrough")
 		assert.Equal(t, time.Duration(def.Outbound.ConnectTimeout), out.GetConnectTimeout().AsDuration())
 		th := out.GetCircuitBreakers().GetThresholds()[0]
@@ -275,22 +275,22 @@ func TestDefaultBootstrap(t *testing.T) {
 // aggressive is seeds/001's DestinationRule pushed to the limits, on the
 // outbound side; the inbound side gets different values so a mix-up of the
 // two directions shows.
-func aggressive() config.Settings {
-	s := config.Defaults()
-	s.Envoy.Outbound = config.ClusterPolicy{
+func aggressive() policy.Settings {
+	s := policy.Defaults()
+	s.Envoy.Outbound = policy.ClusterPolicy{
 		ConnectTimeout:           meshinit.Duration(250 * time.Millisecond),
 		MaxRequestsPerConnection: 1,
-		CircuitBreakers:          config.CircuitBreakers{MaxConnections: 1, MaxPendingRequests: 1, MaxRequests: 1, MaxRetries: 0},
-		OutlierDetection: config.OutlierDetection{
+		CircuitBreakers:          policy.CircuitBreakers{MaxConnections: 1, MaxPendingRequests: 1, MaxRequests: 1, MaxRetries: 0},
+		OutlierDetection: policy.OutlierDetection{
 			Enabled: true, Consecutive5xx: 1, ConsecutiveGatewayFailure: 1, ConsecutiveLocalOriginFailure: 1,
 			Interval: meshinit.Duration(time.Second), BaseEjectionTime: meshinit.Duration(time.Second), MaxEjectionPercent: 100,
 		},
 	}
-	s.Envoy.Inbound = config.ClusterPolicy{
+	s.Envoy.Inbound = policy.ClusterPolicy{
 		ConnectTimeout:           meshinit.Duration(1500 * time.Millisecond),
 		MaxRequestsPerConnection: 7,
-		CircuitBreakers:          config.CircuitBreakers{MaxConnections: 11, MaxPendingRequests: 12, MaxRequests: 13, MaxRetries: 14},
-		OutlierDetection: config.OutlierDetection{
+		CircuitBreakers:          policy.CircuitBreakers{MaxConnections: 11, MaxPendingRequests: 12, MaxRequests: 13, MaxRetries: 14},
+		OutlierDetection: policy.OutlierDetection{
 			Enabled: true, Consecutive5xx: 21, ConsecutiveGatewayFailure: 22, ConsecutiveLocalOriginFailure: 23,
 			Interval: meshinit.Duration(90 * time.Second), BaseEjectionTime: meshinit.Duration(3 * time.Minute), MaxEjectionPercent: 50,
 		},
@@ -356,8 +356,8 @@ func TestAggressiveSettingsLandInTheRightFields(t *testing.T) {
 }
 
 func TestZeroMeansEnvoysDefault(t *testing.T) {
-	s := config.Defaults()
-	s.Envoy.Outbound.CircuitBreakers = config.CircuitBreakers{}
+	s := policy.Defaults()
+	s.Envoy.Outbound.CircuitBreakers = policy.CircuitBreakers{}
 	s.Envoy.Outbound.MaxRequestsPerConnection = 0
 	s.Envoy.Outbound.OutlierDetection.MaxEjectionPercent = 0
 	s.Envoy.Outbound.OutlierDetection.Consecutive5xx = 0
@@ -388,7 +388,7 @@ func TestZeroMeansEnvoysDefault(t *testing.T) {
 }
 
 func TestIPv4OnlyListenAddress(t *testing.T) {
-	s := config.Defaults()
+	s := policy.Defaults()
 	s.Envoy.ListenAddress = "0.0.0.0"
 	b := parse(t, render(t, s))
 	for _, l := range b.GetStaticResources().GetListeners() {
@@ -400,8 +400,8 @@ func TestIPv4OnlyListenAddress(t *testing.T) {
 }
 
 func TestOtherPortsAndPaths(t *testing.T) {
-	s := config.Defaults()
-	s.Proxy.Ports = config.ProxyPorts{Admin: 9901, Outbound: 9001, Inbound: 9006, Readiness: 9021, Stats: 9090}
+	s := policy.Defaults()
+	s.Proxy.Ports = policy.ProxyPorts{Admin: 9901, Outbound: 9001, Inbound: 9006, Readiness: 9021, Stats: 9090}
 	set, err := templates.Parse("builtin", nil)
 	require.NoError(t, err)
 	paths := inject.DefaultPaths
@@ -423,7 +423,7 @@ func TestOtherPortsAndPaths(t *testing.T) {
 // Settings validation refuses a max ejection percent over 100 too; the
 // schema is the last line of defence, for custom templates among others.
 func TestTemplateWithBadEjectionPercentFails(t *testing.T) {
-	s := config.Defaults()
+	s := policy.Defaults()
 	s.Envoy.Outbound.OutlierDetection.MaxEjectionPercent = 200
 	err := envoy.Validate(render(t, s))
 	require.Error(t, err)
@@ -438,7 +438,7 @@ func TestTemplateWithBadEjectionPercentFails(t *testing.T) {
 }
 
 func TestCompactJSON(t *testing.T) {
-	y := render(t, config.Defaults())
+	y := render(t, policy.Defaults())
 	a, err := envoy.CompactJSON(y)
 	require.NoError(t, err)
 	b, err := envoy.CompactJSON(y)
@@ -461,9 +461,9 @@ func TestCompactJSON(t *testing.T) {
 }
 
 func TestValidateConcurrently(t *testing.T) {
-	y := render(t, config.Defaults())
-	bad := render(t, func() config.Settings {
-		s := config.Defaults()
+	y := render(t, policy.Defaults())
+	bad := render(t, func() policy.Settings {
+		s := policy.Defaults()
 		s.Envoy.Inbound.OutlierDetection = s.Envoy.Outbound.OutlierDetection
 		s.Envoy.Inbound.OutlierDetection.MaxEjectionPercent = 101
 		return s
@@ -481,7 +481,7 @@ func TestValidateConcurrently(t *testing.T) {
 }
 
 func BenchmarkValidateDefault(b *testing.B) {
-	y := render(b, config.Defaults())
+	y := render(b, policy.Defaults())
 	b.SetBytes(int64(len(y)))
 	b.ReportAllocs()
 	for b.Loop() {
@@ -492,7 +492,7 @@ func BenchmarkValidateDefault(b *testing.B) {
 }
 
 func BenchmarkValidateCompactDefault(b *testing.B) {
-	y := render(b, config.Defaults())
+	y := render(b, policy.Defaults())
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := envoy.ValidateCompact(y); err != nil {

@@ -9,16 +9,16 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/sidecar-injector/injector/webhook/config"
 	"github.com/sidecar-injector/injector/webhook/inject"
+	"github.com/sidecar-injector/injector/webhook/policy"
 )
 
 // Pods whose overrides differ only in how their bytes line up must not
 // share a cached rendering.
 func TestRenderingCacheKeysCannotCollide(t *testing.T) {
-	e, err := inject.New(config.BuiltinConfig(), inject.Options{})
+	e, err := inject.New(policy.BuiltinConfig(), inject.Options{})
 	require.NoError(t, err)
-	ns := inject.Namespace{Name: "shop", Labels: map[string]string{config.NamespaceLabel: "enabled"}}
+	ns := inject.Namespace{Name: "shop", Labels: map[string]string{policy.NamespaceLabel: "enabled"}}
 	pod := func(ann map[string]string) *corev1.Pod {
 		base := map[string]string{"sidecar-injector.io/registry": "http", "sidecar-injector.io/offline-http-url": "http://127.0.0.1:9/x"}
 		for k, v := range ann {
@@ -42,9 +42,9 @@ func TestRenderingCacheKeysCannotCollide(t *testing.T) {
 // A pod whose annotations would pass Kubernetes' 256 KiB limit once the
 // status is added is refused with a reason, not sent to a certain rejection.
 func TestAnnotationSizeLimit(t *testing.T) {
-	e, err := inject.New(config.BuiltinConfig(), inject.Options{})
+	e, err := inject.New(policy.BuiltinConfig(), inject.Options{})
 	require.NoError(t, err)
-	ns := inject.Namespace{Name: "shop", Labels: map[string]string{config.NamespaceLabel: "enabled"}}
+	ns := inject.Namespace{Name: "shop", Labels: map[string]string{policy.NamespaceLabel: "enabled"}}
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "big", Annotations: map[string]string{"example.com/blob": strings.Repeat("x", 200*1024)}},
 		Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever,
 			Containers: []corev1.Container{{Name: "job", Image: "job", Command: []string{"/bin/run", strings.Repeat("y", 70*1024)}}}}}

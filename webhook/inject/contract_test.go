@@ -12,10 +12,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/sidecar-injector/injector/webhook/config"
 	"github.com/sidecar-injector/injector/webhook/inject"
 	"github.com/sidecar-injector/injector/webhook/inject/injecttest"
 	"github.com/sidecar-injector/injector/webhook/meshinit"
+	"github.com/sidecar-injector/injector/webhook/policy"
 )
 
 // injected returns every injected fixture's pod.
@@ -242,7 +242,7 @@ func TestGracePeriod(t *testing.T) {
 	assert.Equal(t, int64(55), *pods["grace-period-raised"].Spec.TerminationGracePeriodSeconds)
 	assert.Equal(t, int64(60), *pods["existing-prestop-exec"].Spec.TerminationGracePeriodSeconds, "60 >= 5+5+20 stays")
 	assert.Nil(t, pods["plain"].Spec.TerminationGracePeriodSeconds, "5+20 fits the default 30: untouched")
-	def := config.Defaults().Lifecycle
+	def := policy.Defaults().Lifecycle
 	assert.LessOrEqual(t, int64(def.DrainSeconds+def.ShutdownSeconds), int64(30))
 }
 
@@ -250,12 +250,12 @@ func TestGracePeriod(t *testing.T) {
 // its own handler, with a warning, rather than getting a hook that would
 // exit 2 and skip the drain sleep.
 func TestUnsendablePreStopHeaderKeepsTheHandler(t *testing.T) {
-	e, err := inject.New(config.BuiltinConfig(), injecttest.Options(true))
+	e, err := inject.New(policy.BuiltinConfig(), injecttest.Options(true))
 	require.NoError(t, err)
 	get := &corev1.HTTPGetAction{Path: "/stop", Port: intstr.FromInt32(8080), HTTPHeaders: []corev1.HTTPHeader{{Name: "X-A", Value: "b\r\nX-Evil: 1"}}}
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app",
 		Lifecycle: &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{HTTPGet: get}}}}}}
-	out, d := e.Inject(pod, inject.Namespace{Name: "shop", Labels: map[string]string{config.NamespaceLabel: "enabled"}})
+	out, d := e.Inject(pod, inject.Namespace{Name: "shop", Labels: map[string]string{policy.NamespaceLabel: "enabled"}})
 	require.Equal(t, inject.Injected, d.Result, d.Message)
 	assert.Equal(t, get, container(out, "app").Lifecycle.PreStop.HTTPGet)
 	assert.Contains(t, strings.Join(d.Warnings, "\n"), "cannot be sent")

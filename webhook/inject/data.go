@@ -3,7 +3,7 @@ package inject
 import (
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/sidecar-injector/injector/webhook/config"
+	"github.com/sidecar-injector/injector/webhook/policy"
 )
 
 // Names are the names of everything injection adds to a pod.
@@ -51,7 +51,7 @@ var DefaultPaths = Paths{
 // rendering can be cached per policy and reused for every pod.
 type TemplateData struct {
 	// Settings are the effective settings (policy plus pod overrides).
-	Settings config.Settings
+	Settings policy.Settings
 	// Native is the resolved native-sidecar mode.
 	Native bool
 	Names  Names

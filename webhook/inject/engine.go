@@ -12,9 +12,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/sidecar-injector/injector/templates"
-	"github.com/sidecar-injector/injector/webhook/config"
 	"github.com/sidecar-injector/injector/webhook/envoy"
 	"github.com/sidecar-injector/injector/webhook/meshinit"
+	"github.com/sidecar-injector/injector/webhook/policy"
 )
 
 // Options are the facts about the environment the engine needs.
@@ -32,12 +32,12 @@ type Options struct {
 // safe for concurrent use; a reload builds a new Engine and swaps it in.
 type Engine struct {
 	opts     Options
-	config   *config.Config
+	config   *policy.Config
 	policies map[string]*compiledPolicy
 }
 
 type compiledPolicy struct {
-	policy *config.Policy
+	policy *policy.Policy
 	set    *templates.Set
 	// base is the rendering for the policy's settings as they are.
 	base *Rendered
@@ -61,7 +61,7 @@ type Rendered struct {
 	// Bootstrap is the Envoy bootstrap as compact JSON.
 	Bootstrap string
 	Native    bool
-	Settings  config.Settings
+	Settings  policy.Settings
 	// JSON holds each added container's and volume's JSON, by name,
 	// marshalled once here so a webhook response can carry it without
 	// re-encoding the bootstrap on every request.
@@ -71,7 +71,7 @@ type Rendered struct {
 // New compiles a configuration: parses each template set once, renders and
 // validates every policy. Any failure names the policy and the problem, and
 // no Engine is returned.
-func New(cfg *config.Config, opts Options) (*Engine, error) {
+func New(cfg *policy.Config, opts Options) (*Engine, error) {
 	if cfg == nil || cfg.Default == nil {
 		return nil, errors.New("no configuration")
 	}
@@ -94,7 +94,7 @@ func New(cfg *config.Config, opts Options) (*Engine, error) {
 		return s, nil
 	}
 	var errs []error
-	for _, p := range append([]*config.Policy{cfg.Default}, cfg.Policies...) {
+	for _, p := range append([]*policy.Policy{cfg.Default}, cfg.Policies...) {
 		set, err := getSet(p.TemplateSet)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("policy %q: %w", p.Name, err))
@@ -109,9 +109,9 @@ func New(cfg *config.Config, opts Options) (*Engine, error) {
 		// Render the other native mode too, so a pod that flips it cannot
 		// meet a template error the load did not see.
 		flipped := p.Settings
-		flipped.Lifecycle.NativeSidecar = config.NativeTrue
+		flipped.Lifecycle.NativeSidecar = policy.NativeTrue
 		if cp.base.Native {
-			flipped.Lifecycle.NativeSidecar = config.NativeFalse
+			flipped.Lifecycle.NativeSidecar = policy.NativeFalse
 		}
 		if _, err := e.render(set, flipped, cp.base); err != nil {
 			errs = append(errs, fmt.Errorf("policy %q (native sidecar %s): %w", p.Name, flipped.Lifecycle.NativeSidecar, err))
@@ -126,24 +126,24 @@ func New(cfg *config.Config, opts Options) (*Engine, error) {
 }
 
 // Config returns the compiled policy file the engine was built from.
-func (e *Engine) Config() *config.Config { return e.config }
+func (e *Engine) Config() *policy.Config { return e.config }
 
 // Options returns the engine's options.
 func (e *Engine) Options() Options { return e.opts }
 
 // native resolves the native-sidecar mode.
-func (e *Engine) native(m config.NativeMode) bool {
+func (e *Engine) native(m policy.NativeMode) bool {
 	switch m {
-	case config.NativeTrue:
+	case policy.NativeTrue:
 		return true
-	case config.NativeFalse:
+	case policy.NativeFalse:
 		return false
 	}
 	return e.opts.NativeSidecarsSupported
 }
 
 // TemplateDataFor computes everything templates see for a set of settings.
-func (e *Engine) TemplateDataFor(s config.Settings) TemplateData {
+func (e *Engine) TemplateDataFor(s policy.Settings) TemplateData {
 	d := TemplateData{
 		Settings:       s,
 		Native:         e.native(s.Lifecycle.NativeSidecar),
@@ -174,7 +174,7 @@ func toolCommand(tool, hook string, args []string) []string {
 
 // offlineBudget is the time the offline step may take: nothing for "none",
 // and the hook tool's own default when the settings leave it at zero.
-func offlineBudget(s config.Settings) meshinit.Duration {
+func offlineBudget(s policy.Settings) meshinit.Duration {
 	if s.Lifecycle.Registry.Preset == meshinit.PresetNone || s.Lifecycle.Registry.Preset == "" {
 		return 0
 	}
@@ -185,7 +185,7 @@ func offlineBudget(s config.Settings) meshinit.Duration {
 }
 
 // captureConfig maps settings onto mesh-init's capture flags.
-func captureConfig(s config.Settings) meshinit.CaptureConfig {
+func captureConfig(s policy.Settings) meshinit.CaptureConfig {
 	c := meshinit.DefaultCaptureConfig()
 	c.ProxyUID = uint32(s.Proxy.UID)
 	c.ProxyGID = uint32(s.Proxy.GID)
@@ -212,7 +212,7 @@ func captureConfig(s config.Settings) meshinit.CaptureConfig {
 // settings s too. The built-in template reads only the Envoy block and the
 // proxy's ports; an operator's template may read anything (every setting,
 // native or classic), so its rendering is reused only for identical input.
-func sameBootstrapInputs(set *templates.Set, r *Rendered, s config.Settings, native bool) bool {
+func sameBootstrapInputs(set *templates.Set, r *Rendered, s policy.Settings, native bool) bool {
 	if !set.Custom(templates.EnvoyBootstrap) {
 		return r.Settings.Envoy == s.Envoy && r.Settings.Proxy.Ports == s.Proxy.Ports
 	}
@@ -221,7 +221,7 @@ func sameBootstrapInputs(set *templates.Set, r *Rendered, s config.Settings, nat
 
 // render runs every template of set for settings s, reusing the bootstrap
 // of reuse when it would render the same.
-func (e *Engine) render(set *templates.Set, s config.Settings, reuse *Rendered) (*Rendered, error) {
+func (e *Engine) render(set *templates.Set, s policy.Settings, reuse *Rendered) (*Rendered, error) {
 	d := e.TemplateDataFor(s)
 	if reuse != nil && sameBootstrapInputs(set, reuse, s, d.Native) {
 		// No pod annotation changes what the bootstrap is made of, so a
@@ -335,7 +335,7 @@ func checkRendered(r *Rendered, d TemplateData) error {
 
 // rendering returns the rendering for a policy with the pod's overrides
 // applied; key identifies the overrides ("" for none).
-func (cp *compiledPolicy) rendering(e *Engine, key string, s config.Settings) (*Rendered, error) {
+func (cp *compiledPolicy) rendering(e *Engine, key string, s policy.Settings) (*Rendered, error) {
 	if key == "" {
 		return cp.base, nil
 	}

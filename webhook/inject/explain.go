@@ -8,7 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/sidecar-injector/injector/webhook/config"
+	"github.com/sidecar-injector/injector/webhook/policy"
 )
 
 // Explanation says whether a pod would be injected and why, which policy
@@ -49,7 +49,7 @@ func (e *Engine) Explain(pod *corev1.Pod, ns Namespace) Explanation {
 	}
 	x.Policy, x.Matched, x.Rule = sel.Policy.Name, sel.Matched, sel.Rule
 	settings := sel.Policy.Settings
-	var applied []config.Applied
+	var applied []policy.Applied
 	if ev != nil && ev.settings.Proxy.Image != "" {
 		settings, applied = ev.settings, ev.applied
 	}
@@ -58,7 +58,7 @@ func (e *Engine) Explain(pod *corev1.Pod, ns Namespace) Explanation {
 }
 
 // values flattens settings and bounds into leaves with their sources.
-func values(s config.Settings, p *config.Policy, applied []config.Applied) []Value {
+func values(s policy.Settings, p *policy.Policy, applied []policy.Applied) []Value {
 	leaves := map[string]string{}
 	flatten("", toGeneric(s), leaves)
 	flatten("podOverrides.", toGeneric(p.Bounds), leaves)
@@ -71,7 +71,7 @@ func values(s config.Settings, p *config.Policy, applied []config.Applied) []Val
 		src := sourceOf(path, p.Origin)
 		for _, a := range applied {
 			if path == a.Field || strings.HasPrefix(path, a.Field+".") {
-				src = config.SourceAnnotation(a.Key)
+				src = policy.SourceAnnotation(a.Key)
 			}
 		}
 		out = append(out, Value{Path: path, Value: v, Source: src})
@@ -93,7 +93,7 @@ func sourceOf(path string, origin map[string]string) string {
 		}
 		p = p[:i]
 	}
-	return config.SourceBuiltin
+	return policy.SourceBuiltin
 }
 
 func toGeneric(v any) map[string]any {

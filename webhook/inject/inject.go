@@ -11,8 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/sidecar-injector/injector/webhook/config"
 	"github.com/sidecar-injector/injector/webhook/meshinit"
+	"github.com/sidecar-injector/injector/webhook/policy"
 )
 
 // Namespace is what the core knows about the pod's namespace.
@@ -54,9 +54,9 @@ func (e *Engine) InjectRendered(pod *corev1.Pod, ns Namespace) (*corev1.Pod, Dec
 
 // evaluation carries what explain shows besides the decision.
 type evaluation struct {
-	selection config.Selection
-	settings  config.Settings
-	applied   []config.Applied
+	selection policy.Selection
+	settings  policy.Settings
+	applied   []policy.Applied
 	rendered  *Rendered
 }
 
@@ -68,7 +68,7 @@ func (e *Engine) inject(pod *corev1.Pod, ns Namespace) (*corev1.Pod, Decision, *
 		ns.Name = pod.Namespace
 	}
 	if d, done := e.preflight(pod, ns); done {
-		if d.Reason == ReasonOtherMesh && ns.Labels[config.NamespaceLabel] == "enabled" {
+		if d.Reason == ReasonOtherMesh && ns.Labels[policy.NamespaceLabel] == "enabled" {
 			// Another mesh's marker keeps our proxy out, which is an
 			// opt-out as far as the policy is concerned.
 			if p := e.config.Select(ns.Name, ns.Labels).Policy; !p.Bounds.AllowOptOut {
@@ -81,72 +81,72 @@ func (e *Engine) inject(pod *corev1.Pod, ns Namespace) (*corev1.Pod, Decision, *
 	}
 	sel := e.config.Select(ns.Name, ns.Labels)
 	ev := &evaluation{selection: sel}
-	policy := sel.Policy
+	pol := sel.Policy
 
 	// Opt-in and opt-out. A namespace labelled disabled wins over
 	// everything; a pod's opt-out only matters where it would otherwise be
 	// injected, so only there can a policy refuse it.
 	podChoice, key, choiceWarnings, err := podInjectChoice(pod)
 	if err != nil {
-		return pod, withPolicy(decide(Refused, ReasonInvalidAnnotation, err.Error()), policy), ev
+		return pod, withPolicy(decide(Refused, ReasonInvalidAnnotation, err.Error()), pol), ev
 	}
-	nsValue := ns.Labels[config.NamespaceLabel]
+	nsValue := ns.Labels[policy.NamespaceLabel]
 	var reason Reason
 	switch {
 	case nsValue == "disabled":
 		return pod, withPolicy(decide(Skipped, ReasonNamespaceDisabled, fmt.Sprintf(
-			"namespace %q is labelled %s=disabled, which pods cannot override", ns.Name, config.NamespaceLabel)), policy), ev
+			"namespace %q is labelled %s=disabled, which pods cannot override", ns.Name, policy.NamespaceLabel)), pol), ev
 	case podChoice == "false" && nsValue != "enabled":
-		return pod, withPolicy(decide(Skipped, ReasonPodOptedOut, fmt.Sprintf("the pod opts out with %s", key)), policy), ev
+		return pod, withPolicy(decide(Skipped, ReasonPodOptedOut, fmt.Sprintf("the pod opts out with %s", key)), pol), ev
 	case podChoice == "false":
-		if !policy.Bounds.AllowOptOut {
+		if !pol.Bounds.AllowOptOut {
 			return pod, withPolicy(decide(Refused, ReasonOptOutNotAllowed, fmt.Sprintf(
 				"%s opts out, which policy %q does not allow in namespace %q (podOverrides.allowOptOut is false); remove the key or ask the platform team",
-				key, policy.Name, ns.Name)), policy), ev
+				key, pol.Name, ns.Name)), pol), ev
 		}
-		return pod, withPolicy(decide(Skipped, ReasonPodOptedOut, fmt.Sprintf("the pod opts out with %s", key)), policy), ev
+		return pod, withPolicy(decide(Skipped, ReasonPodOptedOut, fmt.Sprintf("the pod opts out with %s", key)), pol), ev
 	case nsValue == "enabled":
 		reason = ReasonNamespaceEnabled
 	case podChoice == "true":
 		reason = ReasonPodOptedIn
 	default:
 		return pod, withPolicy(decide(Skipped, ReasonNamespaceNotEnabled, fmt.Sprintf(
-			"namespace %q is not labelled %s=enabled and the pod does not opt in", ns.Name, config.NamespaceLabel)), policy), ev
+			"namespace %q is not labelled %s=enabled and the pod does not opt in", ns.Name, policy.NamespaceLabel)), pol), ev
 	}
 
 	// Effective settings: the policy, then the pod's annotations within the
 	// policy's bounds.
-	s := policy.Settings
-	applied, warnings, err := config.ApplyAnnotations(&s, pod.Annotations)
+	s := pol.Settings
+	applied, warnings, err := policy.ApplyAnnotations(&s, pod.Annotations)
 	warnings = append(choiceWarnings, warnings...)
 	ev.settings, ev.applied = s, applied
 	if err != nil {
-		return pod, withPolicy(decide(Refused, ReasonInvalidAnnotation, err.Error()), policy), ev
+		return pod, withPolicy(decide(Refused, ReasonInvalidAnnotation, err.Error()), pol), ev
 	}
 	for _, a := range applied {
-		o, _ := config.LookupOverride(a.Key)
-		if !policy.Bounds.Allows(o) {
+		o, _ := policy.LookupOverride(a.Key)
+		if !pol.Bounds.Allows(o) {
 			return pod, withPolicy(decide(Refused, ReasonOverrideNotAllowed, fmt.Sprintf(
 				"%s is not allowed by policy %q (podOverrides.allowedAnnotations: %s)",
-				a.Key, policy.Name, strings.Join(policy.Bounds.AllowedAnnotations, ", "))), policy), ev
+				a.Key, pol.Name, strings.Join(pol.Bounds.AllowedAnnotations, ", "))), pol), ev
 		}
 	}
 	if len(applied) > 0 {
-		if berr := policy.Bounds.Check(&s); berr != nil {
+		if berr := pol.Bounds.Check(&s); berr != nil {
 			return pod, withPolicy(decide(Refused, ReasonOverrideOutOfBounds, fmt.Sprintf("%s: %s (policy %q)",
-				annotationFor(applied, berr.Field), berr.Problem, policy.Name)), policy), ev
+				annotationFor(applied, berr.Field), berr.Problem, pol.Name)), pol), ev
 		}
 		if verr := s.Validate(); verr != nil {
 			return pod, withPolicy(decide(Refused, ReasonInvalidAnnotation, fmt.Sprintf(
-				"the pod's annotations make the settings invalid: %s", strings.ReplaceAll(verr.Error(), "\n", "; "))), policy), ev
+				"the pod's annotations make the settings invalid: %s", strings.ReplaceAll(verr.Error(), "\n", "; "))), pol), ev
 		}
 	}
 
-	cp := e.policies[policy.Name]
+	cp := e.policies[pol.Name]
 	r, err := cp.rendering(e, overrideKey(applied), s)
 	if err != nil {
 		return pod, withPolicy(decide(Refused, ReasonPolicyRenderingError, fmt.Sprintf(
-			"the pod's annotations do not render with policy %q: %v", policy.Name, err)), policy), ev
+			"the pod's annotations do not render with policy %q: %v", pol.Name, err)), pol), ev
 	}
 
 	ev.rendered = r
@@ -154,30 +154,30 @@ func (e *Engine) inject(pod *corev1.Pod, ns Namespace) (*corev1.Pod, Decision, *
 	// Pods that would break the mesh.
 	conflicts, refusal := checkConflicts(pod, s, r.Native)
 	if refusal != nil {
-		return pod, withPolicy(*refusal, policy), ev
+		return pod, withPolicy(*refusal, pol), ev
 	}
 	warnings = append(warnings, conflicts...)
 
-	out, more, err := e.mutate(pod, r, policy.Name)
+	out, more, err := e.mutate(pod, r, pol.Name)
 	if err != nil {
 		var ce *conflictError
 		reason := ReasonMountPathConflict
 		if errors.As(err, &ce) {
 			reason = ce.reason
 		}
-		return pod, withPolicy(decide(Refused, reason, err.Error()), policy), ev
+		return pod, withPolicy(decide(Refused, reason, err.Error()), pol), ev
 	}
 	warnings = append(warnings, more...)
-	msg := fmt.Sprintf("namespace %q is labelled %s=enabled", ns.Name, config.NamespaceLabel)
+	msg := fmt.Sprintf("namespace %q is labelled %s=enabled", ns.Name, policy.NamespaceLabel)
 	if reason == ReasonPodOptedIn {
 		msg = fmt.Sprintf("the pod opts in with %s", key)
 	}
-	d := withPolicy(decide(Injected, reason, msg+"; injected with policy "+fmt.Sprintf("%q", policy.Name)), policy)
+	d := withPolicy(decide(Injected, reason, msg+"; injected with policy "+fmt.Sprintf("%q", pol.Name)), pol)
 	d.Warnings = warnings
 	return out, d, ev
 }
 
-func withPolicy(d Decision, p *config.Policy) Decision {
+func withPolicy(d Decision, p *policy.Policy) Decision {
 	if p != nil {
 		d.Policy = p.Name
 	}
@@ -185,7 +185,7 @@ func withPolicy(d Decision, p *config.Policy) Decision {
 }
 
 // annotationFor names the annotation that set a field, for bound messages.
-func annotationFor(applied []config.Applied, field string) string {
+func annotationFor(applied []policy.Applied, field string) string {
 	for _, a := range applied {
 		if a.Field == field || strings.HasPrefix(field, a.Field+".") {
 			return a.Key
@@ -200,7 +200,7 @@ func annotationFor(applied []config.Applied, field string) string {
 // overrideKey identifies a pod's overrides for the rendering cache. Fields
 // and values are length-prefixed, so no annotation value, whatever bytes it
 // holds, can make two different sets of overrides share a key.
-func overrideKey(applied []config.Applied) string {
+func overrideKey(applied []policy.Applied) string {
 	if len(applied) == 0 {
 		return ""
 	}
@@ -219,22 +219,22 @@ func (e *Engine) preflight(pod *corev1.Pod, ns Namespace) (Decision, bool) {
 	case e.opts.InjectorNamespace != "" && ns.Name == e.opts.InjectorNamespace:
 		return decide(Skipped, ReasonInjectorNamespace, fmt.Sprintf("namespace %q runs the injector itself and is never injected", ns.Name)), true
 	}
-	if _, ok := pod.Annotations[config.StatusAnnotation]; ok {
+	if _, ok := pod.Annotations[policy.StatusAnnotation]; ok {
 		// Only a status that describes this pod means "injected": a
 		// copied or hand-written annotation must not become a way around
 		// injection.
 		if problem := statusProblem(pod); problem != "" {
 			return decide(Refused, ReasonInvalidPod, fmt.Sprintf("the pod carries %s, but %s; remove the annotation (uninject restores an injected pod's spec)",
-				config.StatusAnnotation, problem)), true
+				policy.StatusAnnotation, problem)), true
 		}
-		return decide(Skipped, ReasonAlreadyInjected, "the pod already carries "+config.StatusAnnotation), true
+		return decide(Skipped, ReasonAlreadyInjected, "the pod already carries "+policy.StatusAnnotation), true
 	}
 	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
 		for _, c := range list {
 			if c.Name == DefaultNames.Proxy || c.Name == DefaultNames.Init {
 				return decide(Refused, ReasonContainerNameConflict, fmt.Sprintf(
 					"the pod has a container named %q, the name of the injector's own, but no %s annotation; rename that container",
-					c.Name, config.StatusAnnotation)), true
+					c.Name, policy.StatusAnnotation)), true
 			}
 			if mesh, ok := otherMeshContainers[c.Name]; ok {
 				return decide(Skipped, ReasonOtherMesh, fmt.Sprintf("the pod already has %s's %q container; two proxies would capture each other's traffic", mesh, c.Name)), true
@@ -289,10 +289,10 @@ func podInjectChoice(pod *corev1.Pod) (choice, decidedBy string, warnings []stri
 		istio bool
 	}
 	for _, s := range []src{
-		{pod.Labels, config.InjectKey, "label", false},
-		{pod.Annotations, config.InjectKey, "annotation", false},
-		{pod.Labels, config.IstioInjectKey, "label", true},
-		{pod.Annotations, config.IstioInjectKey, "annotation", true},
+		{pod.Labels, policy.InjectKey, "label", false},
+		{pod.Annotations, policy.InjectKey, "annotation", false},
+		{pod.Labels, policy.IstioInjectKey, "label", true},
+		{pod.Annotations, policy.IstioInjectKey, "annotation", true},
 	} {
 		v, ok := s.m[s.key]
 		if !ok {
@@ -309,7 +309,7 @@ func podInjectChoice(pod *corev1.Pod) (choice, decidedBy string, warnings []stri
 		case t == "true" || t == "false":
 			c = t
 		default:
-			return "", s.key, nil, &config.AnnotationError{Key: s.key, Value: v, Problem: "the " + s.kind + " must be \"true\" or \"false\""}
+			return "", s.key, nil, &policy.AnnotationError{Key: s.key, Value: v, Problem: "the " + s.kind + " must be \"true\" or \"false\""}
 		}
 		if choice == "" {
 			choice, decidedBy = c, fmt.Sprintf("%s %s %q", s.kind, s.key, v)
@@ -327,7 +327,7 @@ func podInjectChoice(pod *corev1.Pod) (choice, decidedBy string, warnings []stri
 // every app container, and the pod's init containers that run after the
 // proxy (all of them with native sidecars; in classic mode, only its own
 // native sidecars, which keep running beside the proxy).
-func checkConflicts(pod *corev1.Pod, s config.Settings, native bool) ([]string, *Decision) {
+func checkConflicts(pod *corev1.Pod, s policy.Settings, native bool) ([]string, *Decision) {
 	var warnings []string
 	proxyPorts := s.Proxy.Ports.All()
 	var podUID, podGID *int64
@@ -358,7 +358,7 @@ func checkConflicts(pod *corev1.Pod, s config.Settings, native bool) ([]string, 
 				what = fmt.Sprintf("GID %d", s.Proxy.GID)
 			}
 			msg := fmt.Sprintf("container %q runs as %s, the proxy's own identity, so its traffic would silently bypass the proxy; run it as another user and group (securityContext.runAsUser/runAsGroup)", c.Name, what)
-			if s.Checks.ProxyUIDConflict == config.Refuse {
+			if s.Checks.ProxyUIDConflict == policy.Refuse {
 				d := decide(Refused, ReasonProxyUIDConflict, msg)
 				return nil, &d
 			}
@@ -368,8 +368,8 @@ func checkConflicts(pod *corev1.Pod, s config.Settings, native bool) ([]string, 
 			for _, pp := range proxyPorts {
 				if p.ContainerPort == pp && (p.Protocol == "" || p.Protocol == corev1.ProtocolTCP) {
 					msg := fmt.Sprintf("container %q declares port %d, which the proxy needs (ports %s are reserved), so the proxy could not start; move the app to another port or opt the pod out with %s: \"false\"",
-						c.Name, p.ContainerPort, joinPorts(proxyPorts), config.InjectKey)
-					if s.Checks.ProxyPortConflict == config.Refuse {
+						c.Name, p.ContainerPort, joinPorts(proxyPorts), policy.InjectKey)
+					if s.Checks.ProxyPortConflict == policy.Refuse {
 						d := decide(Refused, ReasonProxyPortConflict, msg)
 						return nil, &d
 					}
@@ -446,7 +446,7 @@ func (e *Engine) mutate(pod *corev1.Pod, r *Rendered, policyName string) (*corev
 				if i == 0 {
 					warnings = append(warnings, fmt.Sprintf(
 						"this run-to-completion pod has %d containers; with a classic sidecar none of them can tell the proxy that the last one has finished, so the proxy keeps the pod running; use native sidecars (%snative-sidecar: \"true\", Kubernetes 1.29+)",
-						len(pod.Spec.Containers), config.Prefix))
+						len(pod.Spec.Containers), policy.Prefix))
 				}
 			case len(c.Command) > 0:
 				change.Command = c.Command
@@ -463,7 +463,7 @@ func (e *Engine) mutate(pod *corev1.Pod, r *Rendered, policyName string) (*corev
 			default:
 				warnings = append(warnings, fmt.Sprintf(
 					"container %q has no command, so the classic sidecar cannot be told when it exits and will keep this run-to-completion pod running; set the container's command or use native sidecars (%snative-sidecar: \"true\", Kubernetes 1.29+)",
-					c.Name, config.Prefix))
+					c.Name, policy.Prefix))
 			}
 		}
 		apps[i] = c
@@ -524,7 +524,7 @@ func (e *Engine) mutate(pod *corev1.Pod, r *Rendered, policyName string) (*corev
 					}
 					msg := fmt.Sprintf("container %q names its port %d %q, the name of the proxy's port %d; Services and probes that select it by name would reach the proxy: rename the port",
 						c.Name, cp.ContainerPort, cp.Name, p.ContainerPort)
-					if s.Checks.ProxyPortConflict == config.Refuse {
+					if s.Checks.ProxyPortConflict == policy.Refuse {
 						return nil, nil, &conflictError{ReasonProxyPortConflict, msg}
 					}
 					warnings = append(warnings, msg)
@@ -564,20 +564,20 @@ func (e *Engine) mutate(pod *corev1.Pod, r *Rendered, policyName string) (*corev
 	for k, v := range pod.Annotations {
 		ann[k] = v
 	}
-	if dc, ok := ann[config.DefaultContainerAnnotation]; ok {
+	if dc, ok := ann[policy.DefaultContainerAnnotation]; ok {
 		if _, found := usesContainer(&out, dc); !found {
 			warnings = append(warnings, fmt.Sprintf("%s names %q, which is not a container of this pod; kubectl logs and exec will fail until it names one",
-				config.DefaultContainerAnnotation, dc))
+				policy.DefaultContainerAnnotation, dc))
 		}
 	} else {
-		ann[config.DefaultContainerAnnotation] = pod.Spec.Containers[0].Name
-		st.Annotations = []string{config.DefaultContainerAnnotation}
+		ann[policy.DefaultContainerAnnotation] = pod.Spec.Containers[0].Name
+		st.Annotations = []string{policy.DefaultContainerAnnotation}
 	}
 	statusJSON, err := st.Marshal()
 	if err != nil {
 		return nil, nil, err
 	}
-	ann[config.StatusAnnotation] = statusJSON
+	ann[policy.StatusAnnotation] = statusJSON
 	if size := annotationsSize(ann); size > maxAnnotationsSize {
 		return nil, nil, &conflictError{ReasonInvalidPod, fmt.Sprintf(
 			"with the status annotation the pod's annotations would total %d bytes, over Kubernetes' limit of %d (the status records the original commands and preStop handlers of the app containers); shorten them or opt the pod out",
@@ -695,7 +695,7 @@ func statusProblem(pod *corev1.Pod) string {
 	// (another format version) still says the pod is injected, as long
 	// as what it records is there.
 	var st Status
-	if err := json.Unmarshal([]byte(pod.Annotations[config.StatusAnnotation]), &st); err != nil {
+	if err := json.Unmarshal([]byte(pod.Annotations[policy.StatusAnnotation]), &st); err != nil {
 		return fmt.Sprintf("it is not a status the injector wrote (not JSON: %v)", err)
 	}
 	if len(st.InitContainers)+len(st.Containers) == 0 {
@@ -716,7 +716,7 @@ type conflictError struct {
 
 func (e *conflictError) Error() string { return e.msg }
 
-func readyURLIf(s config.Settings) string {
+func readyURLIf(s policy.Settings) string {
 	if !s.Lifecycle.HoldApplicationUntilProxyReady {
 		return ""
 	}

@@ -9,8 +9,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/sidecar-injector/injector/webhook/config"
 	"github.com/sidecar-injector/injector/webhook/inject"
+	"github.com/sidecar-injector/injector/webhook/policy"
 )
 
 // Pod shapes an independent probe sent through a real API server: none of
@@ -25,7 +25,7 @@ policies:
   podOverrides: {allowOptOut: false}
 `)
 	require.NoError(t, err)
-	enabled := map[string]string{config.NamespaceLabel: "enabled"}
+	enabled := map[string]string{policy.NamespaceLabel: "enabled"}
 	app := func(mod func(*corev1.Pod)) *corev1.Pod {
 		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "nginx"}}}}
 		mod(p)
@@ -42,11 +42,11 @@ policies:
 		reason inject.Reason
 		msg    string
 	}{
-		{"a hand-written status is not an injection", "shop", app(annotate(config.StatusAnnotation, "{}")),
+		{"a hand-written status is not an injection", "shop", app(annotate(policy.StatusAnnotation, "{}")),
 			inject.Refused, inject.ReasonInvalidPod, "records no added container"},
-		{"a status whose containers are missing", "shop", app(annotate(config.StatusAnnotation, `{"version":1,"containers":["mesh-proxy"]}`)),
+		{"a status whose containers are missing", "shop", app(annotate(policy.StatusAnnotation, `{"version":1,"containers":["mesh-proxy"]}`)),
 			inject.Refused, inject.ReasonInvalidPod, `the container "mesh-proxy" it records is not in the pod`},
-		{"a status that is not JSON", "shop", app(annotate(config.StatusAnnotation, "yes")),
+		{"a status that is not JSON", "shop", app(annotate(policy.StatusAnnotation, "yes")),
 			inject.Refused, inject.ReasonInvalidPod, "not JSON"},
 		{"an app container named like the proxy", "shop", app(func(p *corev1.Pod) { p.Spec.Containers[0].Name = inject.DefaultNames.Proxy }),
 			inject.Refused, inject.ReasonContainerNameConflict, "rename that container"},
@@ -83,16 +83,16 @@ policies:
 	assert.Equal(t, inject.ReasonAlreadyInjected, d.Reason, d.Message)
 	// So is one another version injected (another status format version).
 	other := out.DeepCopy()
-	other.Annotations[config.StatusAnnotation] = strings.Replace(other.Annotations[config.StatusAnnotation], `"version":1`, `"version":99`, 1)
-	require.Contains(t, other.Annotations[config.StatusAnnotation], `"version":99`)
+	other.Annotations[policy.StatusAnnotation] = strings.Replace(other.Annotations[policy.StatusAnnotation], `"version":1`, `"version":99`, 1)
+	require.Contains(t, other.Annotations[policy.StatusAnnotation], `"version":99`)
 	_, d = e.Inject(other, inject.Namespace{Name: "strict", Labels: enabled})
 	assert.Equal(t, inject.ReasonAlreadyInjected, d.Reason, d.Message)
 
 	// A default-container that names no container is kept, with a warning.
-	_, d = e.Inject(app(annotate(config.DefaultContainerAnnotation, "nosuch")), inject.Namespace{Name: "shop", Labels: enabled})
+	_, d = e.Inject(app(annotate(policy.DefaultContainerAnnotation, "nosuch")), inject.Namespace{Name: "shop", Labels: enabled})
 	require.Equal(t, inject.Injected, d.Result, d.Message)
 	assert.Contains(t, strings.Join(d.Warnings, "\n"), `names "nosuch", which is not a container`)
-	_, d = e.Inject(app(annotate(config.DefaultContainerAnnotation, inject.DefaultNames.Proxy)), inject.Namespace{Name: "shop", Labels: enabled})
+	_, d = e.Inject(app(annotate(policy.DefaultContainerAnnotation, inject.DefaultNames.Proxy)), inject.Namespace{Name: "shop", Labels: enabled})
 	require.Equal(t, inject.Injected, d.Result, d.Message)
 	assert.NotContains(t, strings.Join(d.Warnings, "\n"), "which is not a container")
 }
@@ -102,7 +102,7 @@ func TestUninjectRefusesADanglingMount(t *testing.T) {
 	e, err := compile("apiVersion: sidecar-injector.io/v1alpha1\nkind: InjectorConfig\n")
 	require.NoError(t, err)
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "nginx"}}}}
-	out, d := e.Inject(pod, inject.Namespace{Name: "shop", Labels: map[string]string{config.NamespaceLabel: "enabled"}})
+	out, d := e.Inject(pod, inject.Namespace{Name: "shop", Labels: map[string]string{policy.NamespaceLabel: "enabled"}})
 	require.Equal(t, inject.Injected, d.Result, d.Message)
 	out.Spec.Containers = append(out.Spec.Containers, corev1.Container{Name: "debug", Image: "busybox",
 		VolumeMounts: []corev1.VolumeMount{{Name: inject.DefaultNames.ToolsVolume, MountPath: "/t"}}})

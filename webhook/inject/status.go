@@ -7,7 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/sidecar-injector/injector/webhook/config"
+	"github.com/sidecar-injector/injector/webhook/policy"
 )
 
 // StatusVersion is the format version of the status annotation.
@@ -71,22 +71,22 @@ func (s *Status) Marshal() (string, error) {
 
 // ReadStatus parses a pod's status annotation; ok is false when absent.
 func ReadStatus(pod *corev1.Pod) (st *Status, ok bool, err error) {
-	v, present := pod.Annotations[config.StatusAnnotation]
+	v, present := pod.Annotations[policy.StatusAnnotation]
 	if !present {
 		return nil, false, nil
 	}
 	st = &Status{}
 	if err := json.Unmarshal([]byte(v), st); err != nil {
-		return nil, true, fmt.Errorf("%s is not valid JSON: %w", config.StatusAnnotation, err)
+		return nil, true, fmt.Errorf("%s is not valid JSON: %w", policy.StatusAnnotation, err)
 	}
 	if st.Version != StatusVersion {
-		return nil, true, fmt.Errorf("%s has format version %d; this injector understands version %d", config.StatusAnnotation, st.Version, StatusVersion)
+		return nil, true, fmt.Errorf("%s has format version %d; this injector understands version %d", policy.StatusAnnotation, st.Version, StatusVersion)
 	}
 	return st, true, nil
 }
 
 // ErrNotInjected is returned by Uninject for a pod without status.
-var ErrNotInjected = errors.New("the pod carries no " + config.StatusAnnotation + " annotation")
+var ErrNotInjected = errors.New("the pod carries no " + policy.StatusAnnotation + " annotation")
 
 // Uninject removes exactly what the status annotation says was added and
 // restores what was changed. Like Inject it never modifies its input.
@@ -178,7 +178,7 @@ func Uninject(pod *corev1.Pod) (*corev1.Pod, error) {
 	for _, k := range st.Annotations {
 		delete(out.Annotations, k)
 	}
-	delete(out.Annotations, config.StatusAnnotation)
+	delete(out.Annotations, policy.StatusAnnotation)
 	if len(out.Annotations) == 0 {
 		out.Annotations = nil
 	}

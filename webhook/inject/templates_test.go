@@ -14,10 +14,10 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/sidecar-injector/injector/templates"
-	"github.com/sidecar-injector/injector/webhook/config"
 	"github.com/sidecar-injector/injector/webhook/inject"
 	"github.com/sidecar-injector/injector/webhook/inject/injecttest"
 	"github.com/sidecar-injector/injector/webhook/meshinit"
+	"github.com/sidecar-injector/injector/webhook/policy"
 )
 
 // policyWithTemplate is a policy file whose "custom" set replaces one
@@ -25,7 +25,7 @@ import (
 func policyWithTemplate(t *testing.T, name, text string) string {
 	t.Helper()
 	b, err := yaml.Marshal(map[string]any{
-		"apiVersion": config.APIVersion, "kind": config.Kind,
+		"apiVersion": policy.APIVersion, "kind": policy.Kind,
 		"templateSets": map[string]any{"custom": map[string]string{name: text}},
 		"policies":     []any{map[string]any{"name": "custom", "namespaces": []string{"custom"}, "templateSet": "custom"}},
 	})
@@ -33,8 +33,8 @@ func policyWithTemplate(t *testing.T, name, text string) string {
 	return string(b)
 }
 
-func compile(policy string) (*inject.Engine, error) {
-	cfg, err := config.Parse([]byte(policy))
+func compile(policyFile string) (*inject.Engine, error) {
+	cfg, err := policy.Parse([]byte(policyFile))
 	if err != nil {
 		return nil, err
 	}
@@ -53,7 +53,7 @@ func TestCustomTemplateIsUsed(t *testing.T) {
 	e, err := compile(policyWithTemplate(t, templates.Sidecar, text))
 	require.NoError(t, err)
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
-	enabled := map[string]string{config.NamespaceLabel: "enabled"}
+	enabled := map[string]string{policy.NamespaceLabel: "enabled"}
 
 	out, d := e.Inject(pod, inject.Namespace{Name: "custom", Labels: enabled})
 	require.Equal(t, inject.Injected, d.Result, d.Message)
@@ -131,7 +131,7 @@ policies:
 `)
 	require.NoError(t, err)
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
-	enabled := map[string]string{config.NamespaceLabel: "enabled"}
+	enabled := map[string]string{policy.NamespaceLabel: "enabled"}
 	return e, pod, enabled
 }
 
@@ -166,7 +166,7 @@ func TestCustomBootstrapRerendersForOverrides(t *testing.T) {
 	text = strings.Replace(text, "connect_timeout: 1s\n", "connect_timeout: {{ .Settings.Lifecycle.DrainSeconds }}s\n", 1)
 	e, err := compile(policyWithTemplate(t, templates.EnvoyBootstrap, text))
 	require.NoError(t, err)
-	enabled := map[string]string{config.NamespaceLabel: "enabled"}
+	enabled := map[string]string{policy.NamespaceLabel: "enabled"}
 	podWith := func(drain string) *corev1.Pod {
 		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Annotations: map[string]string{"sidecar-injector.io/drain-seconds": drain}},
 			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}

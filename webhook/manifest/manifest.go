@@ -19,8 +19,8 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
-	"github.com/sidecar-injector/injector/webhook/config"
 	"github.com/sidecar-injector/injector/webhook/inject"
+	"github.com/sidecar-injector/injector/webhook/policy"
 )
 
 // Mode is what to do with each pod or template.
@@ -376,7 +376,7 @@ func (p *processor) object(n, item int, obj map[string]any) (bool, Line, error) 
 			line.Reason = "not_injected"
 			return false, line, nil
 		case err != nil:
-			return false, line, &Error{Document: n, Item: item, Field: field + ".metadata.annotations[" + config.StatusAnnotation + "]", Err: err}
+			return false, line, &Error{Document: n, Item: item, Field: field + ".metadata.annotations[" + policy.StatusAnnotation + "]", Err: err}
 		}
 		line.Result = "uninjected"
 	default:

@@ -13,7 +13,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/sidecar-injector/injector/webhook"
 	"github.com/sidecar-injector/injector/webhook/inject"
 	"github.com/sidecar-injector/injector/webhook/inject/injecttest"
 	"github.com/sidecar-injector/injector/webhook/manifest"
@@ -27,7 +26,7 @@ var shopEnabled = map[string]map[string]string{"shop": {"sidecar-injector.io/inj
 
 func engine(t *testing.T) *inject.Engine {
 	t.Helper()
-	e, err := webhook.Compile(nil, injecttest.Options(true))
+	e, err := inject.Compile(nil, injecttest.Options(true))
 	require.NoError(t, err)
 	return e
 }

@@ -15,8 +15,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/sidecar-injector/injector/webhook/config"
 	"github.com/sidecar-injector/injector/webhook/inject"
+	"github.com/sidecar-injector/injector/webhook/policy"
 )
 
 // InjectorNamespace is the injector's namespace in every fixture.
@@ -127,10 +127,10 @@ func (c Case) Compile() (*inject.Engine, error) {
 }
 
 func (c Case) compile() (*inject.Engine, error) {
-	cfg := config.BuiltinConfig()
+	cfg := policy.BuiltinConfig()
 	if c.Config != "" {
 		var err error
-		if cfg, err = config.Parse([]byte(c.Config)); err != nil {
+		if cfg, err = policy.Parse([]byte(c.Config)); err != nil {
 			return nil, fmt.Errorf("%s: config: %w", c.Name, err)
 		}
 	}

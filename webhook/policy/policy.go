@@ -1,4 +1,4 @@
-package config
+package policy
 
 import (
 	"bufio"
@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"os"
 	"reflect"
 	"slices"
 	"sort"
@@ -166,19 +165,6 @@ func (c *Config) Select(namespace string, nsLabels map[string]string) Selection 
 		return Selection{Policy: bySelector, Matched: matched, Rule: rule}
 	}
 	return Selection{Policy: c.Default, Rule: "no policy matches; the defaults apply"}
-}
-
-// LoadFile reads and compiles a policy file.
-func LoadFile(path string) (*Config, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("policy file: %w", err)
-	}
-	c, err := Parse(b)
-	if err != nil {
-		return nil, fmt.Errorf("policy file %s: %w", path, err)
-	}
-	return c, nil
 }
 
 // BuiltinConfig is the configuration used when no policy file is given.

@@ -1,9 +1,4 @@
-// Package config holds the settings that shape one injection, their built-in
-// defaults, the policy file that layers namespace policies over them, and the
-// per-pod annotations that tune them within the policy's bounds.
-//
-// Everything here is pure data and validation: no HTTP, no clients.
-package config
+package policy
 
 import (
 	"fmt"

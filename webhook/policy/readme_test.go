@@ -1,4 +1,4 @@
-package config
+package policy
 
 import (
 	"encoding/json"
@@ -15,7 +15,7 @@ import (
 var updateReadme = flag.Bool("update", false, "rewrite the README's generated annotation table")
 
 const (
-	tableBegin = "<!-- BEGIN GENERATED: annotations (go test ./webhook/config -update) -->"
+	tableBegin = "<!-- BEGIN GENERATED: annotations (go test ./webhook/policy -update) -->"
 	tableEnd   = "<!-- END GENERATED: annotations -->"
 )
 
@@ -72,5 +72,5 @@ func TestReadmeAnnotationTable(t *testing.T) {
 		require.NoError(t, os.WriteFile(path, []byte(want), 0o644))
 		return
 	}
-	require.Equal(t, want, s, "README.md's annotation table is stale: run go test ./webhook/config -update")
+	require.Equal(t, want, s, "README.md's annotation table is stale: run go test ./webhook/policy -update")
 }

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -12,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	sigsjson "sigs.k8s.io/json"
 
+	"github.com/sidecar-injector/injector/webhook/inject"
 	"github.com/sidecar-injector/injector/webhook/inject/injecttest"
 )
 
@@ -33,8 +35,6 @@ func TestDecoderMatchesKubernetes(t *testing.T) {
 			require.NoError(t, err)
 			var want admissionv1.AdmissionReview
 			require.NoError(t, sigsjson.UnmarshalCaseSensitivePreserveInts(body, &want))
-			var wantPod corev1.Pod
-			require.NoError(t, sigsjson.UnmarshalCaseSensitivePreserveInts(want.Request.Object.Raw, &wantPod))
 			assert.Equal(t, want.APIVersion, apiVersion)
 			assert.Equal(t, want.Request.UID, in.uid)
 			assert.Equal(t, want.Request.Kind, in.kind)
@@ -43,40 +43,60 @@ func TestDecoderMatchesKubernetes(t *testing.T) {
 			assert.Equal(t, want.Request.Operation, in.operation)
 			assert.Equal(t, want.Request.DryRun != nil && *want.Request.DryRun, in.dryRun)
 			require.NotNil(t, in.pod)
-			proj := projection(&wantPod)
+			proj := projection(t, want.Request.Object.Raw)
 			assert.True(t, reflect.DeepEqual(proj, in.pod), "pods differ:\nwant %+v\ngot  %+v", *proj, *in.pod)
 		})
 	}
 }
 
-// projection keeps, from a fully decoded pod, the fields the edge's view
-// holds (written out here independently of podView.pod).
-func projection(full *corev1.Pod) *corev1.Pod {
-	p := &corev1.Pod{TypeMeta: full.TypeMeta}
-	p.Name, p.GenerateName, p.Namespace = full.Name, full.GenerateName, full.Namespace
-	p.Labels, p.Annotations, p.OwnerReferences = full.Labels, full.Annotations, full.OwnerReferences
-	keep := func(cs []corev1.Container) []corev1.Container {
-		if cs == nil {
-			return nil
+// edgeFields are the fields the edge's view decodes for itself, besides
+// the core's read set: the object's kind, checked before the core runs.
+var edgeFields = []string{"apiVersion", "kind"}
+
+// projection keeps, from an object as sent, the fields the edge's view is
+// declared to hold: the core's read set and the edge's own fields.
+func projection(t *testing.T, object []byte) *corev1.Pod {
+	t.Helper()
+	b, err := injecttest.Project(object, append(append([]string(nil), edgeFields...), inject.PodFields...))
+	require.NoError(t, err)
+	var p corev1.Pod
+	require.NoError(t, sigsjson.UnmarshalCaseSensitivePreserveInts(b, &p))
+	return &p
+}
+
+// The edge's view of a pod holds exactly the core's declared read set and
+// its own fields: a field the core starts reading is decoded, and nothing
+// else is (managedFields, often half the object, is skipped as one value).
+func TestPodViewIsTheReadSet(t *testing.T) {
+	var got []string
+	var walk func(prefix string, typ reflect.Type)
+	walk = func(prefix string, typ reflect.Type) {
+		for i := range typ.NumField() {
+			f := typ.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			ft := f.Type
+			switch {
+			case f.Anonymous && name == "":
+				walk(prefix, ft)
+				continue
+			case ft == reflect.TypeFor[skipValue]():
+				continue
+			}
+			path := prefix + name
+			if ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct && ft.Elem().PkgPath() == reflect.TypeFor[podView]().PkgPath() {
+				walk(path+"[].", ft.Elem())
+				continue
+			}
+			if ft.Kind() == reflect.Struct && ft.Name() == "" {
+				walk(path+".", ft)
+				continue
+			}
+			got = append(got, path)
 		}
-		out := make([]corev1.Container, len(cs))
-		for i, c := range cs {
-			out[i] = corev1.Container{Name: c.Name, Command: c.Command, Ports: c.Ports, VolumeMounts: c.VolumeMounts,
-				VolumeDevices: c.VolumeDevices, Lifecycle: c.Lifecycle, SecurityContext: c.SecurityContext, RestartPolicy: c.RestartPolicy}
-		}
-		return out
 	}
-	p.Spec.InitContainers, p.Spec.Containers = keep(full.Spec.InitContainers), keep(full.Spec.Containers)
-	if full.Spec.Volumes != nil {
-		p.Spec.Volumes = make([]corev1.Volume, len(full.Spec.Volumes))
-		for i, v := range full.Spec.Volumes {
-			p.Spec.Volumes[i].Name = v.Name
-		}
-	}
-	s := &full.Spec
-	p.Spec.RestartPolicy, p.Spec.TerminationGracePeriodSeconds, p.Spec.HostNetwork = s.RestartPolicy, s.TerminationGracePeriodSeconds, s.HostNetwork
-	p.Spec.SecurityContext, p.Spec.OS, p.Spec.Resources = s.SecurityContext, s.OS, s.Resources
-	return p
+	walk("", reflect.TypeFor[podView]())
+	want := append(append([]string(nil), edgeFields...), inject.PodFields...)
+	assert.ElementsMatch(t, want, got)
 }
 
 // samePodDecode compares the two decoders on arbitrary bytes: both fail, or

@@ -187,7 +187,7 @@ type responseOut struct {
 var jsonPatchType = admissionv1.PatchTypeJSONPatch
 
 func (h *Handler) writeError(w http.ResponseWriter, apiVersion string, code int32, err error) {
-	d := inject.Decision{Result: inject.Refused, Reason: ReasonMalformedRequest, Message: err.Error()}
+	d := inject.Decision{Result: inject.Refused, Reason: inject.ReasonMalformedRequest, Message: err.Error()}
 	h.record(&admissionInput{}, d, nil, 0)
 	resp := admission.Errored(code, err)
 	h.write(w, apiVersion, "", &resp)

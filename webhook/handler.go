@@ -55,15 +55,6 @@ func (h *Handler) SetEngine(e *inject.Engine) { h.engine.Store(e) }
 // Engine returns the configuration in force.
 func (h *Handler) Engine() *inject.Engine { return h.engine.Load() }
 
-// Reasons for answers the core never sees.
-const (
-	ReasonMalformedRequest inject.Reason = "malformed_request"
-	ReasonNotAPod          inject.Reason = "not_a_pod"
-	ReasonNotCreate        inject.Reason = "not_create"
-	ReasonNamespaceUnknown inject.Reason = "namespace_labels_unavailable"
-	ReasonInternalError    inject.Reason = "internal_error"
-)
-
 var podResource = metav1.GroupVersionResource{Version: "v1", Resource: "pods"}
 
 // Handle implements admission.Handler, for embedding in controller-runtime's
@@ -97,37 +88,38 @@ type admissionInput struct {
 	noRequest   bool
 }
 
-// decide answers one admission. The response's patch values for the added
-// containers and volumes are the rendering's pre-marshalled JSON.
+// decide answers one admission. The patch is built from the core's record
+// of what injection changes; the added containers and volumes go into it as
+// the JSON marshalled when the policy loaded.
 func (h *Handler) decide(ctx context.Context, in *admissionInput) (admission.Response, inject.Decision, *corev1.Pod) {
 	if in.noRequest || (in.uid == "" && in.kind.Kind == "" && in.operation == "") {
-		return refuse400(ReasonMalformedRequest, "the AdmissionReview has no request")
+		return refuse400(inject.ReasonMalformedRequest, "the AdmissionReview has no request")
 	}
 	resourceOK := in.resource == podResource || in.resource == (metav1.GroupVersionResource{})
 	if in.kind.Group != "" || in.kind.Kind != "Pod" || !resourceOK || in.subResource != "" {
 		msg := fmt.Sprintf("%s %s/%s is not a pod; allowed unchanged", in.kind.Kind, in.resource.Resource, in.subResource)
-		return admission.Allowed(msg), inject.Decision{Result: inject.Skipped, Reason: ReasonNotAPod, Message: msg}, nil
+		return admission.Allowed(msg), inject.Decision{Result: inject.Skipped, Reason: inject.ReasonNotAPod, Message: msg}, nil
 	}
 	if in.operation != admissionv1.Create {
 		msg := fmt.Sprintf("operation %s is not CREATE; allowed unchanged", in.operation)
-		return admission.Allowed(msg), inject.Decision{Result: inject.Skipped, Reason: ReasonNotCreate, Message: msg}, nil
+		return admission.Allowed(msg), inject.Decision{Result: inject.Skipped, Reason: inject.ReasonNotCreate, Message: msg}, nil
 	}
 	pod := in.pod
 	if pod == nil {
 		raw := in.raw
 		if len(raw) == 0 {
-			return refuse400(ReasonMalformedRequest, "request.object is empty")
+			return refuse400(inject.ReasonMalformedRequest, "request.object is empty")
 		}
 		if !isJSONObject(raw) {
-			return refuse400(ReasonMalformedRequest, "request.object is not a JSON object")
+			return refuse400(inject.ReasonMalformedRequest, "request.object is not a JSON object")
 		}
 		pod = &corev1.Pod{}
 		if err := sigsjson.UnmarshalCaseSensitivePreserveInts(raw, pod); err != nil {
-			return refuse400(ReasonMalformedRequest, "request.object is not a valid Pod: "+err.Error())
+			return refuse400(inject.ReasonMalformedRequest, "request.object is not a valid Pod: "+err.Error())
 		}
 	}
 	if pod.Kind != "" && (pod.Kind != "Pod" || pod.APIVersion != "v1") {
-		return refuse400(ReasonMalformedRequest, fmt.Sprintf("request.object is a %s %s, not a v1 Pod", pod.APIVersion, pod.Kind))
+		return refuse400(inject.ReasonMalformedRequest, fmt.Sprintf("request.object is a %s %s, not a v1 Pod", pod.APIVersion, pod.Kind))
 	}
 	nsName := in.namespace
 	if nsName == "" {
@@ -135,19 +127,14 @@ func (h *Handler) decide(ctx context.Context, in *admissionInput) (admission.Res
 	}
 	labels, err := h.namespaces.Labels(ctx, nsName)
 	if err != nil {
-		d := inject.Decision{Result: inject.Refused, Reason: ReasonNamespaceUnknown, Message: "namespace labels are not available: " + err.Error()}
+		d := inject.Decision{Result: inject.Refused, Reason: inject.ReasonNamespaceUnknown, Message: "namespace labels are not available: " + err.Error()}
 		return admission.Errored(http.StatusServiceUnavailable, errors.New(d.Message)), d, pod
 	}
-	out, d, rendered := h.engine.Load().InjectRendered(pod, inject.Namespace{Name: nsName, Labels: labels})
+	d, changes := h.engine.Load().Decide(pod, inject.Namespace{Name: nsName, Labels: labels})
 	var resp admission.Response
 	switch d.Result {
 	case inject.Injected:
-		ops, err := buildPatch(pod, out, rendered.JSON)
-		if err != nil {
-			d = inject.Decision{Result: inject.Refused, Reason: ReasonInternalError, Message: err.Error()}
-			return admission.Errored(http.StatusInternalServerError, err), d, pod
-		}
-		resp = admission.Patched(d.Message, ops...)
+		resp = admission.Patched(d.Message, buildPatch(pod, changes)...)
 	case inject.Skipped:
 		resp = admission.Allowed(d.Message)
 	default:

@@ -52,12 +52,6 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	for _, r := range inject.AllReasons {
 		m.injections.WithLabelValues(string(r.Result), string(r.Reason))
 	}
-	for _, r := range []inject.Reason{ReasonMalformedRequest, ReasonNamespaceUnknown, ReasonInternalError} {
-		m.injections.WithLabelValues(string(inject.Refused), string(r))
-	}
-	for _, r := range []inject.Reason{ReasonNotAPod, ReasonNotCreate} {
-		m.injections.WithLabelValues(string(inject.Skipped), string(r))
-	}
 	return m, nil
 }
 

@@ -6,20 +6,21 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// podView is the part of a pod the injection core reads, decoded straight
-// from the AdmissionReview. Probes, environment, images, resources of
-// containers, managed fields and the rest are skipped by the decoder
-// instead of being built into Go values: on the bench review that halves
-// the decoding, the largest cost of an admission.
+// podView is the part of a pod the injection core reads (its declared read
+// set, inject.PodFields) plus the object's kind, decoded straight from the
+// AdmissionReview. Probes, environment, images, resources of containers,
+// managed fields and the rest are skipped by the decoder instead of being
+// built into Go values: on the bench review that halves the decoding, the
+// largest cost of an admission.
 //
 // The JSON Patch touches only fields this view holds (annotations, the
 // added containers and volumes, app containers' mounts, lifecycle and
 // command, the grace period, pod-level resources), so a patch computed from
 // the view applies to the full object exactly as one computed from a full
-// decode. TestEdgeMatchesControllerRuntime checks that on every fixture and
+// decode. TestPodViewIsTheReadSet keeps the view equal to the read set;
+// TestEdgeMatchesControllerRuntime checks the answers on every fixture and
 // bad input against controller-runtime's full decode, and FuzzHandlerPod on
-// every fuzzed pod. A core change that reads a new pod field must add it
-// here; those tests fail until it does.
+// every fuzzed pod.
 type podView struct {
 	metav1.TypeMeta `json:",inline"`
 	Metadata        struct {

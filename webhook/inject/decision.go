@@ -1,8 +1,6 @@
-// Package inject is the pure injection core: given a pod, its namespace and
-// the compiled policies, it returns the pod with the mesh added (or not) and
-// a Decision that says why. It never touches HTTP, Kubernetes clients or
-// JSON patches, so the webhook, the CLI and explain all decide identically.
 package inject
+
+import "github.com/sidecar-injector/injector/webhook/policy"
 
 // Result is the outcome of a decision.
 type Result string
@@ -58,6 +56,24 @@ const (
 	ReasonContainerNameConflict Reason = "container_name_conflict"
 	ReasonInvalidPod            Reason = "invalid_pod"
 	ReasonPolicyRenderingError  Reason = "policy_rendering_failed"
+	// ReasonInternalError: a bug, in the core or the edge; the message
+	// says what went wrong.
+	ReasonInternalError Reason = "internal_error"
+)
+
+// Reasons the HTTP edge (package webhook) decides before the core sees a
+// pod. They live here so every reason has one registry: AllReasons.
+const (
+	// ReasonMalformedRequest: the AdmissionReview or its object cannot be
+	// read.
+	ReasonMalformedRequest Reason = "malformed_request"
+	// ReasonNotAPod and ReasonNotCreate: the request is not one the
+	// injector handles, and is allowed unchanged.
+	ReasonNotAPod   Reason = "not_a_pod"
+	ReasonNotCreate Reason = "not_create"
+	// ReasonNamespaceUnknown: the namespace's labels are not known yet;
+	// deciding without them could leave a pod outside the mesh.
+	ReasonNamespaceUnknown Reason = "namespace_labels_unavailable"
 )
 
 // AllReasons lists every reason with its result, for docs and metrics.
@@ -77,6 +93,8 @@ var AllReasons = []struct {
 	{ReasonOtherMesh, Skipped},
 	{ReasonNoContainers, Skipped},
 	{ReasonWindowsPod, Skipped},
+	{ReasonNotAPod, Skipped},
+	{ReasonNotCreate, Skipped},
 	{ReasonInvalidAnnotation, Refused},
 	{ReasonOverrideNotAllowed, Refused},
 	{ReasonOverrideOutOfBounds, Refused},
@@ -88,6 +106,9 @@ var AllReasons = []struct {
 	{ReasonContainerNameConflict, Refused},
 	{ReasonInvalidPod, Refused},
 	{ReasonPolicyRenderingError, Refused},
+	{ReasonMalformedRequest, Refused},
+	{ReasonNamespaceUnknown, Refused},
+	{ReasonInternalError, Refused},
 }
 
 // Decision says what happened to a pod and why.
@@ -105,4 +126,11 @@ type Decision struct {
 
 func decide(r Result, reason Reason, msg string) Decision {
 	return Decision{Result: r, Reason: reason, Message: msg}
+}
+
+func withPolicy(d Decision, p *policy.Policy) Decision {
+	if p != nil {
+		d.Policy = p.Name
+	}
+	return d
 }

@@ -1,19 +1,11 @@
 package inject
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"reflect"
-	"sort"
-	"strings"
 	"sync"
 
-	corev1 "k8s.io/api/core/v1"
-
 	"github.com/sidecar-injector/injector/templates"
-	"github.com/sidecar-injector/injector/webhook/envoy"
-	"github.com/sidecar-injector/injector/webhook/meshinit"
 	"github.com/sidecar-injector/injector/webhook/policy"
 )
 
@@ -50,23 +42,6 @@ type compiledPolicy struct {
 // maxCachedRenderings bounds the per-policy cache of overridden renderings;
 // when full it starts again, so odd annotation values cannot grow memory.
 const maxCachedRenderings = 512
-
-// Rendered is what the templates produce for one set of effective settings.
-// Its values are shared: callers copy before changing them.
-type Rendered struct {
-	Init       corev1.Container
-	Proxy      corev1.Container
-	Volumes    []corev1.Volume
-	AppPreStop corev1.LifecycleHandler
-	// Bootstrap is the Envoy bootstrap as compact JSON.
-	Bootstrap string
-	Native    bool
-	Settings  policy.Settings
-	// JSON holds each added container's and volume's JSON, by name,
-	// marshalled once here so a webhook response can carry it without
-	// re-encoding the bootstrap on every request.
-	JSON map[string][]byte
-}
 
 // New compiles a configuration: parses each template set once, renders and
 // validates every policy. Any failure names the policy and the problem, and
@@ -140,197 +115,6 @@ func (e *Engine) native(m policy.NativeMode) bool {
 		return false
 	}
 	return e.opts.NativeSidecarsSupported
-}
-
-// TemplateDataFor computes everything templates see for a set of settings.
-func (e *Engine) TemplateDataFor(s policy.Settings) TemplateData {
-	d := TemplateData{
-		Settings:       s,
-		Native:         e.native(s.Lifecycle.NativeSidecar),
-		Names:          DefaultNames,
-		Paths:          DefaultPaths,
-		InitResources:  s.Init.Resources.Requirements(),
-		ProxyResources: s.Proxy.Resources.Requirements(),
-	}
-	admin := fmt.Sprintf("http://127.0.0.1:%d", s.Proxy.Ports.Admin)
-	ready := fmt.Sprintf("http://127.0.0.1:%d%s", s.Proxy.Ports.Readiness, d.Paths.Readiness)
-	d.WaitReadyCommand = toolCommand(d.Paths.Tool, "wait-ready",
-		meshinit.WaitReady{URL: ready, Timeout: s.Lifecycle.ProxyReadyTimeout}.Args())
-	d.ProxyStopCommand = toolCommand(d.Paths.Tool, "proxy-stop", meshinit.ProxyStop{
-		Wait:     offlineBudget(s) + meshinit.Duration(int64(s.Lifecycle.DrainSeconds)*1e9),
-		Drain:    meshinit.Duration(int64(s.Lifecycle.ShutdownSeconds) * 1e9),
-		AdminURL: admin,
-	}.Args())
-	d.AppPreStopCommand = toolCommand(d.Paths.Tool, "prestop", meshinit.PreStop{
-		Registry: s.Lifecycle.Registry,
-		Sleep:    meshinit.Duration(int64(s.Lifecycle.DrainSeconds) * 1e9),
-	}.Args())
-	return d
-}
-
-func toolCommand(tool, hook string, args []string) []string {
-	return append([]string{tool, "hook", hook}, args...)
-}
-
-// offlineBudget is the time the offline step may take: nothing for "none",
-// and the hook tool's own default when the settings leave it at zero.
-func offlineBudget(s policy.Settings) meshinit.Duration {
-	if s.Lifecycle.Registry.Preset == meshinit.PresetNone || s.Lifecycle.Registry.Preset == "" {
-		return 0
-	}
-	if s.Lifecycle.Registry.Timeout == 0 {
-		return meshinit.Duration(meshinit.DefaultOfflineTimeout)
-	}
-	return s.Lifecycle.Registry.Timeout
-}
-
-// captureConfig maps settings onto mesh-init's capture flags.
-func captureConfig(s policy.Settings) meshinit.CaptureConfig {
-	c := meshinit.DefaultCaptureConfig()
-	c.ProxyUID = uint32(s.Proxy.UID)
-	c.ProxyGID = uint32(s.Proxy.GID)
-	c.OutboundPort = uint16(s.Proxy.Ports.Outbound)
-	c.InboundPort = uint16(s.Proxy.Ports.Inbound)
-	c.ProxyPorts = meshinit.PortList{
-		{From: uint16(s.Proxy.Ports.Admin), To: uint16(s.Proxy.Ports.Admin)},
-		{From: uint16(s.Proxy.Ports.Readiness), To: uint16(s.Proxy.Ports.Readiness)},
-		{From: uint16(s.Proxy.Ports.Stats), To: uint16(s.Proxy.Ports.Stats)},
-	}
-	sort.Slice(c.ProxyPorts, func(i, j int) bool { return c.ProxyPorts[i].From < c.ProxyPorts[j].From })
-	c.IncludeInboundPorts = s.Capture.IncludeInboundPorts
-	c.ExcludeInboundPorts = s.Capture.ExcludeInboundPorts
-	c.IncludeOutboundPorts = s.Capture.IncludeOutboundPorts
-	c.ExcludeOutboundPorts = s.Capture.ExcludeOutboundPorts
-	c.IncludeOutboundCIDRs = s.Capture.IncludeOutboundCIDRs
-	c.ExcludeOutboundCIDRs = s.Capture.ExcludeOutboundCIDRs
-	c.Mode = s.Init.IPTablesMode
-	c.IPv6 = s.Init.IPv6
-	return c
-}
-
-// sameBootstrapInputs reports whether the bootstrap rendered for r serves
-// settings s too. The built-in template reads only the Envoy block and the
-// proxy's ports; an operator's template may read anything (every setting,
-// native or classic), so its rendering is reused only for identical input.
-func sameBootstrapInputs(set *templates.Set, r *Rendered, s policy.Settings, native bool) bool {
-	if !set.Custom(templates.EnvoyBootstrap) {
-		return r.Settings.Envoy == s.Envoy && r.Settings.Proxy.Ports == s.Proxy.Ports
-	}
-	return r.Native == native && reflect.DeepEqual(r.Settings, s)
-}
-
-// render runs every template of set for settings s, reusing the bootstrap
-// of reuse when it would render the same.
-func (e *Engine) render(set *templates.Set, s policy.Settings, reuse *Rendered) (*Rendered, error) {
-	d := e.TemplateDataFor(s)
-	if reuse != nil && sameBootstrapInputs(set, reuse, s, d.Native) {
-		// No pod annotation changes what the bootstrap is made of, so a
-		// pod's rendering shares its policy's validated bootstrap.
-		d.Bootstrap = reuse.Bootstrap
-	} else {
-		raw, err := set.Render(templates.EnvoyBootstrap, d)
-		if err != nil {
-			return nil, err
-		}
-		// Envoy's own schema, every typed config included: a policy whose
-		// bootstrap Envoy would reject never loads.
-		if d.Bootstrap, err = envoy.ValidateCompact(raw); err != nil {
-			return nil, fmt.Errorf("envoy bootstrap: %w", err)
-		}
-	}
-	d.InitArgs = append([]string{"capture"}, meshinit.CaptureCommand{
-		Config:           captureConfig(s),
-		CopySelfTo:       d.Paths.Tool,
-		EnvoyBootstrapTo: d.Paths.Bootstrap,
-		EnvoyBootstrap:   meshinit.EncodeFile([]byte(d.Bootstrap)),
-	}.Args()...)
-	d.ProxyArgs = proxyArgs(d)
-	r := &Rendered{Bootstrap: d.Bootstrap, Native: d.Native, Settings: s}
-	if err := set.RenderInto(templates.InitContainer, d, &r.Init); err != nil {
-		return nil, err
-	}
-	if err := set.RenderInto(templates.Sidecar, d, &r.Proxy); err != nil {
-		return nil, err
-	}
-	if err := set.RenderInto(templates.Volumes, d, &r.Volumes); err != nil {
-		return nil, err
-	}
-	if err := set.RenderInto(templates.AppPreStop, d, &r.AppPreStop); err != nil {
-		return nil, err
-	}
-	if err := checkRendered(r, d); err != nil {
-		return nil, err
-	}
-	r.JSON = map[string][]byte{}
-	for _, c := range []corev1.Container{r.Init, r.Proxy} {
-		b, err := json.Marshal(c)
-		if err != nil {
-			return nil, err
-		}
-		r.JSON["container/"+c.Name] = b
-	}
-	for _, v := range r.Volumes {
-		b, err := json.Marshal(v)
-		if err != nil {
-			return nil, err
-		}
-		r.JSON["volume/"+v.Name] = b
-	}
-	return r, nil
-}
-
-// proxyArgs are Envoy's command-line arguments. The bootstrap is the file
-// mesh-init wrote from its (compressed) argument; the node identity comes
-// from the downward API, so the rendering stays the same for every pod.
-func proxyArgs(d TemplateData) []string {
-	s := d.Settings
-	return []string{
-		"--config-path", d.Paths.Bootstrap,
-		"--log-level", s.Proxy.LogLevel,
-		"--concurrency", fmt.Sprint(s.Proxy.Concurrency),
-		"--drain-time-s", fmt.Sprint(s.Envoy.DrainSeconds),
-		"--drain-strategy", "immediate",
-		"--disable-hot-restart",
-		"--service-cluster", "$(POD_NAMESPACE)",
-		"--service-node", "$(POD_NAME).$(POD_NAMESPACE)",
-	}
-}
-
-// checkRendered catches custom templates that would produce a broken pod:
-// the names the engine relies on must be the ones rendered.
-func checkRendered(r *Rendered, d TemplateData) error {
-	var problems []string
-	if r.Init.Name != d.Names.Init {
-		problems = append(problems, fmt.Sprintf("%s must render a container named %q, not %q", templates.InitContainer, d.Names.Init, r.Init.Name))
-	}
-	if r.Proxy.Name != d.Names.Proxy {
-		problems = append(problems, fmt.Sprintf("%s must render a container named %q, not %q", templates.Sidecar, d.Names.Proxy, r.Proxy.Name))
-	}
-	if r.Init.Image == "" || r.Proxy.Image == "" {
-		problems = append(problems, "the init container and the sidecar need an image")
-	}
-	if r.Native && r.Proxy.RestartPolicy == nil {
-		problems = append(problems, fmt.Sprintf("%s must set restartPolicy: Always in native mode", templates.Sidecar))
-	}
-	if !r.Native && r.Proxy.RestartPolicy != nil {
-		problems = append(problems, fmt.Sprintf("%s must not set restartPolicy in classic mode", templates.Sidecar))
-	}
-	hasTools := false
-	for _, v := range r.Volumes {
-		if v.Name == d.Names.ToolsVolume {
-			hasTools = true
-		}
-	}
-	if !hasTools {
-		problems = append(problems, fmt.Sprintf("%s must render the volume %q that holds the hook tool", templates.Volumes, d.Names.ToolsVolume))
-	}
-	if r.AppPreStop.Exec == nil || len(r.AppPreStop.Exec.Command) == 0 {
-		problems = append(problems, fmt.Sprintf("%s must render an exec handler", templates.AppPreStop))
-	}
-	if len(problems) > 0 {
-		return errors.New(strings.Join(problems, "; "))
-	}
-	return nil
 }
 
 // rendering returns the rendering for a policy with the pod's overrides

@@ -41,7 +41,7 @@ func (e *Engine) Explain(pod *corev1.Pod, ns Namespace) Explanation {
 	if ns.Name == "" {
 		ns.Name = pod.Namespace
 	}
-	_, d, ev := e.inject(pod, ns)
+	d, _, ev := e.inject(pod, ns)
 	x := Explanation{Namespace: ns, Decision: d}
 	sel := e.config.Select(ns.Name, ns.Labels)
 	if ev != nil {

@@ -13,8 +13,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	sigsjson "sigs.k8s.io/json"
 
+	"github.com/sidecar-injector/injector/test/testkit/podcases"
 	"github.com/sidecar-injector/injector/webhook/inject"
-	"github.com/sidecar-injector/injector/webhook/inject/injecttest"
 )
 
 // benchReview is ../shared/bench/admission-review.json: a 7.8 KB
@@ -73,7 +73,7 @@ func (w *discardWriter) WriteHeader(int)             {}
 func (w *discardWriter) Write(p []byte) (int, error) { w.n += len(p); return len(p), nil }
 
 func benchHandler(b *testing.B, policy string) http.Handler {
-	e, err := inject.Compile([]byte(policy), injecttest.Options(true))
+	e, err := inject.Compile([]byte(policy), podcases.Options(true))
 	if err != nil {
 		b.Fatal(err)
 	}

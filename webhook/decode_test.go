@@ -13,14 +13,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	sigsjson "sigs.k8s.io/json"
 
+	"github.com/sidecar-injector/injector/test/testkit/podcases"
 	"github.com/sidecar-injector/injector/webhook/inject"
-	"github.com/sidecar-injector/injector/webhook/inject/injecttest"
 )
 
 // The edge's decoder reads the fields of every fixture's review the core
 // uses exactly as the API machinery's own decoder (sigs.k8s.io/json) does.
 func TestDecoderMatchesKubernetes(t *testing.T) {
-	cases, err := injecttest.LoadCases(fixturesDir)
+	cases, err := podcases.LoadCases(fixturesDir)
 	require.NoError(t, err)
 	bodies := map[string][]byte{}
 	for _, c := range cases {
@@ -57,7 +57,7 @@ var edgeFields = []string{"apiVersion", "kind"}
 // declared to hold: the core's read set and the edge's own fields.
 func projection(t *testing.T, object []byte) *corev1.Pod {
 	t.Helper()
-	b, err := injecttest.Project(object, append(append([]string(nil), edgeFields...), inject.PodFields...))
+	b, err := podcases.Project(object, append(append([]string(nil), edgeFields...), inject.PodFields...))
 	require.NoError(t, err)
 	var p corev1.Pod
 	require.NoError(t, sigsjson.UnmarshalCaseSensitivePreserveInts(b, &p))

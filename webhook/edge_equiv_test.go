@@ -14,7 +14,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
-	"github.com/sidecar-injector/injector/webhook/inject/injecttest"
+	"github.com/sidecar-injector/injector/test/testkit/podcases"
 )
 
 // answer sends one body to a handler and decodes the AdmissionReview.
@@ -38,12 +38,12 @@ func answer(t *testing.T, h http.Handler, body []byte, contentType string) admis
 // decision, status, warnings, audit annotations, and a patch that produces
 // the same pod.
 func TestEdgeMatchesControllerRuntime(t *testing.T) {
-	cases, err := injecttest.LoadCases(fixturesDir)
+	cases, err := podcases.LoadCases(fixturesDir)
 	require.NoError(t, err)
 	type input struct {
 		name, contentType string
 		body, object      []byte
-		c                 injecttest.Case
+		c                 podcases.Case
 	}
 	var inputs []input
 	for _, c := range cases {

@@ -11,13 +11,13 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
-	"github.com/sidecar-injector/injector/webhook/inject/injecttest"
+	"github.com/sidecar-injector/injector/test/testkit/podcases"
 )
 
 // Odd but decodable pod objects: every answer is either no patch or a patch
 // that applies to the object as sent.
 func TestHandlerOddObjects(t *testing.T) {
-	c, err := injecttest.LoadCase(filepath.Join(fixturesDir, "plain.yaml"))
+	c, err := podcases.LoadCase(filepath.Join(fixturesDir, "plain.yaml"))
 	require.NoError(t, err)
 	h := &admission.Webhook{Handler: NewHandler(c.Engine(t), StaticNamespaces{"shop": c.Namespace.Labels}, nil, nil), RecoverPanic: ptr.To(false)}
 	for name, obj := range map[string]string{

@@ -13,7 +13,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
-	"github.com/sidecar-injector/injector/webhook/inject/injecttest"
+	"github.com/sidecar-injector/injector/test/testkit/podcases"
 )
 
 // fuzzServer is the handler without TLS (fuzzing needs speed) and without
@@ -22,7 +22,7 @@ import (
 // controller-runtime's admission.Webhook over the same Handler (decoding
 // the whole pod), so every fuzzed input also checks that the two agree.
 func fuzzServer(f *testing.F) (http.Handler, http.Handler) {
-	c, err := injecttest.LoadCase(filepath.Join(fixturesDir, "plain.yaml"))
+	c, err := podcases.LoadCase(filepath.Join(fixturesDir, "plain.yaml"))
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -49,7 +49,7 @@ func serveOnce(t *testing.T, h http.Handler, body []byte) *admissionv1.Admission
 }
 
 func seedPods(f *testing.F) [][]byte {
-	cases, err := injecttest.LoadCases(fixturesDir)
+	cases, err := podcases.LoadCases(fixturesDir)
 	if err != nil {
 		f.Fatal(err)
 	}

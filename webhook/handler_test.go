@@ -3,18 +3,14 @@ package webhook
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -24,34 +20,22 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/sidecar-injector/injector/certs"
+	"github.com/sidecar-injector/injector/test/testkit"
+	"github.com/sidecar-injector/injector/test/testkit/podcases"
 	"github.com/sidecar-injector/injector/webhook/inject"
-	"github.com/sidecar-injector/injector/webhook/inject/injecttest"
 )
 
 var fixturesDir = filepath.Join("inject", "testdata", "pods")
 
-// tlsServer serves the admission webhook over real TLS with a CA generated
-// for the test, and returns a client that trusts only that CA.
-func tlsServer(t *testing.T, h *Handler) (*httptest.Server, *http.Client) {
+// tlsServer serves the admission webhook over real TLS (HTTP/2 offered)
+// at the production path, and returns a client that trusts only the
+// server's own CA.
+func tlsServer(t *testing.T, h *Handler) (*testkit.TLSServer, *http.Client) {
 	t.Helper()
-	ca, err := certs.NewCA("test-ca", time.Hour)
-	require.NoError(t, err)
-	pair, err := ca.IssueServing([]string{"127.0.0.1", "localhost"}, time.Hour)
-	require.NoError(t, err)
-	cert, err := tls.X509KeyPair(pair.CertPEM, pair.KeyPEM)
-	require.NoError(t, err)
 	mux := http.NewServeMux()
 	mux.Handle(InjectPath, h) // the production path, as Serve mounts it
-	srv := httptest.NewUnstartedServer(mux)
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	srv.EnableHTTP2 = true
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(ca.CertPEM)
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}, Timeout: 10 * time.Second}
-	return srv, client
+	srv := testkit.NewTLSServer(t, mux)
+	return srv, srv.Client
 }
 
 func review(uid string, op admissionv1.Operation, ns string, kind string, object []byte, dryRun bool) []byte {
@@ -113,7 +97,7 @@ func canonical(t *testing.T, b []byte) string {
 // applies to the raw request, yields the golden pod, and equals applying the
 // full diff computed by jsonpatch.CreatePatch.
 func TestHandlerGoldenOverTLS(t *testing.T) {
-	cases, err := injecttest.LoadCases(fixturesDir)
+	cases, err := podcases.LoadCases(fixturesDir)
 	require.NoError(t, err)
 	require.NotEmpty(t, cases)
 	for _, c := range cases {
@@ -180,7 +164,7 @@ func TestHandlerGoldenOverTLS(t *testing.T) {
 }
 
 func TestHandlerBadInput(t *testing.T) {
-	c, err := injecttest.LoadCase(filepath.Join(fixturesDir, "plain.yaml"))
+	c, err := podcases.LoadCase(filepath.Join(fixturesDir, "plain.yaml"))
 	require.NoError(t, err)
 	h := NewHandler(c.Engine(t), StaticNamespaces{"shop": c.Namespace.Labels}, nil, nil)
 	srv, client := tlsServer(t, h)
@@ -243,7 +227,7 @@ func TestHandlerBadInput(t *testing.T) {
 }
 
 func TestHandlerNamespaceLabelsUnavailable(t *testing.T) {
-	c, err := injecttest.LoadCase(filepath.Join(fixturesDir, "plain.yaml"))
+	c, err := podcases.LoadCase(filepath.Join(fixturesDir, "plain.yaml"))
 	require.NoError(t, err)
 	h := NewHandler(c.Engine(t), failingNamespaces{}, nil, nil)
 	srv, client := tlsServer(t, h)

@@ -25,8 +25,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/sidecar-injector/injector/certs"
+	"github.com/sidecar-injector/injector/test/testkit/podcases"
 	"github.com/sidecar-injector/injector/webhook/inject"
-	"github.com/sidecar-injector/injector/webhook/inject/injecttest"
 )
 
 func freePort(t *testing.T) string {
@@ -97,7 +97,7 @@ func startServer(t *testing.T, ns NamespaceSource, shutdownDelay time.Duration, 
 	s.cancel = cancel
 	ready := make(chan struct{})
 	var once sync.Once
-	loader := inject.NewLoader(s.configPath, injecttest.Options(false))
+	loader := inject.NewLoader(s.configPath, podcases.Options(false))
 	loader.Poll = 50 * time.Millisecond
 	o := ServeOptions{
 		Listen: s.addr, CertDir: s.certDir, MetricsListen: s.metrics,

@@ -67,7 +67,7 @@ func installWebhook(t testing.TB, c *harness.ControlPlane, in *injector, suite, 
 func waitUntilInjecting(t testing.TB, cs kubernetes.Interface, ns string) {
 	t.Helper()
 	harness.WaitFor(t, 30*time.Second, "the API server calls the webhook", func() error {
-		p, err := cs.CoreV1().Pods(ns).Create(context.Background(), appPod("probe"), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		p, err := cs.CoreV1().Pods(ns).Create(context.Background(), harness.AppPod("probe"), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		if err != nil {
 			return err
 		}
@@ -76,16 +76,6 @@ func waitUntilInjecting(t testing.TB, cs kubernetes.Interface, ns string) {
 		}
 		return nil
 	})
-}
-
-func appPod(name string) *corev1.Pod {
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": "shop"}},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{
-			Name: "app", Image: "registry.example.com/shop/app:1.0",
-			Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
-		}}},
-	}
 }
 
 func with(p *corev1.Pod, f func(*corev1.Pod)) *corev1.Pod { f(p); return p }
@@ -168,7 +158,7 @@ func TestAdmissionThroughTheAPIServer(t *testing.T) {
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "eureka"},
 					Annotations: map[string]string{"sidecar-injector.io/inject": "false"}},
-				Spec: appPod("").Spec,
+				Spec: harness.AppPod("").Spec,
 			},
 		},
 	}, metav1.CreateOptions{})
@@ -184,15 +174,15 @@ func TestAdmissionThroughTheAPIServer(t *testing.T) {
 	require.NoError(t, err)
 
 	cases := []podCase{
-		{name: "plain pod, labelled namespace: native sidecar", ns: "e2e-enabled", pod: appPod("plain"),
+		{name: "plain pod, labelled namespace: native sidecar", ns: "e2e-enabled", pod: harness.AppPod("plain"),
 			want: injected, reason: inject.ReasonNamespaceEnabled, native: true, policy: "default"},
 		{name: "classic sidecar (native-sidecar: false)", ns: "e2e-enabled",
-			pod:  annotate(appPod("classic"), "sidecar-injector.io/native-sidecar", "false"),
+			pod:  annotate(harness.AppPod("classic"), "sidecar-injector.io/native-sidecar", "false"),
 			want: injected, reason: inject.ReasonNamespaceEnabled, native: false, policy: "default"},
-		{name: "policy added through chart values", ns: "e2e-payments", pod: appPod("payments"),
+		{name: "policy added through chart values", ns: "e2e-payments", pod: harness.AppPod("payments"),
 			want: injected, reason: inject.ReasonNamespaceEnabled, native: true, policy: "payments"},
 		{name: "StatefulSet pod with generateName and the opt-out annotation", ns: "e2e-enabled",
-			pod: with(appPod(""), func(p *corev1.Pod) {
+			pod: with(harness.AppPod(""), func(p *corev1.Pod) {
 				p.GenerateName = "eureka-"
 				p.Labels = map[string]string{"app": "eureka", "apps.kubernetes.io/pod-index": "0"}
 				p.Annotations = map[string]string{"sidecar-injector.io/inject": "false"}
@@ -202,23 +192,23 @@ func TestAdmissionThroughTheAPIServer(t *testing.T) {
 			}),
 			want: skipped, reason: inject.ReasonPodOptedOut},
 		{name: "Istio alias opt-out annotation", ns: "e2e-enabled",
-			pod:  annotate(appPod("istio-opt-out"), "sidecar.istio.io/inject", "false"),
+			pod:  annotate(harness.AppPod("istio-opt-out"), "sidecar.istio.io/inject", "false"),
 			want: skipped, reason: inject.ReasonPodOptedOut},
 		{name: "opt-out label: never sent", ns: "e2e-enabled",
-			pod: labelPod(appPod("label-opt-out"), "sidecar-injector.io/inject", "false"), want: notSent},
+			pod: labelPod(harness.AppPod("label-opt-out"), "sidecar-injector.io/inject", "false"), want: notSent},
 		{name: "Istio opt-out label: never sent", ns: "e2e-enabled",
-			pod: labelPod(appPod("istio-label-opt-out"), "sidecar.istio.io/inject", "false"), want: notSent},
+			pod: labelPod(harness.AppPod("istio-label-opt-out"), "sidecar.istio.io/inject", "false"), want: notSent},
 		{name: "our opt-in label wins over Istio's opt-out label", ns: "e2e-enabled",
-			pod:  labelPod(appPod("ours-wins"), "sidecar-injector.io/inject", "true", "sidecar.istio.io/inject", "false"),
+			pod:  labelPod(harness.AppPod("ours-wins"), "sidecar-injector.io/inject", "true", "sidecar.istio.io/inject", "false"),
 			want: injected, reason: inject.ReasonNamespaceEnabled, native: true, policy: "default"},
 		{name: "hostNetwork", ns: "e2e-enabled",
-			pod: with(appPod("host-network"), func(p *corev1.Pod) {
+			pod: with(harness.AppPod("host-network"), func(p *corev1.Pod) {
 				p.Spec.HostNetwork = true
 				p.Spec.Containers[0].Ports = nil
 			}),
 			want: skipped, reason: inject.ReasonHostNetwork},
 		{name: "invalid annotation", ns: "e2e-enabled",
-			pod:  annotate(appPod("invalid"), "sidecar-injector.io/exclude-outbound-ports", "80,abc"),
+			pod:  annotate(harness.AppPod("invalid"), "sidecar-injector.io/exclude-outbound-ports", "80,abc"),
 			want: refused, reason: inject.ReasonInvalidAnnotation,
 			errSub: `sidecar-injector.io/exclude-outbound-ports: "80,abc" is invalid: "abc" is not a port`},
 		{name: "Job pod", ns: "e2e-enabled",
@@ -232,23 +222,23 @@ func TestAdmissionThroughTheAPIServer(t *testing.T) {
 			},
 			want: injected, reason: inject.ReasonNamespaceEnabled, native: true, policy: "default"},
 		{name: "another mesh's sidecar", ns: "e2e-enabled",
-			pod: with(appPod("istio-injected"), func(p *corev1.Pod) {
+			pod: with(harness.AppPod("istio-injected"), func(p *corev1.Pod) {
 				p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "istio-proxy", Image: "docker.io/istio/proxyv2:1.27.0"})
 			}),
 			want: skipped, reason: inject.ReasonOtherMesh},
-		{name: "unlabelled namespace: never sent", ns: "e2e-plain", pod: appPod("plain"), want: notSent},
+		{name: "unlabelled namespace: never sent", ns: "e2e-plain", pod: harness.AppPod("plain"), want: notSent},
 		{name: "pod-level opt-in label, unlabelled namespace", ns: "e2e-plain",
-			pod:  labelPod(appPod("opt-in"), "sidecar-injector.io/inject", "true"),
+			pod:  labelPod(harness.AppPod("opt-in"), "sidecar-injector.io/inject", "true"),
 			want: injected, reason: inject.ReasonPodOptedIn, native: true, policy: "default"},
 		{name: "Istio opt-in label, unlabelled namespace", ns: "e2e-plain",
-			pod:  labelPod(appPod("istio-opt-in"), "sidecar.istio.io/inject", "true"),
+			pod:  labelPod(harness.AppPod("istio-opt-in"), "sidecar.istio.io/inject", "true"),
 			want: injected, reason: inject.ReasonPodOptedIn, native: true, policy: "default"},
 		{name: "opt-in by annotation only, unlabelled namespace: never sent (a label is needed)", ns: "e2e-plain",
-			pod: annotate(appPod("annotation-opt-in"), "sidecar-injector.io/inject", "true"), want: notSent},
+			pod: annotate(harness.AppPod("annotation-opt-in"), "sidecar-injector.io/inject", "true"), want: notSent},
 		{name: "disabled namespace wins over the pod's opt-in: never sent", ns: "e2e-disabled",
-			pod: labelPod(appPod("opt-in"), "sidecar-injector.io/inject", "true"), want: notSent},
-		{name: "kube-system, even labelled: never sent", ns: "kube-system", pod: appPod("system"), want: notSent},
-		{name: "the injector's namespace, even labelled: never sent", ns: releaseNamespace, pod: appPod("self"), want: notSent},
+			pod: labelPod(harness.AppPod("opt-in"), "sidecar-injector.io/inject", "true"), want: notSent},
+		{name: "kube-system, even labelled: never sent", ns: "kube-system", pod: harness.AppPod("system"), want: notSent},
+		{name: "the injector's namespace, even labelled: never sent", ns: releaseNamespace, pod: harness.AppPod("self"), want: notSent},
 	}
 	stored := map[string]*corev1.Pod{}
 	for _, tc := range cases {

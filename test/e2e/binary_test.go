@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sidecar-injector/injector/test/e2e/harness"
+	"github.com/sidecar-injector/injector/test/testkit"
 )
 
 // startServe runs the built `injector serve` with args and stops it when
@@ -16,7 +17,7 @@ import (
 // set).
 func startServe(t *testing.T, name string, args ...string) *harness.Process {
 	t.Helper()
-	bin, err := harness.BuildInjector(raceEnabled)
+	bin, err := harness.BuildInjector(testkit.RaceEnabled)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +47,7 @@ func waitReady(t *testing.T, p *harness.Process, timeout time.Duration) {
 // TestServeTLSFlags: misused TLS flags stop `injector serve` before it
 // starts, with exit code 2 and a message naming the flag.
 func TestServeTLSFlags(t *testing.T) {
-	bin, err := harness.BuildInjector(raceEnabled)
+	bin, err := harness.BuildInjector(testkit.RaceEnabled)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,8 +10,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/sidecar-injector/injector/test/e2e/harness"
+	"github.com/sidecar-injector/injector/test/testkit/podcases"
 	"github.com/sidecar-injector/injector/webhook/inject"
-	"github.com/sidecar-injector/injector/webhook/inject/injecttest"
 )
 
 // Every pod shape of the core's golden fixtures, injected by the core and
@@ -24,7 +24,7 @@ func TestAPIServerAcceptsEveryInjectedFixture(t *testing.T) {
 	ctx := t.Context()
 	const ns = "e2e-fixtures"
 	require.NoError(t, harness.EnsureNamespace(ctx, c.Clientset, ns, map[string]string{suiteLabel: "fixtures"}))
-	cases, err := injecttest.LoadCases(filepath.Join(harness.RepoRoot(), "webhook", "inject", "testdata", "pods"))
+	cases, err := podcases.LoadCases(filepath.Join(harness.RepoRoot(), "webhook", "inject", "testdata", "pods"))
 	require.NoError(t, err)
 	require.NotEmpty(t, cases)
 	create := func(t *testing.T, p *corev1.Pod) error {

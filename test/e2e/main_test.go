@@ -33,6 +33,7 @@ import (
 
 	"github.com/sidecar-injector/injector/certs"
 	"github.com/sidecar-injector/injector/test/e2e/harness"
+	"github.com/sidecar-injector/injector/test/testkit"
 	"github.com/sidecar-injector/injector/webhook"
 	"github.com/sidecar-injector/injector/webhook/inject"
 )
@@ -54,23 +55,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// need fails (CI) or skips (elsewhere) the test when a prerequisite is
-// missing.
-func need(t testing.TB, err error) {
-	t.Helper()
-	if err == nil {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("prerequisite missing, and CI is set so this fails instead of skipping: %v", err)
-	}
-	t.Skipf("skipped: %v", err)
-}
-
 func helmBin(t testing.TB) string {
 	t.Helper()
 	p, err := harness.Helm()
-	need(t, err)
+	testkit.Need(t, err)
 	return p
 }
 
@@ -89,7 +77,7 @@ var (
 func controlPlane(t testing.TB) *harness.ControlPlane {
 	t.Helper()
 	_, err := harness.ControlPlaneAssets()
-	need(t, err)
+	testkit.Need(t, err)
 	cpOnce.Do(func() {
 		start := time.Now()
 		var crds string

@@ -2,11 +2,9 @@ package e2e
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -21,8 +19,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/sidecar-injector/injector/certs"
 	"github.com/sidecar-injector/injector/test/e2e/harness"
+	"github.com/sidecar-injector/injector/test/testkit"
 )
 
 // Pod creation throughput through the real kube-apiserver and etcd, with
@@ -65,14 +63,8 @@ type trivialWebhook struct {
 
 func startTrivialWebhook(tb testing.TB) *trivialWebhook {
 	tb.Helper()
-	ca, err := certs.NewCA("trivial-webhook", time.Hour)
-	require.NoError(tb, err)
-	pair, err := ca.IssueServing([]string{"127.0.0.1"}, time.Hour)
-	require.NoError(tb, err)
-	cert, err := tls.X509KeyPair(pair.CertPEM, pair.KeyPEM)
-	require.NoError(tb, err)
-	w := &trivialWebhook{ca: ca.CertPEM}
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+	w := &trivialWebhook{}
+	srv := testkit.NewTLSServer(tb, http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		w.called.Add(1)
 		var rev struct {
 			Request struct {
@@ -83,10 +75,7 @@ func startTrivialWebhook(tb testing.TB) *trivialWebhook {
 		rw.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(rw, `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":%q,"allowed":true}}`, rev.Request.UID)
 	}))
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
-	srv.EnableHTTP2 = true
-	srv.StartTLS()
-	tb.Cleanup(srv.Close)
+	w.ca = srv.CAPEM
 	w.url = srv.URL + "/trivial"
 	return w
 }
@@ -107,7 +96,7 @@ func (p *perfEnv) setTrivial(tb testing.TB, w *trivialWebhook) {
 	require.NoError(tb, harness.ApplyWebhookConfiguration(tb.Context(), p.cs, mwc))
 	before := w.called.Load()
 	harness.WaitFor(tb, 30*time.Second, "the API server calls the trivial webhook", func() error {
-		if _, err := p.cs.CoreV1().Pods(p.ns).Create(context.Background(), appPod("probe"), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
+		if _, err := p.cs.CoreV1().Pods(p.ns).Create(context.Background(), harness.AppPod("probe"), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
 			return err
 		}
 		if w.called.Load() == before {
@@ -130,7 +119,7 @@ func (p *perfEnv) setWebhook(tb testing.TB, on bool) {
 		tb.Fatal(err)
 	}
 	harness.WaitFor(tb, 30*time.Second, "the API server stops calling the webhook", func() error {
-		pod, err := p.cs.CoreV1().Pods(p.ns).Create(context.Background(), appPod("probe"), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		pod, err := p.cs.CoreV1().Pods(p.ns).Create(context.Background(), harness.AppPod("probe"), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		if err != nil {
 			return err
 		}
@@ -166,7 +155,7 @@ func benchPod(tb testing.TB) *corev1.Pod {
 // answers "skipped", which separates its round trip from the cost of
 // storing a bigger, injected pod.
 func (p *perfEnv) create(tb testing.TB, n, conc int, wantInjected, optOut bool) time.Duration {
-	pod := appPod("")
+	pod := harness.AppPod("")
 	pod.GenerateName = "perf-"
 	return p.createPods(tb, pod, n, conc, wantInjected, optOut)
 }
@@ -241,7 +230,7 @@ type perfWorkload struct {
 
 // perfWorkloads: a minimal one-container pod and the realistic bench pod.
 func perfWorkloads(tb testing.TB) []perfWorkload {
-	minimal := appPod("")
+	minimal := harness.AppPod("")
 	minimal.GenerateName = "perf-"
 	return []perfWorkload{{"minimal-pod", minimal}, {"bench-pod", benchPod(tb)}}
 }
@@ -268,7 +257,7 @@ func TestPodCreationThroughput(t *testing.T) {
 	p := newPerfEnv(t)
 	const n = 100
 	race := ""
-	if raceEnabled {
+	if testkit.RaceEnabled {
 		race = " (under -race: not representative; see BenchmarkPodCreation)"
 	}
 	for _, mode := range perfModes {
@@ -283,9 +272,9 @@ func TestPodCreationThroughput(t *testing.T) {
 	}
 	// What the API server stores per pod, with and without injection.
 	opts := metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}
-	injected, err := p.cs.CoreV1().Pods(p.ns).Create(t.Context(), appPod("size"), opts)
+	injected, err := p.cs.CoreV1().Pods(p.ns).Create(t.Context(), harness.AppPod("size"), opts)
 	require.NoError(t, err)
-	plain, err := p.cs.CoreV1().Pods(p.ns).Create(t.Context(), annotate(appPod("size"), "sidecar-injector.io/inject", "false"), opts)
+	plain, err := p.cs.CoreV1().Pods(p.ns).Create(t.Context(), annotate(harness.AppPod("size"), "sidecar-injector.io/inject", "false"), opts)
 	require.NoError(t, err)
 	bi, _ := json.Marshal(injected)
 	bp, _ := json.Marshal(plain)

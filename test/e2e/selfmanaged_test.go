@@ -113,7 +113,7 @@ func TestSelfManagedTLS(t *testing.T) {
 	deadline := time.Now().Add(60 * time.Second)
 	nextDial := time.Now()
 	for i := 0; ; i++ {
-		pod, err := cs.CoreV1().Pods(appsNS).Create(ctx, appPod(fmt.Sprintf("rotation-%d", i)), metav1.CreateOptions{})
+		pod, err := cs.CoreV1().Pods(appsNS).Create(ctx, harness.AppPod(fmt.Sprintf("rotation-%d", i)), metav1.CreateOptions{})
 		switch {
 		case err != nil:
 			failed++

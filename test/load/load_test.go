@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sidecar-injector/injector/test/testkit"
 	"github.com/sidecar-injector/injector/webhook"
 )
 
@@ -147,20 +148,10 @@ func realHandler(t testing.TB, received *atomic.Int64) http.Handler {
 	return mux
 }
 
-// tlsServer serves h over TLS with HTTP/2 and HTTP/1.1, as `injector serve`.
-func tlsServer(t *testing.T, h http.Handler) *httptest.Server {
-	t.Helper()
-	srv := httptest.NewUnstartedServer(h)
-	srv.EnableHTTP2 = true
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	return srv
-}
-
-func baseConfig(srv *httptest.Server) Config {
+func baseConfig(srv *testkit.TLSServer) Config {
 	return Config{
 		URL:  srv.URL + webhook.InjectPath,
-		TLS:  srv.Client().Transport.(*http.Transport).TLSClientConfig,
+		TLS:  srv.Client.Transport.(*http.Transport).TLSClientConfig,
 		Body: defaultReview,
 		// Generous: the race detector on a busy machine is slow, and these
 		// tests are about counting, not speed.
@@ -182,7 +173,7 @@ func TestRunAgainstTheRealHandler(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var received atomic.Int64
-			srv := tlsServer(t, realHandler(t, &received))
+			srv := testkit.NewTLSServer(t, realHandler(t, &received))
 			cfg := baseConfig(srv)
 			cfg.Proto, cfg.Rate, cfg.Concurrency, cfg.Conns = c.proto, c.rate, c.conc, c.conns
 			cfg.Warmup, cfg.Duration = 200*time.Millisecond, 500*time.Millisecond
@@ -324,7 +315,7 @@ func TestRunDetectsErrorsByKind(t *testing.T) {
 	for _, proto := range []string{"h2", "h1"} {
 		t.Run(proto, func(t *testing.T) {
 			fs := &faultyServer{faults: faults}
-			srv := tlsServer(t, fs)
+			srv := testkit.NewTLSServer(t, fs)
 			cfg := baseConfig(srv)
 			cfg.Proto, cfg.Rate, cfg.Duration, cfg.Warmup = proto, 100, time.Second, 0
 			cfg.Timeout = 2 * time.Second
@@ -365,7 +356,7 @@ func TestRunDetectsErrorsByKind(t *testing.T) {
 }
 
 func TestPreflightFailureStopsTheRun(t *testing.T) {
-	srv := tlsServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := testkit.NewTLSServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no", http.StatusInternalServerError)
 	}))
 	cfg := baseConfig(srv)
@@ -390,7 +381,7 @@ func TestPreflightFailureStopsTheRun(t *testing.T) {
 // schedule, are reported late, and their latency counts from when they were
 // due, so the tail shows the queue.
 func TestOpenLoopDoesNotHideAStall(t *testing.T) {
-	srv := tlsServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := testkit.NewTLSServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var in struct {
 			Request struct {
 				UID string `json:"uid"`
@@ -452,7 +443,7 @@ func TestSpawn(t *testing.T) {
 	// of a second full compile; --injector then skips the tool's own build.
 	bin := filepath.Join(t.TempDir(), "injector")
 	args := []string{"build", "-o", bin}
-	if raceEnabled {
+	if testkit.RaceEnabled {
 		args = append(args, "-race")
 	}
 	root, err := moduleRoot(t.Context())

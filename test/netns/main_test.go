@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/sidecar-injector/injector/test/testkit"
 )
 
 // meshInit is the mesh-init binary built once by TestMain.
@@ -108,13 +110,8 @@ func requirePrerequisites(t testing.TB) {
 	if len(missing) == 0 {
 		return
 	}
-	what := strings.Join(missing, ", ")
-	if os.Getenv("CI") != "" {
-		t.Fatalf("the network-namespace suite cannot run: missing %s. "+
-			"Install the tools with `apt-get install -y iptables iproute2` and run the tests as root "+
-			"(sudo -E go test ./test/netns/...)", what)
-	}
-	t.Skipf("needs %s: run as root with iptables and iproute2 installed (apt-get install -y iptables iproute2)", what)
+	testkit.Need(t, fmt.Errorf("the network-namespace suite needs %s: install the tools with `apt-get install -y iptables iproute2` and run the tests as root "+
+		"(sudo -E go test ./test/netns/...)", strings.Join(missing, ", ")))
 }
 
 // run runs a command and fails the test with its output on error.

@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"flag"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -28,13 +26,12 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/sidecar-injector/injector/templates"
+	"github.com/sidecar-injector/injector/test/testkit"
 	"github.com/sidecar-injector/injector/webhook/envoy"
 	"github.com/sidecar-injector/injector/webhook/inject"
 	"github.com/sidecar-injector/injector/webhook/meshinit"
 	"github.com/sidecar-injector/injector/webhook/policy"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files")
 
 const goldenDefault = "testdata/bootstrap-default.golden.yaml"
 
@@ -119,14 +116,10 @@ func httpOptions(t testing.TB, c *clusterv3.Cluster) *upstreamhttpv3.HttpProtoco
 func TestDefaultBootstrapGolden(t *testing.T) {
 	y := render(t, policy.Defaults())
 	require.NoError(t, envoy.Validate(y))
-	if *update {
-		require.NoError(t, os.MkdirAll(filepath.Dir(goldenDefault), 0o755))
-		require.NoError(t, os.WriteFile(goldenDefault, y, 0o644))
-	}
-	want, err := os.ReadFile(goldenDefault)
-	require.NoError(t, err, "run go test ./webhook/envoy -update")
-	assert.Equal(t, string(want), string(y), "the default bootstrap changed; review and run go test ./webhook/envoy -update")
+	testkit.Golden(t, goldenDefault, y)
 }
+
+func TestMain(m *testing.M) { os.Exit(testkit.Main(m, "testdata/*.golden.yaml")) }
 
 func TestDefaultBootstrap(t *testing.T) {
 	s := policy.Defaults()

@@ -12,8 +12,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/sidecar-injector/injector/test/testkit/podcases"
 	"github.com/sidecar-injector/injector/webhook/inject"
-	"github.com/sidecar-injector/injector/webhook/inject/injecttest"
 	"github.com/sidecar-injector/injector/webhook/meshinit"
 	"github.com/sidecar-injector/injector/webhook/policy"
 )
@@ -21,7 +21,7 @@ import (
 // injected returns every injected fixture's pod.
 func injectedPods(t *testing.T) map[string]*corev1.Pod {
 	t.Helper()
-	cases, err := injecttest.LoadCases(filepath.Join("testdata", "pods"))
+	cases, err := podcases.LoadCases(filepath.Join("testdata", "pods"))
 	require.NoError(t, err)
 	out := map[string]*corev1.Pod{}
 	for _, c := range cases {
@@ -250,7 +250,7 @@ func TestGracePeriod(t *testing.T) {
 // its own handler, with a warning, rather than getting a hook that would
 // exit 2 and skip the drain sleep.
 func TestUnsendablePreStopHeaderKeepsTheHandler(t *testing.T) {
-	e, err := inject.New(policy.BuiltinConfig(), injecttest.Options(true))
+	e, err := inject.New(policy.BuiltinConfig(), podcases.Options(true))
 	require.NoError(t, err)
 	get := &corev1.HTTPGetAction{Path: "/stop", Port: intstr.FromInt32(8080), HTTPHeaders: []corev1.HTTPHeader{{Name: "X-A", Value: "b\r\nX-Evil: 1"}}}
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app",

@@ -1,7 +1,6 @@
 package inject_test
 
 import (
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,11 +11,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/sidecar-injector/injector/test/testkit"
+	"github.com/sidecar-injector/injector/test/testkit/podcases"
 	"github.com/sidecar-injector/injector/webhook/inject"
-	"github.com/sidecar-injector/injector/webhook/inject/injecttest"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
 
 // golden is the expected outcome of one fixture.
 type golden struct {
@@ -24,8 +22,10 @@ type golden struct {
 	Pod      *corev1.Pod     `json:"pod"`
 }
 
+func TestMain(m *testing.M) { os.Exit(testkit.Main(m, "testdata/pods/*.golden.yaml")) }
+
 func TestGolden(t *testing.T) {
-	cases, err := injecttest.LoadCases(filepath.Join("testdata", "pods"))
+	cases, err := podcases.LoadCases(filepath.Join("testdata", "pods"))
 	require.NoError(t, err)
 	require.GreaterOrEqual(t, len(cases), 20, "the core is checked on at least 20 pod shapes")
 	for _, c := range cases {
@@ -37,13 +37,7 @@ func TestGolden(t *testing.T) {
 
 			got, err := yaml.Marshal(golden{Decision: d, Pod: out})
 			require.NoError(t, err)
-			path := filepath.Join("testdata", "pods", c.Name+".golden.yaml")
-			if *update {
-				require.NoError(t, os.WriteFile(path, got, 0o644))
-			}
-			want, err := os.ReadFile(path)
-			require.NoError(t, err, "run go test ./webhook/inject -update to create the golden file")
-			assert.Equal(t, string(want), string(got), "golden mismatch; review and refresh with -update")
+			testkit.Golden(t, filepath.Join("testdata", "pods", c.Name+".golden.yaml"), got)
 
 			if c.Expect != "" {
 				assert.Equal(t, c.Expect, string(d.Result)+"/"+string(d.Reason), "expected outcome declared by the fixture")

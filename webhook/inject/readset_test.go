@@ -9,8 +9,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/sidecar-injector/injector/test/testkit/podcases"
 	"github.com/sidecar-injector/injector/webhook/inject"
-	"github.com/sidecar-injector/injector/webhook/inject/injecttest"
 )
 
 // The core reads nothing outside PodFields: every fixture, cut down to
@@ -20,12 +20,12 @@ import (
 // field fails here until PodFields lists it, and then the webhook's view
 // test fails until the edge decodes it.
 func TestCoreReadsOnlyPodFields(t *testing.T) {
-	cases, err := injecttest.LoadCases(filepath.Join("testdata", "pods"))
+	cases, err := podcases.LoadCases(filepath.Join("testdata", "pods"))
 	require.NoError(t, err)
 	for _, c := range cases {
 		t.Run(c.Name, func(t *testing.T) {
 			e := c.Engine(t)
-			b, err := injecttest.Project(c.Raw, inject.PodFields)
+			b, err := podcases.Project(c.Raw, inject.PodFields)
 			require.NoError(t, err)
 			var cut corev1.Pod
 			require.NoError(t, yaml.UnmarshalStrict(b, &cut))

@@ -14,8 +14,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/sidecar-injector/injector/templates"
+	"github.com/sidecar-injector/injector/test/testkit/podcases"
 	"github.com/sidecar-injector/injector/webhook/inject"
-	"github.com/sidecar-injector/injector/webhook/inject/injecttest"
 	"github.com/sidecar-injector/injector/webhook/meshinit"
 	"github.com/sidecar-injector/injector/webhook/policy"
 )
@@ -38,7 +38,7 @@ func compile(policyFile string) (*inject.Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	return inject.New(cfg, injecttest.Options(false))
+	return inject.New(cfg, podcases.Options(false))
 }
 
 func builtinText(t *testing.T, name string) string {

@@ -2,7 +2,6 @@ package manifest_test
 
 import (
 	"encoding/json"
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,20 +12,21 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/sidecar-injector/injector/test/testkit"
+	"github.com/sidecar-injector/injector/test/testkit/podcases"
 	"github.com/sidecar-injector/injector/webhook/inject"
-	"github.com/sidecar-injector/injector/webhook/inject/injecttest"
 	"github.com/sidecar-injector/injector/webhook/manifest"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
 
 // shopEnabled is what --namespace-labels gives the fixtures that do not
 // carry their Namespace.
 var shopEnabled = map[string]map[string]string{"shop": {"sidecar-injector.io/injection": "enabled"}}
 
+func TestMain(m *testing.M) { os.Exit(testkit.Main(m, "testdata/*.golden.yaml")) }
+
 func engine(t *testing.T) *inject.Engine {
 	t.Helper()
-	e, err := inject.Compile(nil, injecttest.Options(true))
+	e, err := inject.Compile(nil, podcases.Options(true))
 	require.NoError(t, err)
 	return e
 }
@@ -68,12 +68,7 @@ func TestInjectGolden(t *testing.T) {
 			}
 			got := string(out) + "# report:\n# " + strings.Join(report, "\n# ") + "\n"
 			golden := strings.TrimSuffix(path, filepath.Ext(path)) + ".golden.yaml"
-			if *update {
-				require.NoError(t, os.WriteFile(golden, []byte(got), 0o644))
-			}
-			want, err := os.ReadFile(golden)
-			require.NoError(t, err, "run with -update to create it")
-			assert.Equal(t, string(want), got)
+			testkit.Golden(t, golden, []byte(got))
 
 			// Idempotent: injecting the output again changes nothing.
 			again, _ := run(t, manifest.Inject, "again", out, manifest.YAML)
@@ -126,7 +121,7 @@ func flattenList(v map[string]any) []any {
 // Injecting a pod template gives exactly what the webhook gives a pod
 // created from it: every pod fixture of the core, wrapped in a workload.
 func TestTemplateEqualsWebhook(t *testing.T) {
-	cases, err := injecttest.LoadCases(filepath.Join("..", "inject", "testdata", "pods"))
+	cases, err := podcases.LoadCases(filepath.Join("..", "inject", "testdata", "pods"))
 	require.NoError(t, err)
 	for _, c := range cases {
 		t.Run(c.Name, func(t *testing.T) {

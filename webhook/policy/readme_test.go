@@ -2,7 +2,6 @@ package policy
 
 import (
 	"encoding/json"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,9 +9,9 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-)
 
-var updateReadme = flag.Bool("update", false, "rewrite the README's generated annotation table")
+	"github.com/sidecar-injector/injector/test/testkit"
+)
 
 const (
 	tableBegin = "<!-- BEGIN GENERATED: annotations (go test ./webhook/policy -update) -->"
@@ -68,7 +67,7 @@ func TestReadmeAnnotationTable(t *testing.T) {
 	i, j := strings.Index(s, tableBegin), strings.Index(s, tableEnd)
 	require.True(t, i >= 0 && j > i, "README.md must hold the generated annotation table between its markers")
 	want := s[:i+len(tableBegin)] + "\n" + annotationTable() + s[j:]
-	if *updateReadme {
+	if testkit.Update() {
 		require.NoError(t, os.WriteFile(path, []byte(want), 0o644))
 		return
 	}

@@ -1,16 +1,14 @@
 package capture
 
 import (
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/sidecar-injector/injector/test/testkit"
 	"github.com/sidecar-injector/injector/webhook/meshinit"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
 
 // goldenCases are representative settings; each renders the dry-run output
 // (the exact restore input for both families) into testdata/<name>.golden.
@@ -39,24 +37,10 @@ var goldenCases = []struct {
 
 func checkGolden(t *testing.T, name, got string) {
 	t.Helper()
-	path := filepath.Join("testdata", name+".golden")
-	if *update {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test ./cmd/mesh-init/capture -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("%s differs from the output (go test ./cmd/mesh-init/capture -update to accept):\n--- want\n%s\n--- got\n%s", path, want, got)
-	}
+	testkit.Golden(t, filepath.Join("testdata", name+".golden"), []byte(got))
 }
+
+func TestMain(m *testing.M) { os.Exit(testkit.Main(m, "testdata/*.golden")) }
 
 func TestGolden(t *testing.T) {
 	for _, tc := range goldenCases {

@@ -59,6 +59,7 @@ import (
 
 	"github.com/sidecar-injector/injector/certs"
 	"github.com/sidecar-injector/injector/test/e2e/harness"
+	"github.com/sidecar-injector/injector/test/testkit"
 )
 
 // The cert-manager controllers the chart's objects need.
@@ -67,17 +68,6 @@ var controllers = []string{
 	trigger.ControllerName, keymanager.ControllerName, requestmanager.ControllerName,
 	issuing.ControllerName, readiness.ControllerName, revisionmanager.ControllerName,
 	approver.ControllerName, crselfsigned.CRControllerName, crca.CRControllerName,
-}
-
-func need(t testing.TB, err error) {
-	t.Helper()
-	if err == nil {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("prerequisite missing, and CI is set so this fails instead of skipping: %v", err)
-	}
-	t.Skipf("skipped: %v", err)
 }
 
 // startCertManager runs cert-manager's controllers and cainjector until
@@ -143,9 +133,9 @@ func startCertManager(ctx context.Context, t *testing.T, cp *harness.ControlPlan
 
 func TestCertManagerModeEndToEnd(t *testing.T) {
 	_, err := harness.ControlPlaneAssets()
-	need(t, err)
+	testkit.Need(t, err)
 	helm, err := harness.Helm()
-	need(t, err)
+	testkit.Need(t, err)
 	crds, err := harness.CertManagerCRDs()
 	require.NoError(t, err)
 	start := time.Now()
@@ -238,7 +228,7 @@ func TestCertManagerModeEndToEnd(t *testing.T) {
 		}
 	}
 	require.Contains(t, args, "--tls-mode=cert-manager")
-	bin, err := harness.BuildInjector(raceEnabled)
+	bin, err := harness.BuildInjector(testkit.RaceEnabled)
 	require.NoError(t, err)
 	p, err := harness.StartServe(bin, "injector", args...)
 	require.NoError(t, err)
@@ -271,7 +261,7 @@ func TestCertManagerModeEndToEnd(t *testing.T) {
 		var pod *corev1.Pod
 		harness.WaitFor(t, 30*time.Second, "the API server admits "+name+" through the webhook", func() error {
 			var err error
-			pod, err = cp.Clientset.CoreV1().Pods(appsNS).Create(ctx, appPod(name), metav1.CreateOptions{})
+			pod, err = cp.Clientset.CoreV1().Pods(appsNS).Create(ctx, harness.AppPod(name), metav1.CreateOptions{})
 			return err
 		})
 		assert.NotEmpty(t, pod.Annotations["sidecar-injector.io/status"], "injected")
@@ -358,15 +348,6 @@ func bundlesAre(ctx context.Context, cp *harness.ControlPlane, name string, want
 		}
 	}
 	return nil
-}
-
-func appPod(name string) *corev1.Pod {
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{
-			Name: "app", Image: "registry.example.com/shop/app:1.0",
-		}}},
-	}
 }
 
 func proxyImage(p *corev1.Pod) string {

@@ -1,4 +1,4 @@
-package injecttest
+package podcases
 
 import (
 	"encoding/json"

@@ -1,4 +1,4 @@
-package injecttest
+package podcases
 
 import (
 	"path/filepath"
@@ -6,7 +6,7 @@ import (
 )
 
 func TestLoadCases(t *testing.T) {
-	cases, err := LoadCases(filepath.Join("..", "testdata", "pods"))
+	cases, err := LoadCases(filepath.Join("..", "..", "..", "webhook", "inject", "testdata", "pods"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,5 +1,0 @@
-//go:build !race
-
-package certmanager
-
-const raceEnabled = false

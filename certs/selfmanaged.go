@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -20,9 +21,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	admissionregistrationv1client "k8s.io/client-go/kubernetes/typed/admissionregistration/v1"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 )
 
 // KubeClient is the part of a clientset the manager uses. A full
@@ -216,31 +219,38 @@ func NewSelfManaged(o SelfManagedOptions) (*SelfManaged, error) {
 // the background until ctx ends. A webhook configuration that cannot be
 // patched yet does not block Start; Ready reports it.
 func (m *SelfManaged) Start(ctx context.Context) error {
-	backoff := 500 * time.Millisecond
 	var next time.Duration
-	for {
-		var err error
+	var err error
+	backoff := firstSyncBackoff.DelayFunc()
+	// The delay is asked for only after a pass that wrote no files: the
+	// place to say when the next one comes.
+	retryIn := func() time.Duration {
+		d := backoff()
+		m.log.Warn("self-managed TLS: no certificate yet, retrying", "error", errString(err), "retryIn", d)
+		return d
+	}
+	if werr := wait.DelayFunc(retryIn).Until(ctx, true, true, func(ctx context.Context) (bool, error) {
 		next, err = m.Sync(ctx)
-		if m.filesWritten() {
-			if err != nil {
-				next = time.Second
-			}
-			break
-		}
-		m.log.Warn("self-managed TLS: no certificate yet, retrying", "error", errString(err), "retryIn", backoff)
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("self-managed TLS: no certificate before shutdown: %v", err)
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 10*time.Second)
+		return m.filesWritten(), nil
+	}); werr != nil {
+		return fmt.Errorf("self-managed TLS: no certificate before shutdown: %v", err)
+	}
+	if err != nil {
+		next = time.Second
 	}
 	go m.loop(ctx, next)
 	return nil
 }
 
+// firstSyncBackoff paces Start's passes until the files exist: 0.5s,
+// doubling, at most 10s.
+var firstSyncBackoff = wait.Backoff{Duration: 500 * time.Millisecond, Factor: 2, Cap: 10 * time.Second, Steps: math.MaxInt32}
+
+// loop runs a pass whenever one is due. A failed pass is retried after 1s,
+// doubling up to the resync period; a good one resets that.
 func (m *SelfManaged) loop(ctx context.Context, next time.Duration) {
-	backoff := time.Second
+	failureBackoff := wait.Backoff{Duration: time.Second, Factor: 2, Cap: m.o.Resync, Steps: math.MaxInt32}
+	retry := failureBackoff.DelayFunc()
 	for {
 		t := time.NewTimer(next)
 		select {
@@ -252,10 +262,9 @@ func (m *SelfManaged) loop(ctx context.Context, next time.Duration) {
 		var err error
 		next, err = m.Sync(ctx)
 		if err != nil {
-			next = backoff
-			backoff = min(2*backoff, m.o.Resync)
+			next = retry()
 		} else {
-			backoff = time.Second
+			retry = failureBackoff.DelayFunc()
 		}
 	}
 }
@@ -301,17 +310,19 @@ func errString(err error) string {
 // errRetry asks Sync to run again at once: another replica won a race.
 var errRetry = errors.New("lost an update race; re-reading")
 
+// reread retries a lost race at once, up to five attempts in all: the
+// winner has just written, so re-reading is all it takes.
+var reread = wait.Backoff{Steps: 5}
+
 // Sync runs one pass: the Secret (created, renewed, rotated as due), the
 // caBundle, the files. It returns when the next pass is due.
 func (m *SelfManaged) Sync(ctx context.Context) (time.Duration, error) {
 	var next time.Duration
-	var err error
-	for attempt := 0; attempt < 5; attempt++ {
+	err := retry.OnError(reread, func(err error) bool { return errors.Is(err, errRetry) }, func() error {
+		var err error
 		next, err = m.sync(ctx)
-		if !errors.Is(err, errRetry) {
-			break
-		}
-	}
+		return err
+	})
 	m.mu.Lock()
 	m.lastErr = err
 	m.mu.Unlock()
@@ -689,16 +700,17 @@ func (m *SelfManaged) syncBundle(ctx context.Context, st *tlsState) (bool, error
 	}
 	bundle := st.bundlePEM()
 	api := m.o.Client.AdmissionregistrationV1().MutatingWebhookConfigurations()
-	for attempt := 0; attempt < 5; attempt++ {
+	inSync := false
+	err := retry.RetryOnConflict(reread, func() error {
 		mwc, err := api.Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
-			return false, fmt.Errorf("MutatingWebhookConfiguration %q does not exist", name)
+			return fmt.Errorf("MutatingWebhookConfiguration %q does not exist", name)
 		}
 		if err != nil {
-			return false, fmt.Errorf("reading MutatingWebhookConfiguration %q: %w", name, err)
+			return fmt.Errorf("reading MutatingWebhookConfiguration %q: %w", name, err)
 		}
 		if len(mwc.Webhooks) == 0 {
-			return false, fmt.Errorf("MutatingWebhookConfiguration %q has no webhooks", name)
+			return fmt.Errorf("MutatingWebhookConfiguration %q has no webhooks", name)
 		}
 		differs := false
 		for i := range mwc.Webhooks {
@@ -708,27 +720,31 @@ func (m *SelfManaged) syncBundle(ctx context.Context, st *tlsState) (bool, error
 			}
 		}
 		if !differs {
-			return true, nil
+			inSync = true
+			return nil
 		}
 		recorded, _ := strconv.ParseInt(mwc.Annotations[BundleGenerationAnnotation], 10, 64)
 		if recorded > st.generation {
-			return false, errRetry
+			return errRetry
 		}
 		if mwc.Annotations == nil {
 			mwc.Annotations = map[string]string{}
 		}
 		mwc.Annotations[BundleGenerationAnnotation] = strconv.FormatInt(st.generation, 10)
-		_, err = api.Update(ctx, mwc, metav1.UpdateOptions{})
-		if apierrors.IsConflict(err) {
-			continue
-		}
-		if err != nil {
-			return false, fmt.Errorf("updating the caBundle of MutatingWebhookConfiguration %q: %w", name, err)
+		if _, err = api.Update(ctx, mwc, metav1.UpdateOptions{}); err != nil {
+			if apierrors.IsConflict(err) {
+				return err // read again
+			}
+			return fmt.Errorf("updating the caBundle of MutatingWebhookConfiguration %q: %w", name, err)
 		}
 		m.log.Info("patched the caBundle of every webhook", "webhookConfiguration", name, "webhooks", len(mwc.Webhooks), "cas", len(st.trusted), "generation", st.generation)
-		return false, nil
+		return nil
+	})
+	if apierrors.IsConflict(err) {
+		// Every attempt lost: let Sync re-read the Secret too.
+		return false, errRetry
 	}
-	return false, errRetry
+	return inSync, err
 }
 
 // writeFiles writes the pair and the bundle when they differ from disk.

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
@@ -300,58 +299,12 @@ func appendValue(buf []byte, v any) ([]byte, error) {
 	return append(buf, b...), nil
 }
 
-// appendJSONString appends s as a JSON string, escaped as RFC 8259
-// requires (quote, backslash, control characters; invalid UTF-8 becomes
-// U+FFFD, as encoding/json does). It allocates nothing: the status
-// annotation, a few hundred bytes of JSON inside a string, is in every
-// patch.
+// appendJSONString appends s as a JSON string with jsontext.AppendQuote,
+// which allocates nothing in a buffer with room (the status annotation, a
+// few hundred bytes of JSON inside a string, is in every patch). Invalid
+// UTF-8 becomes U+FFFD, as encoding/json makes it; AppendQuote's error only
+// says it did that.
 func appendJSONString(buf []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	buf = append(buf, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
-			i++
-			continue
-		}
-		if c < utf8.RuneSelf {
-			buf = append(buf, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				buf = append(buf, '\\', c)
-			case '\n':
-				buf = append(buf, '\\', 'n')
-			case '\r':
-				buf = append(buf, '\\', 'r')
-			case '\t':
-				buf = append(buf, '\\', 't')
-			default:
-				buf = append(buf, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			buf = append(buf, s[start:i]...)
-			buf = append(buf, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		// U+2028 and U+2029 are valid JSON but not valid JavaScript;
-		// escape them as encoding/json does.
-		if r == '\u2028' || r == '\u2029' {
-			buf = append(buf, s[start:i]...)
-			buf = append(buf, '\\', 'u', '2', '0', '2', hex[r&0xf])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	buf = append(buf, s[start:]...)
-	return append(buf, '"')
+	buf, _ = jsontext.AppendQuote(buf, s)
+	return buf
 }

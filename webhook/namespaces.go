@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 )
@@ -137,26 +138,26 @@ func (c *CachedNamespaces) Labels(ctx context.Context, name string) (map[string]
 	if err := c.Ready(); err != nil {
 		return nil, err
 	}
-	deadline := time.Now().Add(c.MissWait)
-	for {
+	var labels map[string]string
+	err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, c.MissWait, true, func(context.Context) (bool, error) {
 		m := namespaceMeta()
 		err := c.cache.Get(ctx, types.NamespacedName{Name: name}, m)
-		if err == nil {
-			return m.Labels, nil
+		if apierrors.IsNotFound(err) {
+			return false, nil
 		}
-		if !apierrors.IsNotFound(err) {
-			return nil, err
-		}
-		if time.Now().After(deadline) {
-			// Deciding without labels could silently leave a pod of an
-			// enabled namespace unmeshed; an error lets the pod's
-			// controller retry once the watch has caught up.
-			return nil, fmt.Errorf("namespace %q is not in the watch cache after %s; retry shortly", name, c.MissWait)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
+		labels = m.Labels
+		return err == nil, err
+	})
+	switch {
+	case err == nil:
+		return labels, nil
+	case ctx.Err() != nil:
+		return nil, ctx.Err()
+	case wait.Interrupted(err):
+		// Deciding without labels could silently leave a pod of an
+		// enabled namespace unmeshed; an error lets the pod's
+		// controller retry once the watch has caught up.
+		return nil, fmt.Errorf("namespace %q is not in the watch cache after %s; retry shortly", name, c.MissWait)
 	}
+	return nil, err
 }

@@ -21,6 +21,8 @@ import (
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/sidecar-injector/injector/webhook/inject"
+
+	"github.com/sidecar-injector/injector/webhook/meshinit"
 )
 
 // InjectPath is where the mutating webhook is served.
@@ -70,8 +72,8 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		return fmt.Errorf("--listen %q: %w", o.Listen, err)
 	}
 	port, err := strconv.Atoi(portStr)
-	if err != nil || port < 1 || port > 65535 {
-		return fmt.Errorf("--listen %q: the port must be 1-65535", o.Listen)
+	if err != nil || !meshinit.IsPort(int64(port)) {
+		return fmt.Errorf("--listen %q: the port must be %s", o.Listen, meshinit.PortRangeText)
 	}
 	metrics, err := NewMetrics(ctrlmetrics.Registry)
 	if err != nil {

@@ -56,39 +56,15 @@ func (e *Error) Error() string {
 	return strings.Join(s, "; ")
 }
 
-// Validate checks a bootstrap written in YAML (or JSON) the way Envoy would:
-// every field must exist (no unknown fields), every "@type" must name a known
-// type, every value must satisfy the field's validation rules, including the
-// payloads of typed_config and other google.protobuf.Any fields, which the
-// generated ValidateAll does not look into. A failure is an *Error.
-func Validate(bootstrapYAML []byte) error {
-	_, err := Parse(bootstrapYAML)
-	return err
-}
-
-// Parse validates a bootstrap like Validate and returns it decoded.
-func Parse(bootstrapYAML []byte) (*bootstrapv3.Bootstrap, error) {
-	js, err := toJSON(bootstrapYAML)
-	if err != nil {
-		return nil, err
-	}
-	return parseJSON(js)
-}
-
-// CompactJSON returns the bootstrap as compact JSON, the form passed to
+// ValidateCompact checks a bootstrap written in YAML (or JSON) the way
+// Envoy would, and returns it as compact JSON: the form passed to
 // mesh-init's --envoy-bootstrap (compressed) and, from there, Envoy's
-// --config-path. The output is deterministic (object keys sorted) and
-// is exactly the document Validate checks; it does not validate by itself.
-func CompactJSON(bootstrapYAML []byte) (string, error) {
-	js, err := toJSON(bootstrapYAML)
-	if err != nil {
-		return "", err
-	}
-	return string(js), nil
-}
-
-// ValidateCompact validates a bootstrap and returns its compact JSON in one
-// pass; its signature fits inject.Options.ValidateBootstrap.
+// --config-path. Every field must exist (no unknown fields), every "@type"
+// must name a known type, every value must satisfy the field's validation
+// rules, including the payloads of typed_config and other
+// google.protobuf.Any fields, which the generated ValidateAll does not look
+// into. A failure is an *Error. The output is deterministic (object keys
+// sorted) and is exactly the document checked.
 func ValidateCompact(bootstrapYAML []byte) (string, error) {
 	js, err := toJSON(bootstrapYAML)
 	if err != nil {
@@ -98,6 +74,15 @@ func ValidateCompact(bootstrapYAML []byte) (string, error) {
 		return "", err
 	}
 	return string(js), nil
+}
+
+// parse validates a bootstrap like ValidateCompact and returns it decoded.
+func parse(bootstrapYAML []byte) (*bootstrapv3.Bootstrap, error) {
+	js, err := toJSON(bootstrapYAML)
+	if err != nil {
+		return nil, err
+	}
+	return parseJSON(js)
 }
 
 // toJSON converts YAML to compact JSON. Strict: a key given twice is an

@@ -169,7 +169,7 @@ func hostPort(host string, port int32) string {
 
 func resolvePort(c *corev1.Container, p intstr.IntOrString) (int32, error) {
 	if p.Type == intstr.Int {
-		if p.IntVal < 1 || p.IntVal > 65535 {
+		if !meshinit.IsPort(int64(p.IntVal)) {
 			return 0, fmt.Errorf("its httpGet port %d is not a port", p.IntVal)
 		}
 		return p.IntVal, nil

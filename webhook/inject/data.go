@@ -3,6 +3,7 @@ package inject
 import (
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/sidecar-injector/injector/webhook/meshinit"
 	"github.com/sidecar-injector/injector/webhook/policy"
 )
 
@@ -42,7 +43,7 @@ var DefaultPaths = Paths{
 	ToolsDir:  "/var/run/mesh",
 	Tool:      "/var/run/mesh/mesh-init",
 	Bootstrap: "/var/run/mesh/envoy-bootstrap.json",
-	Readiness: "/healthz/ready",
+	Readiness: meshinit.ReadinessPath,
 	Stats:     "/stats/prometheus",
 }
 

@@ -37,9 +37,9 @@ func effectiveSettings(pod *corev1.Pod, pol *policy.Policy, ev *evaluation) ([]s
 			return refuse(ReasonOverrideOutOfBounds, fmt.Sprintf("%s: %s (policy %q)",
 				annotationFor(applied, berr.Field), berr.Problem, pol.Name))
 		}
-		if verr := s.Validate(); verr != nil {
+		if verr := s.Validate(nil); len(verr) > 0 {
 			return refuse(ReasonInvalidAnnotation, fmt.Sprintf(
-				"the pod's annotations make the settings invalid: %s", strings.ReplaceAll(verr.Error(), "\n", "; ")))
+				"the pod's annotations make the settings invalid: %s", strings.Join(policy.Lines(verr), "; ")))
 		}
 	}
 	return warnings, nil

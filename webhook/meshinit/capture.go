@@ -64,11 +64,11 @@ type CaptureConfig struct {
 // the standard proxy ports.
 func DefaultCaptureConfig() CaptureConfig {
 	return CaptureConfig{
-		ProxyUID:             1337,
-		ProxyGID:             1337,
-		OutboundPort:         15001,
-		InboundPort:          15006,
-		ProxyPorts:           PortList{{15000, 15000}, {15021, 15021}, {15090, 15090}},
+		ProxyUID:             ProxyUID,
+		ProxyGID:             ProxyGID,
+		OutboundPort:         ProxyOutboundPort,
+		InboundPort:          ProxyInboundPort,
+		ProxyPorts:           PortList{{From: ProxyAdminPort, To: ProxyAdminPort}, {From: ProxyReadinessPort, To: ProxyReadinessPort}, {From: ProxyStatsPort, To: ProxyStatsPort}},
 		IncludeInboundPorts:  PortSet{All: true},
 		IncludeOutboundCIDRs: CIDRSet{All: true},
 		Mode:                 ModeAuto,
@@ -112,7 +112,7 @@ func portFlag(name, usage string, field func(*CaptureConfig) *uint16) flagSpec {
 		set: func(c *CaptureConfig, s string) error {
 			p, err := parsePort(s)
 			if err != nil {
-				return fmt.Errorf("%q is not a port (1-65535)", s)
+				return fmt.Errorf("%q is not a port (%s)", s, PortRangeText)
 			}
 			*field(c) = p
 			return nil
@@ -222,10 +222,10 @@ func (c CaptureConfig) Args() []string {
 func (c CaptureConfig) Validate() error {
 	var errs []error
 	if c.InboundPort == 0 {
-		errs = append(errs, fmt.Errorf("--inbound-port must be set (1-65535)"))
+		errs = append(errs, fmt.Errorf("--inbound-port must be set (%s)", PortRangeText))
 	}
 	if c.OutboundPort == 0 {
-		errs = append(errs, fmt.Errorf("--outbound-port must be set (1-65535)"))
+		errs = append(errs, fmt.Errorf("--outbound-port must be set (%s)", PortRangeText))
 	}
 	switch c.Mode {
 	case ModeAuto, ModeNFT, ModeLegacy:

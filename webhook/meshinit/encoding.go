@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"compress/zlib"
-	"crypto/sha256"
 	_ "embed"
 	"encoding/base64"
 	"errors"
@@ -44,17 +43,6 @@ type dictionary struct {
 
 // dictionaries, oldest first; EncodeFile uses the last.
 var dictionaries = []dictionary{{"d1", d1}}
-
-// DictionarySum is the SHA-256 of a dictionary's content, for the test that
-// keeps released dictionaries unchanged.
-func DictionarySum(name string) (string, bool) {
-	for _, d := range dictionaries {
-		if d.name == name {
-			return fmt.Sprintf("%x", sha256.Sum256(d.data)), true
-		}
-	}
-	return "", false
-}
 
 // EncodeFile compresses and encodes a file's content for a command-line
 // argument: "<dictionary>." then standard base64 of a zlib stream (DEFLATE

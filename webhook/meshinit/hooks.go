@@ -307,8 +307,8 @@ func (f int32Flag) String() string {
 }
 func (f int32Flag) Set(s string) error {
 	n, err := strconv.ParseInt(s, 10, 32)
-	if err != nil || n < 1 || n > 65535 {
-		return fmt.Errorf("%q is not a port (1-65535)", s)
+	if err != nil || !IsPort(n) {
+		return fmt.Errorf("%q is not a port (%s)", s, PortRangeText)
 	}
 	*f.v = int32(n)
 	return nil
@@ -578,7 +578,7 @@ func ParseWaitReady(args []string) (WaitReady, error) {
 	var w WaitReady
 	fs := flag.NewFlagSet("wait-ready", flag.ContinueOnError)
 	fs.SetOutput(discard{})
-	fs.StringVar(&w.URL, "url", "http://127.0.0.1:15021/healthz/ready", "readiness URL")
+	fs.StringVar(&w.URL, "url", DefaultReadyURL, "readiness URL")
 	w.Timeout = Duration(60 * time.Second)
 	fs.Var(durationFlag{&w.Timeout}, "timeout", "bound on the wait")
 	if err := parseAll(fs, args); err != nil {
@@ -615,7 +615,7 @@ func ParseProxyStop(args []string) (ProxyStop, error) {
 	fs.SetOutput(discard{})
 	fs.Var(durationFlag{&p.Wait}, "wait", "keep serving this long")
 	fs.Var(durationFlag{&p.Drain}, "drain", "bound on the listener drain")
-	fs.StringVar(&p.AdminURL, "admin-url", "http://127.0.0.1:15000", "Envoy admin URL")
+	fs.StringVar(&p.AdminURL, "admin-url", DefaultAdminURL, "Envoy admin URL")
 	if err := parseAll(fs, args); err != nil {
 		return ProxyStop{}, err
 	}
@@ -661,7 +661,7 @@ func ParseRun(args []string) (Run, error) {
 	fs.StringVar(&r.ReadyURL, "ready-url", "", "proxy readiness URL to wait for")
 	r.ReadyTimeout = Duration(60 * time.Second)
 	fs.Var(durationFlag{&r.ReadyTimeout}, "ready-timeout", "bound on the wait")
-	fs.StringVar(&r.QuitURL, "quit-url", "http://127.0.0.1:15000/quitquitquit", "Envoy quit URL")
+	fs.StringVar(&r.QuitURL, "quit-url", DefaultQuitURL, "Envoy quit URL")
 	fs.BoolVar(&r.QuitOnFailure, "quit-on-failure", false, "also quit the proxy when the command fails")
 	if err := fs.Parse(args); err != nil {
 		return Run{}, err
@@ -778,20 +778,20 @@ docs/lifecycle-hooks.md.
 `,
 	"wait-ready": `usage: mesh-init hook wait-ready [--url=URL] [--timeout=60s]
 
-  --url=http://127.0.0.1:15021/healthz/ready   readiness URL, polled every 200ms until it answers 200
+  --url=` + DefaultReadyURL + `   readiness URL, polled every 200ms until it answers 200
   --timeout=60s                                give up (exit 1) after this long
 `,
 	"proxy-stop": `usage: mesh-init hook proxy-stop --wait=DURATION --drain=DURATION [--admin-url=URL]
 
   --wait=35s                          keep serving normally this long
   --drain=5s                          then drain inbound listeners gracefully and wait this long
-  --admin-url=http://127.0.0.1:15000  Envoy admin address
+  --admin-url=` + DefaultAdminURL + `  Envoy admin address
 `,
 	"run": `usage: mesh-init hook run [--ready-url=URL --ready-timeout=60s] [--quit-url=URL] [--quit-on-failure] -- COMMAND ARGS...
 
   --ready-url=URL      wait for this readiness URL before starting the command
   --ready-timeout=60s  bound on that wait
-  --quit-url=http://127.0.0.1:15000/quitquitquit   POSTed when the command is done for good
+  --quit-url=` + DefaultQuitURL + `   POSTed when the command is done for good
   --quit-on-failure    also quit after a failure (restartPolicy Never); without it the
                        proxy keeps running for the kubelet's retry (OnFailure)
 `,

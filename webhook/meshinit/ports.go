@@ -32,14 +32,14 @@ func ParsePortRange(s string) (PortRange, error) {
 	from, to, isRange := strings.Cut(s, "-")
 	a, err := parsePort(from)
 	if err != nil {
-		return PortRange{}, fmt.Errorf("%q is not a port (1-65535) or a range (such as 8000-8100)", s)
+		return PortRange{}, fmt.Errorf("%q is not a port (%s) or a range (such as 8000-8100)", s, PortRangeText)
 	}
 	if !isRange {
 		return PortRange{From: a, To: a}, nil
 	}
 	b, err := parsePort(to)
 	if err != nil || b < a {
-		return PortRange{}, fmt.Errorf("%q is not a port (1-65535) or a range (such as 8000-8100)", s)
+		return PortRange{}, fmt.Errorf("%q is not a port (%s) or a range (such as 8000-8100)", s, PortRangeText)
 	}
 	return PortRange{From: a, To: b}, nil
 }

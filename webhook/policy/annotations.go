@@ -78,7 +78,7 @@ func quantityOverride(name, alias, field, example string, get func(*Settings) **
 func portListOverride(name, alias, field, example string, get func(*Settings) *meshinit.PortList) Override {
 	return Override{
 		Name: name, Aliases: aliasList(alias), Field: field,
-		Accepts: `a comma-separated list of ports (1-65535) and ranges, such as "8761,9000-9100"`, Example: example,
+		Accepts: `a comma-separated list of ports (` + meshinit.PortRangeText + `) and ranges, such as "8761,9000-9100"`, Example: example,
 		apply: func(s *Settings, v string) error {
 			l, err := meshinit.ParsePortList(v)
 			if err != nil {
@@ -106,11 +106,11 @@ func boolOverride(name, alias, field string, set func(*Settings, bool)) Override
 
 func secondsOverride(name, field, example string, get func(*Settings) *int32) Override {
 	return Override{
-		Name: name, Field: field, Accepts: "whole seconds from 0 to 3600", Example: example,
+		Name: name, Field: field, Accepts: "whole seconds from 0 to " + strconv.Itoa(maxSeconds), Example: example,
 		apply: func(s *Settings, v string) error {
 			n, err := strconv.ParseInt(v, 10, 32)
-			if err != nil || n < 0 || n > 3600 {
-				return fmt.Errorf("not whole seconds from 0 to 3600")
+			if err != nil || n < 0 || n > maxSeconds {
+				return fmt.Errorf("not whole seconds from 0 to %d", maxSeconds)
 			}
 			*get(s) = int32(n)
 			return nil
@@ -135,11 +135,11 @@ func textOverride(name, field, accepts, example string, check func(string) error
 
 func registryPortOverride(name, field, example string, get func(*Settings) *int32) Override {
 	return Override{
-		Name: name, Field: field, Accepts: "a port (1-65535)", Example: example,
+		Name: name, Field: field, Accepts: "a port (" + meshinit.PortRangeText + ")", Example: example,
 		apply: func(s *Settings, v string) error {
 			n, err := strconv.ParseInt(v, 10, 32)
-			if err != nil || n < 1 || n > 65535 {
-				return fmt.Errorf("not a port (1-65535)")
+			if err != nil || !meshinit.IsPort(n) {
+				return fmt.Errorf("not a port (%s)", meshinit.PortRangeText)
 			}
 			*get(s) = int32(n)
 			return nil
@@ -204,7 +204,7 @@ func checkNacosServers(v string) error {
 		if host == "" || strings.ContainsAny(host, " /?#") {
 			return fmt.Errorf("%q is neither an http(s) URL nor host[:port]", s)
 		}
-		if n, err := strconv.Atoi(port); ok && (err != nil || n < 1 || n > 65535) {
+		if n, err := strconv.Atoi(port); ok && (err != nil || !meshinit.IsPort(int64(n))) {
 			return fmt.Errorf("%q has no valid port", s)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
 // Bounds limit what a pod may change with annotations. They are written
@@ -31,12 +32,13 @@ type Bounds struct {
 // DefaultBounds allow every override, any proxy image and opt-out, and a
 // drain sleep up to an hour.
 func DefaultBounds() Bounds {
-	return Bounds{AllowedAnnotations: []string{"*"}, AllowOptOut: true, MinDrainSeconds: 0, MaxDrainSeconds: 3600}
+	return Bounds{AllowedAnnotations: []string{"*"}, AllowOptOut: true, MinDrainSeconds: 0, MaxDrainSeconds: maxSeconds}
 }
 
-// Validate checks the bounds themselves.
-func (b *Bounds) Validate() error {
-	var errs fieldErrors
+// Validate checks the bounds themselves; each problem is at its field
+// path under path.
+func (b *Bounds) Validate(path *field.Path) field.ErrorList {
+	var errs field.ErrorList
 	for _, name := range b.AllowedAnnotations {
 		if name == "*" {
 			continue
@@ -46,19 +48,20 @@ func (b *Bounds) Validate() error {
 			for i := range Overrides {
 				names[i] = Overrides[i].Name
 			}
-			errs.add("allowedAnnotations", fmt.Sprintf("%q is not an override annotation (known: *, %s)", name, strings.Join(names, ", ")))
+			errs = append(errs, problem(field.ErrorTypeNotSupported, path.Child("allowedAnnotations"), name,
+				fmt.Sprintf("%q is not an override annotation (known: *, %s)", name, strings.Join(names, ", "))))
 		}
 	}
 	if b.MaxProxyCPU != nil && b.MaxProxyCPU.Sign() <= 0 {
-		errs.add("maxProxyCPU", fmt.Sprintf("%s is not positive (leave it unset for no cap)", b.MaxProxyCPU.String()))
+		errs = append(errs, field.Invalid(path.Child("maxProxyCPU"), b.MaxProxyCPU.String(), fmt.Sprintf("%s is not positive (leave it unset for no cap)", b.MaxProxyCPU.String())))
 	}
 	if b.MaxProxyMemory != nil && b.MaxProxyMemory.Sign() <= 0 {
-		errs.add("maxProxyMemory", fmt.Sprintf("%s is not positive (leave it unset for no cap)", b.MaxProxyMemory.String()))
+		errs = append(errs, field.Invalid(path.Child("maxProxyMemory"), b.MaxProxyMemory.String(), fmt.Sprintf("%s is not positive (leave it unset for no cap)", b.MaxProxyMemory.String())))
 	}
 	if b.MinDrainSeconds < 0 || b.MaxDrainSeconds < b.MinDrainSeconds {
-		errs.add("minDrainSeconds", fmt.Sprintf("the range %d-%d is empty or negative", b.MinDrainSeconds, b.MaxDrainSeconds))
+		errs = append(errs, field.Invalid(path.Child("minDrainSeconds"), b.MinDrainSeconds, fmt.Sprintf("the range %d-%d is empty or negative", b.MinDrainSeconds, b.MaxDrainSeconds)))
 	}
-	return errs.err()
+	return sortProblems(errs)
 }
 
 // Allows reports whether pods may use the override.

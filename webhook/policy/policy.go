@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -17,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
@@ -195,7 +195,7 @@ func Parse(data []byte) (*Config, error) {
 	if f.APIVersion != APIVersion || f.Kind != Kind {
 		return nil, fmt.Errorf("apiVersion/kind is %q/%q, expected %q/%q", f.APIVersion, f.Kind, APIVersion, Kind)
 	}
-	var errs []error
+	var errs field.ErrorList
 	builtinMap, err := toMap(Defaults())
 	if err != nil {
 		return nil, err
@@ -208,96 +208,98 @@ func Parse(data []byte) (*Config, error) {
 	markLeaves(builtinMap, "", SourceBuiltin, origin)
 	markLeaves(builtinBounds, "podOverrides.", SourceBuiltin, origin)
 
-	base, err := compileLayer(DefaultPolicyName, -1, f.Defaults, builtinMap, builtinBounds, "", origin, SourceFileDefaults, f.TemplateSets)
-	if err != nil {
-		errs = append(errs, prefixLines("defaults: ", err))
+	defaults := field.NewPath("defaults")
+	base, layerErrs := compileLayer(defaults, DefaultPolicyName, -1, f.Defaults, builtinMap, builtinBounds, "", origin, SourceFileDefaults, f.TemplateSets)
+	if len(layerErrs) > 0 {
+		errs = append(errs, layerErrs...)
 		// Keep checking the policies against the built-in defaults, so
 		// one run reports every problem in the file.
-		base, _ = compileLayer(DefaultPolicyName, -1, Layer{}, builtinMap, builtinBounds, "", origin, SourceBuiltin, nil)
+		base, _ = compileLayer(defaults, DefaultPolicyName, -1, Layer{}, builtinMap, builtinBounds, "", origin, SourceBuiltin, nil)
 	}
 	c := &Config{Default: base, TemplateSets: f.TemplateSets}
 	seen := map[string]int{}
+	names := make([]string, len(f.Policies))
 	for i, spec := range f.Policies {
-		where := fmt.Sprintf("policies[%d]", i)
-		if spec.Name != "" {
-			where += fmt.Sprintf(" (%s)", spec.Name)
-		}
-		if err := validateSpec(spec); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", where, err))
+		names[i] = spec.Name
+		where := field.NewPath("policies").Index(i)
+		if err := validateSpec(where, spec); err != nil {
+			errs = append(errs, err)
 			continue
 		}
 		if j, dup := seen[spec.Name]; dup {
-			errs = append(errs, fmt.Errorf("%s: the name %q is already used by policies[%d]", where, spec.Name, j))
+			errs = append(errs, problem(field.ErrorTypeDuplicate, where, spec.Name, fmt.Sprintf("the name %q is already used by policies[%d]", spec.Name, j)))
 			continue
 		}
 		seen[spec.Name] = i
 		settingsBase, _ := toMap(base.Settings)
 		boundsBase, _ := toMap(base.Bounds)
-		p, err := compileLayer(spec.Name, i, spec.Layer, settingsBase, boundsBase, base.TemplateSet, base.Origin, SourcePolicy(spec.Name), f.TemplateSets)
-		if err != nil {
-			errs = append(errs, prefixLines(where+": ", err))
+		p, layerErrs := compileLayer(where, spec.Name, i, spec.Layer, settingsBase, boundsBase, base.TemplateSet, base.Origin, SourcePolicy(spec.Name), f.TemplateSets)
+		if len(layerErrs) > 0 {
+			errs = append(errs, layerErrs...)
 			continue
 		}
 		p.Namespaces = spec.Namespaces
 		if spec.NamespaceSelector != nil {
 			sel, err := metav1.LabelSelectorAsSelector(spec.NamespaceSelector)
 			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: namespaceSelector: %w", where, err))
+				errs = append(errs, field.Invalid(where.Child("namespaceSelector"), spec.NamespaceSelector, err.Error()))
 				continue
 			}
 			p.Selector = sel
 		}
 		c.Policies = append(c.Policies, p)
 	}
-	for name, set := range f.TemplateSets {
+	sets := field.NewPath("templateSets")
+	for _, name := range slices.Sorted(maps.Keys(f.TemplateSets)) {
 		if name == "" {
-			errs = append(errs, errors.New("templateSets: a set needs a name"))
+			errs = append(errs, field.Required(sets, "a set needs a name"))
 		}
-		if len(set) == 0 {
-			errs = append(errs, fmt.Errorf("templateSets.%s: the set is empty", name))
+		if len(f.TemplateSets[name]) == 0 {
+			// By string: a path cannot name the set called "", which
+			// gets its own problem above.
+			errs = append(errs, &field.Error{Type: field.ErrorTypeRequired, Field: sets.String() + "." + name, Detail: "the set is empty"})
 		}
 	}
 	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return nil, &FileError{Problems: errs, names: names}
 	}
 	return c, nil
 }
 
-func validateSpec(spec PolicySpec) error {
+func validateSpec(where *field.Path, spec PolicySpec) *field.Error {
+	name := where.Child("name")
 	if spec.Name == "" {
-		return errors.New("name: a policy needs a name")
+		return field.Required(name, "a policy needs a name")
 	}
 	if msgs := validation.IsDNS1123Label(spec.Name); len(msgs) > 0 {
-		return fmt.Errorf("name: %q: %s", spec.Name, strings.Join(msgs, "; "))
+		return field.Invalid(name, spec.Name, fmt.Sprintf("%q: %s", spec.Name, strings.Join(msgs, "; ")))
 	}
 	if spec.Name == DefaultPolicyName {
-		return fmt.Errorf("name: %q is reserved for the defaults", DefaultPolicyName)
+		return field.Invalid(name, spec.Name, fmt.Sprintf("%q is reserved for the defaults", DefaultPolicyName))
 	}
 	if len(spec.Namespaces) == 0 && spec.NamespaceSelector == nil {
-		return errors.New("a policy needs namespaces, a namespaceSelector, or both")
+		return field.Required(where, "a policy needs namespaces, a namespaceSelector, or both")
 	}
 	for _, n := range spec.Namespaces {
 		if msgs := validation.IsDNS1123Label(n); len(msgs) > 0 {
-			return fmt.Errorf("namespaces: %q is not a namespace name: %s", n, strings.Join(msgs, "; "))
+			return field.Invalid(where.Child("namespaces"), n, fmt.Sprintf("%q is not a namespace name: %s", n, strings.Join(msgs, "; ")))
 		}
 	}
 	return nil
 }
 
-// compileLayer layers one file layer over a base and validates the result.
-func compileLayer(name string, index int, l Layer, settingsBase, boundsBase map[string]any, baseTemplateSet string,
-	baseOrigin map[string]string, source string, sets map[string]map[string]string) (*Policy, error) {
-	var errs []error
+// compileLayer layers one file layer (at where in the file) over a base
+// and validates the result.
+func compileLayer(where *field.Path, name string, index int, l Layer, settingsBase, boundsBase map[string]any, baseTemplateSet string,
+	baseOrigin map[string]string, source string, sets map[string]map[string]string) (*Policy, field.ErrorList) {
+	settingsPath, boundsPath := where.Child("settings"), where.Child("podOverrides")
 	// Check each layer on its own first, so a typo is reported at its place
 	// with the field name rather than after merging.
-	if err := strictDecode(l.Settings, &Settings{}); err != nil {
-		errs = append(errs, fmt.Errorf("settings: %w", err))
-	}
-	if err := strictDecode(l.PodOverrides, &Bounds{}); err != nil {
-		errs = append(errs, fmt.Errorf("podOverrides: %w", err))
-	}
+	var errs field.ErrorList
+	errs = append(errs, decodeSection(l.Settings, &Settings{}, settingsPath)...)
+	errs = append(errs, decodeSection(l.PodOverrides, &Bounds{}, boundsPath)...)
 	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return nil, errs
 	}
 	origin := make(map[string]string, len(baseOrigin))
 	for k, v := range baseOrigin {
@@ -308,44 +310,33 @@ func compileLayer(name string, index int, l Layer, settingsBase, boundsBase map[
 	p := &Policy{Name: name, Index: index, TemplateSet: baseTemplateSet, Origin: origin}
 	if l.TemplateSet != "" {
 		if _, ok := sets[l.TemplateSet]; !ok {
-			return nil, fmt.Errorf("templateSet: no template set named %q in templateSets", l.TemplateSet)
+			return nil, field.ErrorList{problem(field.ErrorTypeNotFound, where.Child("templateSet"), l.TemplateSet,
+				fmt.Sprintf("no template set named %q in templateSets", l.TemplateSet))}
 		}
 		p.TemplateSet = l.TemplateSet
 		origin["templateSet"] = source
 	} else if _, ok := origin["templateSet"]; !ok {
 		origin["templateSet"] = SourceBuiltin
 	}
-	if err := strictDecode(merged, &p.Settings); err != nil {
-		return nil, fmt.Errorf("settings: %w", err)
+	if errs := decodeSection(merged, &p.Settings, settingsPath); len(errs) > 0 {
+		return nil, errs
 	}
-	if err := strictDecode(mergedBounds, &p.Bounds); err != nil {
-		return nil, fmt.Errorf("podOverrides: %w", err)
+	if errs := decodeSection(mergedBounds, &p.Bounds, boundsPath); len(errs) > 0 {
+		return nil, errs
 	}
-	if err := p.Settings.Validate(); err != nil {
-		errs = append(errs, prefixLines("settings.", err))
-	}
-	if err := p.Bounds.Validate(); err != nil {
-		errs = append(errs, prefixLines("podOverrides.", err))
-	}
+	errs = append(errs, p.Settings.Validate(settingsPath)...)
+	errs = append(errs, p.Bounds.Validate(boundsPath)...)
 	if len(errs) == 0 {
 		// A policy's own settings must lie within its own bounds, or
 		// every pod would be refused.
 		if err := p.Bounds.Check(&p.Settings); err != nil {
-			errs = append(errs, fmt.Errorf("settings are outside this layer's own podOverrides bounds: %s", err.Problem))
+			errs = append(errs, field.Forbidden(where, "settings are outside this layer's own podOverrides bounds: "+err.Problem))
 		}
 	}
 	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return nil, errs
 	}
 	return p, nil
-}
-
-func prefixLines(prefix string, err error) error {
-	lines := strings.Split(err.Error(), "\n")
-	for i, l := range lines {
-		lines[i] = prefix + l
-	}
-	return errors.New(strings.Join(lines, "\n"))
 }
 
 func toMap(v any) (map[string]any, error) {
@@ -356,54 +347,6 @@ func toMap(v any) (map[string]any, error) {
 	var m map[string]any
 	err = json.Unmarshal(b, &m)
 	return m, err
-}
-
-// strictDecode decodes a generic map into out, refusing unknown fields.
-func strictDecode(m map[string]any, out any) error {
-	if m == nil {
-		return nil
-	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		return err
-	}
-	err = decodeStrict(b, out)
-	if err != nil && !strings.Contains(err.Error(), "field") {
-		// A value's own decoder (a duration, a quantity) says what is
-		// wrong but not where: find the leaf that fails on its own.
-		if path := failingLeaf(m, "", reflect.TypeOf(out).Elem()); path != "" && !strings.HasPrefix(err.Error(), path+":") {
-			err = fmt.Errorf("%s: %w", path, err)
-		}
-	}
-	return err
-}
-
-// failingLeaf returns the dotted path of the first leaf of m (in key
-// order) that fails to decode into a fresh t by itself, or "".
-func failingLeaf(m map[string]any, prefix string, t reflect.Type) string {
-	for _, k := range slices.Sorted(maps.Keys(m)) {
-		path := prefix + k
-		if sub, ok := m[k].(map[string]any); ok {
-			if p := failingLeaf(sub, path+".", t); p != "" {
-				return p
-			}
-			continue
-		}
-		// The leaf alone, nested as in the file.
-		var one any = m[k]
-		parts := strings.Split(path, ".")
-		for i := len(parts) - 1; i >= 0; i-- {
-			one = map[string]any{parts[i]: one}
-		}
-		b, err := json.Marshal(one)
-		if err != nil {
-			continue
-		}
-		if decodeStrict(b, reflect.New(t).Interface()) != nil {
-			return path
-		}
-	}
-	return ""
 }
 
 // decodeStrict decodes JSON into out the way the API server decodes

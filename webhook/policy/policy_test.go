@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
 const header = "apiVersion: sidecar-injector.io/v1alpha1\nkind: InjectorConfig\n"
@@ -366,4 +367,30 @@ func TestURLAnnotationsTheHookCanUse(t *testing.T) {
 	s := Defaults()
 	_, _, err := ApplyAnnotations(&s, map[string]string{"sidecar-injector.io/eureka-server-url": "http://a:8761/eureka, http://b:8761/eureka"})
 	assert.NoError(t, err)
+}
+
+// A broken file's problems are field errors at the paths the decoder and
+// validation found, whatever their message says.
+func TestBrokenPolicyProblemsHaveFieldPaths(t *testing.T) {
+	_, err := Parse([]byte(header + `defaults:
+  settings: {proxy: {imag: x, logLevel: loud}}
+policies:
+- {name: a, namespaces: [a], settings: {envoy: {outbound: {connectTimeout: soon}}}}
+- {name: b, namespaces: [b], settings: {lifecycle: {drainSeconds: x}}}
+- {name: c, namespaces: [c], podOverrides: {maxProxyCPU: "-1"}}
+`))
+	var fe *FileError
+	require.ErrorAs(t, err, &fe)
+	got := map[string]field.ErrorType{}
+	for _, p := range fe.Problems {
+		got[p.Field] = p.Type
+	}
+	assert.Equal(t, map[string]field.ErrorType{
+		"defaults.settings.proxy.imag":                       field.ErrorTypeForbidden,
+		"policies[0].settings.envoy.outbound.connectTimeout": field.ErrorTypeTypeInvalid,
+		"policies[1].settings.lifecycle.drainSeconds":        field.ErrorTypeTypeInvalid,
+		"policies[2].podOverrides.maxProxyCPU":               field.ErrorTypeInvalid,
+	}, got)
+	var one *field.Error
+	require.ErrorAs(t, err, &one, "each problem unwraps as a *field.Error")
 }

@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/sidecar-injector/injector/webhook/meshinit"
 )
@@ -233,9 +234,10 @@ func Defaults() Settings {
 			},
 			LogLevel:    "warning",
 			Concurrency: 2,
-			UID:         1337,
-			GID:         1337,
-			Ports:       ProxyPorts{Admin: 15000, Outbound: 15001, Inbound: 15006, Readiness: 15021, Stats: 15090},
+			UID:         meshinit.ProxyUID,
+			GID:         meshinit.ProxyGID,
+			Ports: ProxyPorts{Admin: meshinit.ProxyAdminPort, Outbound: meshinit.ProxyOutboundPort, Inbound: meshinit.ProxyInboundPort,
+				Readiness: meshinit.ProxyReadinessPort, Stats: meshinit.ProxyStatsPort},
 		},
 		Init: Init{
 			Image:           DefaultInitImage,
@@ -296,163 +298,185 @@ func Defaults() Settings {
 	}
 }
 
-// Validate checks every value that a policy or annotation could get wrong,
-// with the field path in each message.
-func (s *Settings) Validate() error {
-	var errs fieldErrors
-	for path, img := range map[string]string{"proxy.image": s.Proxy.Image, "init.image": s.Init.Image} {
-		if img == "" {
-			errs.add(path, "must not be empty")
-		} else if err := checkImage(img); err != nil {
-			errs.add(path, fmt.Sprintf("%q is %s", img, err))
+// Validate checks every value that a policy or annotation could get wrong.
+// Each problem is at its field path under path (nil for the settings
+// themselves), in the order of their lines ("path: detail").
+func (s *Settings) Validate(path *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	invalid := func(p *field.Path, v any, detail string) { errs = append(errs, field.Invalid(p, v, detail)) }
+	for _, img := range []struct {
+		path  *field.Path
+		value string
+	}{{path.Child("proxy", "image"), s.Proxy.Image}, {path.Child("init", "image"), s.Init.Image}} {
+		if img.value == "" {
+			errs = append(errs, field.Required(img.path, "must not be empty"))
+		} else if err := checkImage(img.value); err != nil {
+			invalid(img.path, img.value, fmt.Sprintf("%q is %s", img.value, err))
 		}
 	}
-	for path, p := range map[string]corev1.PullPolicy{"proxy.imagePullPolicy": s.Proxy.ImagePullPolicy, "init.imagePullPolicy": s.Init.ImagePullPolicy} {
-		switch p {
+	for _, pp := range []struct {
+		path  *field.Path
+		value corev1.PullPolicy
+	}{{path.Child("proxy", "imagePullPolicy"), s.Proxy.ImagePullPolicy}, {path.Child("init", "imagePullPolicy"), s.Init.ImagePullPolicy}} {
+		switch pp.value {
 		case "", corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
 		default:
-			errs.add(path, fmt.Sprintf("%q is not Always, IfNotPresent or Never", p))
+			errs = append(errs, problem(field.ErrorTypeNotSupported, pp.path, pp.value, fmt.Sprintf("%q is not Always, IfNotPresent or Never", pp.value)))
 		}
 	}
 	if !validLogLevel(s.Proxy.LogLevel) {
-		errs.add("proxy.logLevel", fmt.Sprintf("%q is not one of %s", s.Proxy.LogLevel, logLevelList))
+		invalid(path.Child("proxy", "logLevel"), s.Proxy.LogLevel, fmt.Sprintf("%q is not one of %s", s.Proxy.LogLevel, logLevelList))
 	}
 	if s.Proxy.Concurrency < 0 || s.Proxy.Concurrency > maxConcurrency {
-		errs.add("proxy.concurrency", fmt.Sprintf("%d is not between 0 (all cores) and %d", s.Proxy.Concurrency, maxConcurrency))
+		invalid(path.Child("proxy", "concurrency"), s.Proxy.Concurrency, fmt.Sprintf("%d is not between 0 (all cores) and %d", s.Proxy.Concurrency, maxConcurrency))
 	}
 	// Kubernetes takes user and group ids up to 2147483647.
 	if s.Proxy.UID <= 0 || s.Proxy.UID > math.MaxInt32 {
-		errs.add("proxy.uid", fmt.Sprintf("%d is not between 1 and %d (the proxy must not run as root)", s.Proxy.UID, math.MaxInt32))
+		invalid(path.Child("proxy", "uid"), s.Proxy.UID, fmt.Sprintf("%d is not between 1 and %d (the proxy must not run as root)", s.Proxy.UID, math.MaxInt32))
 	}
 	if s.Proxy.GID <= 0 || s.Proxy.GID > math.MaxInt32 {
-		errs.add("proxy.gid", fmt.Sprintf("%d is not between 1 and %d (the proxy must not run as root)", s.Proxy.GID, math.MaxInt32))
+		invalid(path.Child("proxy", "gid"), s.Proxy.GID, fmt.Sprintf("%d is not between 1 and %d (the proxy must not run as root)", s.Proxy.GID, math.MaxInt32))
 	}
 	seen := map[int32]string{}
-	for name, p := range map[string]int32{"admin": s.Proxy.Ports.Admin, "outbound": s.Proxy.Ports.Outbound,
-		"inbound": s.Proxy.Ports.Inbound, "readiness": s.Proxy.Ports.Readiness, "stats": s.Proxy.Ports.Stats} {
-		if p < 1 || p > 65535 {
-			errs.add("proxy.ports."+name, fmt.Sprintf("%d is not a port (1-65535)", p))
-		} else if other, dup := seen[p]; dup {
-			errs.add("proxy.ports."+name, fmt.Sprintf("%d is also the %s port", p, other))
+	for _, port := range []struct {
+		name  string
+		value int32
+	}{{"admin", s.Proxy.Ports.Admin}, {"outbound", s.Proxy.Ports.Outbound}, {"inbound", s.Proxy.Ports.Inbound},
+		{"readiness", s.Proxy.Ports.Readiness}, {"stats", s.Proxy.Ports.Stats}} {
+		p := path.Child("proxy", "ports", port.name)
+		if !meshinit.IsPort(int64(port.value)) {
+			invalid(p, port.value, fmt.Sprintf("%d is not a port (%s)", port.value, meshinit.PortRangeText))
+		} else if other, dup := seen[port.value]; dup {
+			errs = append(errs, problem(field.ErrorTypeDuplicate, p, port.value, fmt.Sprintf("%d is also the %s port", port.value, other)))
 		}
-		seen[p] = name
+		seen[port.value] = port.name
 	}
-	errs.addErr("proxy.resources", s.Proxy.Resources.validate())
-	errs.addErr("init.resources", s.Init.Resources.validate())
+	errs = append(errs, s.Proxy.Resources.validate(path.Child("proxy", "resources"))...)
+	errs = append(errs, s.Init.Resources.validate(path.Child("init", "resources"))...)
 	switch s.Init.IPTablesMode {
 	case meshinit.ModeAuto, meshinit.ModeNFT, meshinit.ModeLegacy:
 	default:
-		errs.add("init.iptablesMode", fmt.Sprintf("%q is not auto, nft or legacy", s.Init.IPTablesMode))
+		invalid(path.Child("init", "iptablesMode"), s.Init.IPTablesMode, fmt.Sprintf("%q is not auto, nft or legacy", s.Init.IPTablesMode))
 	}
 	switch s.Init.IPv6 {
 	case meshinit.IPv6Auto, meshinit.IPv6Required, meshinit.IPv6Off:
 	default:
-		errs.add("init.ipv6", fmt.Sprintf("%q is not auto, required or off", s.Init.IPv6))
+		invalid(path.Child("init", "ipv6"), s.Init.IPv6, fmt.Sprintf("%q is not auto, required or off", s.Init.IPv6))
 	}
 	switch s.Lifecycle.NativeSidecar {
 	case NativeAuto, NativeTrue, NativeFalse:
 	default:
-		errs.add("lifecycle.nativeSidecar", fmt.Sprintf("%q is not auto, true or false", s.Lifecycle.NativeSidecar))
+		invalid(path.Child("lifecycle", "nativeSidecar"), s.Lifecycle.NativeSidecar, fmt.Sprintf("%q is not auto, true or false", s.Lifecycle.NativeSidecar))
 	}
-	if s.Lifecycle.ProxyReadyTimeout < meshinit.Duration(time.Second) {
-		errs.add("lifecycle.proxyReadyTimeout", fmt.Sprintf("%s is under 1s: the proxy could never be ready in time", s.Lifecycle.ProxyReadyTimeout))
-	} else if s.Lifecycle.ProxyReadyTimeout > meshinit.Duration(time.Hour) {
-		errs.add("lifecycle.proxyReadyTimeout", fmt.Sprintf("%s is over 1h", s.Lifecycle.ProxyReadyTimeout))
+	if t := s.Lifecycle.ProxyReadyTimeout; t < meshinit.Duration(time.Second) {
+		invalid(path.Child("lifecycle", "proxyReadyTimeout"), t.String(), fmt.Sprintf("%s is under 1s: the proxy could never be ready in time", t))
+	} else if t > meshinit.Duration(time.Hour) {
+		invalid(path.Child("lifecycle", "proxyReadyTimeout"), t.String(), fmt.Sprintf("%s is over 1h", t))
 	}
-	if s.Lifecycle.DrainSeconds < 0 || s.Lifecycle.DrainSeconds > 3600 {
-		errs.add("lifecycle.drainSeconds", fmt.Sprintf("%d is not between 0 and 3600", s.Lifecycle.DrainSeconds))
+	if d := s.Lifecycle.DrainSeconds; d < 0 || d > maxSeconds {
+		invalid(path.Child("lifecycle", "drainSeconds"), d, fmt.Sprintf("%d is not between 0 and %d", d, maxSeconds))
 	}
-	if s.Lifecycle.ShutdownSeconds < 0 || s.Lifecycle.ShutdownSeconds > 3600 {
-		errs.add("lifecycle.shutdownSeconds", fmt.Sprintf("%d is not between 0 and 3600", s.Lifecycle.ShutdownSeconds))
+	if d := s.Lifecycle.ShutdownSeconds; d < 0 || d > maxSeconds {
+		invalid(path.Child("lifecycle", "shutdownSeconds"), d, fmt.Sprintf("%d is not between 0 and %d", d, maxSeconds))
 	}
-	errs.addErr("lifecycle.registry", s.Lifecycle.Registry.Validate())
-	errs.addErr("envoy.outbound", s.Envoy.Outbound.validate())
-	errs.addErr("envoy.inbound", s.Envoy.Inbound.validate())
-	if s.Envoy.ListenAddress != "::" && s.Envoy.ListenAddress != "0.0.0.0" {
-		errs.add("envoy.listenAddress", fmt.Sprintf("%q is not \"::\" (both families) or \"0.0.0.0\" (IPv4 only)", s.Envoy.ListenAddress))
+	if err := s.Lifecycle.Registry.Validate(); err != nil {
+		invalid(path.Child("lifecycle", "registry"), s.Lifecycle.Registry.Preset, err.Error())
 	}
-	if s.Envoy.ProtocolDetectionTimeout <= 0 {
-		errs.add("envoy.protocolDetectionTimeout", "must be positive, such as 100ms (0 would stall server-first protocols forever)")
+	errs = append(errs, s.Envoy.Outbound.validate(path.Child("envoy", "outbound"))...)
+	errs = append(errs, s.Envoy.Inbound.validate(path.Child("envoy", "inbound"))...)
+	if a := s.Envoy.ListenAddress; a != "::" && a != "0.0.0.0" {
+		invalid(path.Child("envoy", "listenAddress"), a, fmt.Sprintf("%q is not \"::\" (both families) or \"0.0.0.0\" (IPv4 only)", a))
+	}
+	if t := s.Envoy.ProtocolDetectionTimeout; t <= 0 {
+		invalid(path.Child("envoy", "protocolDetectionTimeout"), t.String(), "must be positive, such as 100ms (0 would stall server-first protocols forever)")
 	} else {
-		errs.addErr("envoy.protocolDetectionTimeout", wholeMillis(s.Envoy.ProtocolDetectionTimeout))
+		errs = append(errs, wholeMillis(path.Child("envoy", "protocolDetectionTimeout"), t)...)
 	}
-	if s.Envoy.MaxConnectionDuration < 0 {
-		errs.add("envoy.maxConnectionDuration", "must not be negative (0 disables it)")
+	if t := s.Envoy.MaxConnectionDuration; t < 0 {
+		invalid(path.Child("envoy", "maxConnectionDuration"), t.String(), "must not be negative (0 disables it)")
 	} else {
-		errs.addErr("envoy.maxConnectionDuration", wholeMillis(s.Envoy.MaxConnectionDuration))
+		errs = append(errs, wholeMillis(path.Child("envoy", "maxConnectionDuration"), t)...)
 	}
 	if s.Envoy.DrainSeconds < 0 {
-		errs.add("envoy.drainSeconds", "must not be negative")
+		invalid(path.Child("envoy", "drainSeconds"), s.Envoy.DrainSeconds, "must not be negative")
 	}
-	for path, a := range map[string]ConflictAction{"checks.proxyUIDConflict": s.Checks.ProxyUIDConflict,
-		"checks.proxyPortConflict": s.Checks.ProxyPortConflict} {
-		if a != Refuse && a != Warn {
-			errs.add(path, fmt.Sprintf("%q is not refuse or warn", a))
+	for _, c := range []struct {
+		name  string
+		value ConflictAction
+	}{{"proxyUIDConflict", s.Checks.ProxyUIDConflict}, {"proxyPortConflict", s.Checks.ProxyPortConflict}} {
+		if c.value != Refuse && c.value != Warn {
+			errs = append(errs, problem(field.ErrorTypeNotSupported, path.Child("checks", c.name), c.value, fmt.Sprintf("%q is not refuse or warn", c.value)))
 		}
 	}
-	return errs.err()
+	return sortProblems(errs)
 }
 
-func (r Resources) validate() error {
-	var errs fieldErrors
+func (r Resources) validate(path *field.Path) field.ErrorList {
+	var errs field.ErrorList
 	check := func(name string, req, lim *resource.Quantity) {
 		if req != nil && req.Sign() < 0 {
-			errs.add("requests."+name, "must not be negative")
+			errs = append(errs, field.Invalid(path.Child("requests", name), req.String(), "must not be negative"))
 		}
 		if lim != nil && lim.Sign() < 0 {
-			errs.add("limits."+name, "must not be negative")
+			errs = append(errs, field.Invalid(path.Child("limits", name), lim.String(), "must not be negative"))
 		}
 		if req != nil && lim != nil && req.Cmp(*lim) > 0 {
-			errs.add("requests."+name, fmt.Sprintf("%s exceeds the limit %s", req.String(), lim.String()))
+			errs = append(errs, field.Invalid(path.Child("requests", name), req.String(), fmt.Sprintf("%s exceeds the limit %s", req.String(), lim.String())))
 		}
 	}
 	check("cpu", r.Requests.CPU, r.Limits.CPU)
 	check("memory", r.Requests.Memory, r.Limits.Memory)
-	return errs.err()
+	return errs
 }
 
-func (c ClusterPolicy) validate() error {
-	var errs fieldErrors
+func (c ClusterPolicy) validate(path *field.Path) field.ErrorList {
+	var errs field.ErrorList
 	if c.ConnectTimeout <= 0 {
-		errs.add("connectTimeout", "must be positive, such as 2s")
+		errs = append(errs, field.Invalid(path.Child("connectTimeout"), c.ConnectTimeout.String(), "must be positive, such as 2s"))
 	} else {
-		errs.addErr("connectTimeout", wholeMillis(c.ConnectTimeout))
+		errs = append(errs, wholeMillis(path.Child("connectTimeout"), c.ConnectTimeout)...)
 	}
 	od := c.OutlierDetection
+	odPath := path.Child("outlierDetection")
 	// Checked whether or not detection is enabled: a policy that turns
 	// it on later inherits these values.
 	if od.MaxEjectionPercent > 100 {
-		errs.add("outlierDetection.maxEjectionPercent", fmt.Sprintf("%d is over 100", od.MaxEjectionPercent))
+		errs = append(errs, field.Invalid(odPath.Child("maxEjectionPercent"), od.MaxEjectionPercent, fmt.Sprintf("%d is over 100", od.MaxEjectionPercent)))
 	}
 	if od.Enabled {
 		if od.Interval <= 0 {
-			errs.add("outlierDetection.interval", "must be positive, such as 10s")
+			errs = append(errs, field.Invalid(odPath.Child("interval"), od.Interval.String(), "must be positive, such as 10s"))
 		}
 		if od.BaseEjectionTime <= 0 {
-			errs.add("outlierDetection.baseEjectionTime", "must be positive, such as 30s")
+			errs = append(errs, field.Invalid(odPath.Child("baseEjectionTime"), od.BaseEjectionTime.String(), "must be positive, such as 30s"))
 		}
 	}
 	if od.Interval > 0 {
-		errs.addErr("outlierDetection.interval", wholeMillis(od.Interval))
+		errs = append(errs, wholeMillis(odPath.Child("interval"), od.Interval)...)
 	}
 	if od.BaseEjectionTime > 0 {
-		errs.addErr("outlierDetection.baseEjectionTime", wholeMillis(od.BaseEjectionTime))
+		errs = append(errs, wholeMillis(odPath.Child("baseEjectionTime"), od.BaseEjectionTime)...)
 	}
-	return errs.err()
+	return errs
 }
 
 // maxConcurrency is the most Envoy worker threads a policy may ask for,
 // the same bound as the proxy-concurrency annotation's.
 const maxConcurrency = 64
 
+// maxSeconds bounds the drain and shutdown seconds, in settings, bounds
+// and annotations alike.
+const maxSeconds = 3600
+
 // wholeMillis refuses a duration Envoy would truncate: it reads these
 // timeouts and intervals in whole milliseconds, so 999us becomes 0 — which
 // for a listener filter timeout means "wait forever", for a connect
 // timeout "fail every connection" and for an ejection interval "run
 // constantly".
-func wholeMillis(d meshinit.Duration) error {
+func wholeMillis(path *field.Path, d meshinit.Duration) field.ErrorList {
 	if time.Duration(d)%time.Millisecond != 0 {
-		return fmt.Errorf("%s is not a whole number of milliseconds (Envoy would read %s)", d, meshinit.Duration(time.Duration(d).Truncate(time.Millisecond)))
+		return field.ErrorList{field.Invalid(path, d.String(),
+			fmt.Sprintf("%s is not a whole number of milliseconds (Envoy would read %s)", d, meshinit.Duration(time.Duration(d).Truncate(time.Millisecond))))}
 	}
 	return nil
 }

@@ -43,7 +43,7 @@ func (e environment) port(notes *[]string, names ...string) (int, string) {
 			continue
 		}
 		p, err := strconv.Atoi(v)
-		if err != nil || p < 1 || p > 65535 {
+		if err != nil || !meshinit.IsPort(int64(p)) {
 			*notes = append(*notes, fmt.Sprintf("ignored %s=%q (not a port)", n, v))
 			continue
 		}

@@ -1,7 +1,3 @@
-// Package webhook is the HTTP boundary of the injector: it decodes
-// AdmissionReviews, asks the pure core (package inject) what to do, and
-// answers with a JSON Patch built from the typed additions. It also wires the
-// HTTPS server, health, metrics and configuration reloads.
 package webhook
 
 import (

@@ -1,6 +1,3 @@
-// Command injector is the sidecar injector: the admission webhook server
-// (serve) and the operator's command-line tools (inject, uninject, explain,
-// certs, demo).
 package main
 
 import (

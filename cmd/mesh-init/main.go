@@ -1,10 +1,3 @@
-// Command mesh-init runs inside every injected pod. As the init container
-// (`mesh-init capture`) it writes the iptables and ip6tables rules that send
-// the pod's TCP traffic through the proxy and installs itself into a shared
-// volume; from there the app and sidecar containers run `mesh-init hook`
-// for their lifecycle hooks. This file only dispatches to the subcommands;
-// their logic lives in cmd/mesh-init/capture and cmd/mesh-init/hook, and
-// their flags in the contract webhook/meshinit.
 package main
 
 import (

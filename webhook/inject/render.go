@@ -23,6 +23,38 @@ import (
 // (package meshinit). It runs when a policy loads, and again only for a
 // pod whose annotations change what renders (cached by the engine).
 
+// TemplateData is what every template is rendered with. Everything in it
+// depends on the effective settings only, never on the individual pod, so a
+// rendering can be cached per policy and reused for every pod.
+type TemplateData struct {
+	// Settings are the effective settings (policy plus pod overrides).
+	Settings policy.Settings
+	// Native is the resolved native-sidecar mode.
+	Native bool
+	Names  Names
+	Paths  Paths
+
+	// InitArgs are mesh-init's arguments: "capture", the capture flags, the
+	// tool installation and the compressed bootstrap to write (empty while
+	// the bootstrap itself is rendered).
+	InitArgs []string
+	// Bootstrap is the rendered Envoy bootstrap as compact JSON (empty while
+	// the bootstrap itself is rendered).
+	Bootstrap string
+	// ProxyArgs are Envoy's command-line arguments.
+	ProxyArgs []string
+	// InitResources and ProxyResources are the containers' resources.
+	InitResources  corev1.ResourceRequirements
+	ProxyResources corev1.ResourceRequirements
+	// WaitReadyCommand holds a classic-mode app until the proxy is ready.
+	WaitReadyCommand []string
+	// ProxyStopCommand keeps a classic-mode proxy serving while the app drains.
+	ProxyStopCommand []string
+	// AppPreStopCommand is the app containers' preStop command before any
+	// original handler is appended.
+	AppPreStopCommand []string
+}
+
 // Rendered is what the templates produce for one set of effective settings.
 // Its values are shared: callers copy before changing them.
 type Rendered struct {

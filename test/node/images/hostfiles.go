@@ -1,0 +1,168 @@
+package images
+
+import (
+	"bufio"
+	"bytes"
+	"debug/elf"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+)
+
+// hostCollector copies host files into an image: symlinks stay symlinks
+// (and their targets come along), dynamically linked ELF files bring the
+// shared libraries `ldd` lists. Paths are canonical on the host (Debian
+// bookworm merges /lib into /usr/lib; the image gets the same top-level
+// symlinks), so a library reached through /lib and through /usr/lib is
+// copied once.
+type hostCollector struct {
+	files map[string]File
+}
+
+func newHostCollector() *hostCollector { return &hostCollector{files: map[string]File{}} }
+
+// mergedUsrLinks are the top-level symlinks of a merged-/usr Debian, copied
+// as they are on the host.
+var mergedUsrLinks = []string{"/bin", "/sbin", "/lib", "/lib64"}
+
+func (c *hostCollector) addRootLinks() error {
+	for _, p := range mergedUsrLinks {
+		st, err := os.Lstat(p)
+		if err != nil || st.Mode()&os.ModeSymlink == 0 {
+			continue
+		}
+		t, err := os.Readlink(p)
+		if err != nil {
+			return err
+		}
+		c.files[p] = File{Path: p, Link: t}
+	}
+	return nil
+}
+
+// canonical resolves every symlink in p's folder, not in p itself.
+func canonical(p string) (string, error) {
+	dir, err := filepath.EvalSymlinks(filepath.Dir(p))
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, filepath.Base(p)), nil
+}
+
+func (c *hostCollector) add(p string) error {
+	p, err := canonical(p)
+	if err != nil {
+		return fmt.Errorf("host file %s: %w", p, err)
+	}
+	if _, ok := c.files[p]; ok {
+		return nil
+	}
+	st, err := os.Lstat(p)
+	if err != nil {
+		return fmt.Errorf("host file: %w", err)
+	}
+	switch {
+	case st.Mode()&os.ModeSymlink != 0:
+		t, err := os.Readlink(p)
+		if err != nil {
+			return err
+		}
+		c.files[p] = File{Path: p, Link: t}
+		if !filepath.IsAbs(t) {
+			t = filepath.Join(filepath.Dir(p), t)
+		}
+		return c.add(t)
+	case st.Mode().IsRegular():
+		c.files[p] = File{Path: p, Source: p, Mode: st.Mode().Perm()}
+		libs, err := sharedLibraries(p)
+		if err != nil {
+			return err
+		}
+		for _, l := range libs {
+			if err := c.add(l); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (c *hostCollector) list() []File {
+	out := make([]File, 0, len(c.files))
+	for _, f := range c.files {
+		out = append(out, f)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out
+}
+
+var lddLine = regexp.MustCompile(`(?:=>\s*)?(/\S+)\s+\(0x[0-9a-f]+\)`)
+
+// sharedLibraries lists what `ldd` resolves for a dynamically linked ELF
+// file; nothing for anything else.
+func sharedLibraries(p string) ([]string, error) {
+	f, err := elf.Open(p)
+	if err != nil {
+		return nil, nil // not ELF
+	}
+	dynamic := f.Section(".dynamic") != nil
+	f.Close()
+	if !dynamic {
+		return nil, nil
+	}
+	out, err := exec.Command("ldd", p).Output()
+	if err != nil {
+		return nil, fmt.Errorf("ldd %s: %w", p, err)
+	}
+	var libs []string
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.Contains(line, "not found") {
+			return nil, fmt.Errorf("ldd %s: %s", p, strings.TrimSpace(line))
+		}
+		if m := lddLine.FindStringSubmatch(line); m != nil {
+			libs = append(libs, m[1])
+		}
+	}
+	return libs, nil
+}
+
+// DebianPackageFiles lists the files and symlinks an installed Debian
+// package shipped (`dpkg -L`), without documentation (/usr/share).
+func DebianPackageFiles(pkg string) ([]string, error) {
+	out, err := exec.Command("dpkg", "-L", pkg).Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if ok := asExit(err, &ee); ok {
+			err = fmt.Errorf("%w: %s", err, bytes.TrimSpace(ee.Stderr))
+		}
+		return nil, fmt.Errorf("dpkg -L %s (is the Debian package installed? apt-get install -y %s): %w", pkg, pkg, err)
+	}
+	var files []string
+	for _, l := range strings.Split(string(out), "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" || l == "/." || strings.HasPrefix(l, "/usr/share/") {
+			continue
+		}
+		st, err := os.Lstat(l)
+		if err != nil || st.IsDir() {
+			continue
+		}
+		files = append(files, l)
+	}
+	return files, nil
+}
+
+// DebianPackageVersion is the installed version of a Debian package.
+func DebianPackageVersion(pkg string) (string, error) {
+	out, err := exec.Command("dpkg-query", "-W", "-f=${Version}", pkg).Output()
+	if err != nil {
+		return "", fmt.Errorf("dpkg-query %s: %w", pkg, err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}

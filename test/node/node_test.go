@@ -223,8 +223,15 @@ func TestInjectedPodTrafficGoesThroughTheStandIn(t *testing.T) {
 				t.Errorf("%s outbound from %s/%s to the peer: %+v", fam, tc.pod.Namespace, tc.pod.Name, res)
 				continue
 			}
-			if got, _ := netip.ParseAddrPort(res.Far.Peer); got.Addr().Unmap() != ip {
+			farSaw, _ := netip.ParseAddrPort(res.Far.Peer)
+			local, _ := netip.ParseAddrPort(res.Local)
+			if farSaw.Addr().Unmap() != ip {
 				t.Errorf("%s outbound from %s/%s: the peer saw %s, want the pod's address %s", fam, tc.pod.Namespace, tc.pod.Name, res.Far.Peer, ip)
+			}
+			// Through the stand-in the peer sees the proxy's own upstream
+			// connection (another source port); directly, the app's.
+			if tc.injected == (farSaw.Port() == local.Port()) {
+				t.Errorf("%s outbound from %s/%s: the app's connection is %s, the peer saw %s (injected %t)", fam, tc.pod.Namespace, tc.pod.Name, res.Local, res.Far.Peer, tc.injected)
 			}
 			t.Logf("%s %-6s pod: host->app peer seen %s; app->peer local %s remote %s, peer saw %s",
 				fam, tc.pod.Namespace, who.Peer, res.Local, res.Remote, res.Far.Peer)

@@ -89,6 +89,7 @@ func TestMeshInitImageHasTheIptablesPackage(t *testing.T) {
 		t.Error("no /usr/local/bin/mesh-init")
 	}
 	var exts int
+	var elfs []string
 	for _, f := range spec.Files {
 		if strings.Contains(f.Path, "/xtables/libxt_") {
 			exts++
@@ -96,14 +97,15 @@ func TestMeshInitImageHasTheIptablesPackage(t *testing.T) {
 		if f.Source == "" || strings.HasPrefix(f.Path, "/usr/local/bin/") {
 			continue
 		}
-		libs, err := sharedLibraries(f.Source)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, l := range libs {
-			if _, ok := resolve(l); !ok {
-				t.Errorf("%s needs %s, which is not in the image", f.Path, l)
-			}
+		elfs = append(elfs, f.Source)
+	}
+	libs, err := sharedLibraries(elfs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range libs {
+		if _, ok := resolve(l); !ok {
+			t.Errorf("the image's ELF files need %s, which is not in it", l)
 		}
 	}
 	if exts < 20 {

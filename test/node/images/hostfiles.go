@@ -21,6 +21,11 @@ import (
 // copied once.
 type hostCollector struct {
 	files map[string]File
+	// dynamic are the dynamically linked ELF files added and not yet
+	// given to ldd, which runs once per batch (it is a shell script that
+	// runs the loader: one call per file costs seconds for the ~100 files
+	// of the iptables package).
+	dynamic []string
 }
 
 func newHostCollector() *hostCollector { return &hostCollector{files: map[string]File{}} }
@@ -78,7 +83,31 @@ func (c *hostCollector) add(p string) error {
 		return c.add(t)
 	case st.Mode().IsRegular():
 		c.files[p] = File{Path: p, Source: p, Mode: st.Mode().Perm()}
-		libs, err := sharedLibraries(p)
+		if isDynamicELF(p) {
+			c.dynamic = append(c.dynamic, p)
+		}
+	}
+	return nil
+}
+
+// addLibraries adds the shared libraries of every dynamically linked ELF
+// file added so far (ldd lists the whole closure), in batches.
+func (c *hostCollector) addLibraries() error {
+	done := map[string]bool{}
+	for len(c.dynamic) > 0 {
+		batch := c.dynamic
+		c.dynamic = nil
+		var todo []string
+		for _, p := range batch {
+			if !done[p] {
+				done[p] = true
+				todo = append(todo, p)
+			}
+		}
+		if len(todo) == 0 {
+			continue
+		}
+		libs, err := sharedLibraries(todo...)
 		if err != nil {
 			return err
 		}
@@ -102,30 +131,44 @@ func (c *hostCollector) list() []File {
 
 var lddLine = regexp.MustCompile(`(?:=>\s*)?(/\S+)\s+\(0x[0-9a-f]+\)`)
 
-// sharedLibraries lists what `ldd` resolves for a dynamically linked ELF
-// file; nothing for anything else.
-func sharedLibraries(p string) ([]string, error) {
+func isDynamicELF(p string) bool {
 	f, err := elf.Open(p)
 	if err != nil {
-		return nil, nil // not ELF
+		return false
 	}
-	dynamic := f.Section(".dynamic") != nil
-	f.Close()
-	if !dynamic {
+	defer f.Close()
+	return f.Section(".dynamic") != nil
+}
+
+// sharedLibraries lists what `ldd` resolves for dynamically linked ELF
+// files (their whole closure), each library once.
+func sharedLibraries(files ...string) ([]string, error) {
+	var dyn []string
+	for _, f := range files {
+		if isDynamicELF(f) {
+			dyn = append(dyn, f)
+		}
+	}
+	if len(dyn) == 0 {
 		return nil, nil
 	}
-	out, err := exec.Command("ldd", p).Output()
+	out, err := exec.Command("ldd", dyn...).Output()
 	if err != nil {
-		return nil, fmt.Errorf("ldd %s: %w", p, err)
+		return nil, fmt.Errorf("ldd %s: %w", strings.Join(dyn, " "), err)
 	}
+	seen := map[string]bool{}
 	var libs []string
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {
 		line := sc.Text()
 		if strings.Contains(line, "not found") {
-			return nil, fmt.Errorf("ldd %s: %s", p, strings.TrimSpace(line))
+			return nil, fmt.Errorf("ldd: %s", strings.TrimSpace(line))
 		}
-		if m := lddLine.FindStringSubmatch(line); m != nil {
+		if !strings.HasPrefix(line, "\t") {
+			continue // a file's header when several are listed
+		}
+		if m := lddLine.FindStringSubmatch(line); m != nil && !seen[m[1]] {
+			seen[m[1]] = true
 			libs = append(libs, m[1])
 		}
 	}

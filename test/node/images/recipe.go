@@ -210,6 +210,9 @@ func FromStage(st Stage, ref string, bins Binaries) (Spec, error) {
 				}
 			}
 		}
+		if err := c.addLibraries(); err != nil {
+			return Spec{}, err
+		}
 		s.Files = append(s.Files, c.list()...)
 	}
 	return s, nil
@@ -259,6 +262,9 @@ func NewSet(bins Binaries) (*Set, error) {
 		return nil, err
 	}
 	if err := c.add("/bin/sh"); err != nil {
+		return nil, err
+	}
+	if err := c.addLibraries(); err != nil {
 		return nil, err
 	}
 	set.App = Spec{Ref: AppRef, Files: append(c.list(),

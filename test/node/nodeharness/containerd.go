@@ -21,7 +21,8 @@ import (
 //   - sandbox_image: our pause image, loaded before any pod (no registry);
 //   - netns_mounts_under_state_dir: pod network namespaces are mounted
 //     under the state folder, unmounted with it;
-//   - the CNI configuration folder of this node only.
+//   - the CNI configuration folder of this node only, and runc's state
+//     (Root) under the node's folder too.
 const containerdConfig = `version = 2
 root = %[1]q
 state = %[2]q
@@ -54,6 +55,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+        Root = %[9]q
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = %[7]q
     conf_dir = %[8]q
@@ -117,7 +119,8 @@ func startContainerd(dir, sandboxImage string) (*containerd, error) {
 		return nil, err
 	}
 	cfg := fmt.Sprintf(containerdConfig, filepath.Join(c.dir, "root"), filepath.Join(c.dir, "state"), c.Socket,
-		c.Socket+".ttrpc", filepath.Join(c.dir, "opt"), sandboxImage, CNIBinDir, filepath.Join(cniDir, "net.d"))
+		c.Socket+".ttrpc", filepath.Join(c.dir, "opt"), sandboxImage, CNIBinDir, filepath.Join(cniDir, "net.d"),
+		filepath.Join(c.dir, "runc"))
 	cfgPath := filepath.Join(c.dir, "config.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return nil, err
@@ -140,17 +143,15 @@ func (c *containerd) ctr(ctx context.Context, args ...string) (string, error) {
 
 // waitReady waits until containerd answers on its socket.
 func (c *containerd) waitReady(ctx context.Context) error {
-	var last error
-	for ctx.Err() == nil {
+	return Poll(ctx, "containerd to answer on "+c.Socket, func(ctx context.Context) (bool, string, error) {
 		if err := c.proc.Exited(); err != nil {
-			return fmt.Errorf("%v\ncontainerd log:\n%s", err, c.proc.Tail(4096))
+			return false, "", fmt.Errorf("%v\ncontainerd log:\n%s", err, c.proc.Tail(4096))
 		}
-		if _, last = c.ctr(ctx, "version"); last == nil {
-			return nil
+		if _, err := c.ctr(ctx, "version"); err != nil {
+			return false, err.Error(), nil
 		}
-		sleep(ctx, 100*time.Millisecond)
-	}
-	return fmt.Errorf("waiting for containerd on %s: %v (%w)\ncontainerd log:\n%s", c.Socket, last, ctx.Err(), c.proc.Tail(4096))
+		return true, "", nil
+	}, func() string { return "containerd log:\n" + c.proc.Tail(4096) })
 }
 
 // importImages loads a `docker save`-format tarball into the CRI's

@@ -155,8 +155,40 @@ func unmountUnder(dir string) error {
 	return errors.Join(errs...)
 }
 
+// fixedHostDirs are written outside the node's folder by what it runs,
+// whatever the configuration: containerd 1.6 puts its shims' sockets in
+// /run/containerd/s, libcni caches results in /var/lib/cni. Those that did
+// not exist before the node are removed after it when they hold no files.
+var fixedHostDirs = []string{"/run/containerd", "/var/lib/cni"}
+
+func existing(paths []string) map[string]bool {
+	out := map[string]bool{}
+	for _, p := range paths {
+		if _, err := os.Lstat(p); err == nil {
+			out[p] = true
+		}
+	}
+	return out
+}
+
+// removeIfOnlyDirs removes p if nothing but empty folders is below it.
+func removeIfOnlyDirs(p string) error {
+	files := 0
+	_ = filepath.WalkDir(p, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			files++
+		}
+		return nil
+	})
+	if files > 0 {
+		return fmt.Errorf("%s holds %d files after the node stopped; left in place", p, files)
+	}
+	return os.RemoveAll(p)
+}
+
 // Snapshot is the host state the node tier must leave as it found it.
 type Snapshot struct {
+	Dirs    map[string]bool
 	Links   map[string]bool
 	Rules   map[string]string // save command -> rules
 	Mounts  map[string]int    // mount point -> count
@@ -173,7 +205,7 @@ var (
 // TakeSnapshot records links, iptables rules (both backends, both
 // families), mounts and the forwarding sysctls.
 func TakeSnapshot() Snapshot {
-	s := Snapshot{Links: map[string]bool{}, Rules: map[string]string{}, Mounts: map[string]int{}, Sysctls: map[string]string{}}
+	s := Snapshot{Dirs: existing(fixedHostDirs), Links: map[string]bool{}, Rules: map[string]string{}, Mounts: map[string]int{}, Sysctls: map[string]string{}}
 	ents, _ := os.ReadDir("/sys/class/net")
 	for _, e := range ents {
 		s.Links[e.Name()] = true
@@ -197,6 +229,11 @@ func TakeSnapshot() Snapshot {
 // still run or whose command line names one of markers.
 func (s Snapshot) Leftovers(after Snapshot, pids []int, markers ...string) []string {
 	var out []string
+	for d := range after.Dirs {
+		if !s.Dirs[d] {
+			out = append(out, "folder "+d)
+		}
+	}
 	for l := range after.Links {
 		if !s.Links[l] {
 			out = append(out, "link "+l)

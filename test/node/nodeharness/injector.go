@@ -101,14 +101,6 @@ func (n *Node) StartInjector(ctx context.Context, o InjectorOptions) (*Injector,
 	if err := n.EnsureNamespace(ctx, o.Namespace, nil); err != nil {
 		return nil, err
 	}
-	addr, err := harness.FreeAddr()
-	if err != nil {
-		return nil, err
-	}
-	harness.PointAt(in.Webhook, "https://"+addr+webhook.InjectPath, nil)
-	if err := harness.ApplyWebhookConfiguration(ctx, n.Clientset, in.Webhook); err != nil {
-		return nil, err
-	}
 	args := []string{"--kubeconfig=" + n.CP.Kubeconfig, "--namespace=" + o.Namespace, "--config=" + configPath,
 		"--cert-dir=" + filepath.Join(dir, "tls"), "--tls-hosts=127.0.0.1"}
 	for _, a := range dep.Spec.Template.Spec.Containers[0].Args {
@@ -123,6 +115,12 @@ func (n *Node) StartInjector(ctx context.Context, o InjectorOptions) (*Injector,
 		return nil, err
 	}
 	n.injectors = append(n.injectors, in)
+	// Registered once the process has its address, with no caBundle: the
+	// self-managed mode fills it in, as in a cluster.
+	harness.PointAt(in.Webhook, "https://"+in.Process.Addr+webhook.InjectPath, nil)
+	if err := harness.ApplyWebhookConfiguration(ctx, n.Clientset, in.Webhook); err != nil {
+		return nil, err
+	}
 	if err := in.Process.WaitReady(Deadline); err != nil {
 		return nil, fmt.Errorf("%w\ninjector output:\n%s", err, in.Process.Out.Tail(4096))
 	}

@@ -104,6 +104,20 @@ func report(leftovers []string, err error) bool {
 	return ok
 }
 
+// StopShared stops the package's node now and fails t when it left
+// anything behind. A package's last test calls it, so the check is a named
+// test result (Main checks again, in case it did not run).
+func StopShared(t testing.TB) {
+	t.Helper()
+	leftovers, err := stopShared()
+	if err != nil {
+		t.Errorf("tearing the node down: %v", err)
+	}
+	if len(leftovers) > 0 {
+		t.Errorf("the node left this behind:\n  %s", strings.Join(leftovers, "\n  "))
+	}
+}
+
 // AssertClean fails t when the host differs from before (see
 // Snapshot.Leftovers) after n was stopped.
 func AssertClean(t testing.TB, before Snapshot, n *Node) {

@@ -108,13 +108,17 @@ func removeBridge() error {
 	return run("ip", "link", "del", BridgeName)
 }
 
-// forwardRules are the rules of fwdChain for one family: pod to pod is
-// accepted (bridged traffic passes FORWARD with br_netfilter), anything
-// else from or to the pod subnet is dropped.
+// forwardRules are the rules of fwdChain for one family. Traffic bridged
+// between pods (it passes FORWARD with br_netfilter, in and out on the
+// bridge, including IPv6 neighbour discovery to multicast addresses) is
+// accepted; anything routed out of the bridge or into it is dropped, so
+// no pod traffic leaves the machine (pods have no default route either).
 func forwardRules(subnet netip.Prefix) [][]string {
 	s := subnet.String()
 	return [][]string{
-		{"-A", fwdChain, "-s", s, "-d", s, "-j", "ACCEPT"},
+		{"-A", fwdChain, "-i", BridgeName, "-o", BridgeName, "-j", "ACCEPT"},
+		{"-A", fwdChain, "-i", BridgeName, "-j", "DROP"},
+		{"-A", fwdChain, "-o", BridgeName, "-j", "DROP"},
 		{"-A", fwdChain, "-s", s, "-j", "DROP"},
 		{"-A", fwdChain, "-d", s, "-j", "DROP"},
 	}

@@ -28,12 +28,18 @@ import (
 	"github.com/sidecar-injector/injector/test/node/images"
 )
 
-// Deadline bounds every wait of the node tier: bring-up steps, pods
-// becoming ready, teardown. It is stated once, here, and generous (an idle
-// run needs a few seconds per wait; a machine under heavy load many times
+// Deadline bounds every wait of the node tier: each bring-up step, a pod
+// becoming ready, the teardown. It is stated once, here, and generous (an
+// idle run needs seconds per wait; a machine under heavy load many times
 // that): a test that hits it says what it was waiting for and what the
-// kubelet and containerd said.
-const Deadline = 4 * time.Minute
+// kubelet and containerd said. Waits that can no longer succeed (a process
+// exited, an image cannot be found) end at once instead.
+const Deadline = 5 * time.Minute
+
+// BuildDeadline bounds building the images' binaries: a cold Go build
+// cache compiles the injector and its Kubernetes dependencies (about 4
+// minutes on an idle 2-core machine), which is not a wait.
+const BuildDeadline = 20 * time.Minute
 
 // NodeName is the node's name.
 const NodeName = "node-tier"
@@ -121,9 +127,6 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 			n = nil
 		}
 	}()
-	ctx, cancel := context.WithTimeout(ctx, Deadline)
-	defer cancel()
-
 	t := time.Now()
 	if err := n.takeLock(ctx); err != nil {
 		return n, err
@@ -148,6 +151,11 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 		return n, err
 	}
 	n.push("unmounting what the node mounted under "+dir, func() error { return unmountUnder(dir) })
+	for _, d := range fixedHostDirs {
+		if _, err := os.Lstat(d); err != nil {
+			n.push("removing "+d, func() error { return removeIfOnlyDirs(d) })
+		}
+	}
 	n.push("removing the cgroups", removeCgroups)
 	if err := setupCgroups(); err != nil {
 		return n, err
@@ -163,6 +171,8 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 		err  error
 	}
 	imgs := make(chan built, 1)
+	bctx, bcancel := context.WithTimeout(ctx, BuildDeadline)
+	defer bcancel()
 	go func() {
 		var b built
 		defer func() { imgs <- b }()
@@ -170,7 +180,7 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 		if b.err = os.MkdirAll(binDir, 0o755); b.err != nil {
 			return
 		}
-		if b.bins, b.err = images.BuildBinaries(ctx, harness.RepoRoot(), binDir); b.err != nil {
+		if b.bins, b.err = images.BuildBinaries(bctx, harness.RepoRoot(), binDir); b.err != nil {
 			return
 		}
 		if b.set, b.err = images.NewSet(b.bins); b.err != nil {
@@ -185,7 +195,10 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 		return n, err
 	}
 	n.push("closing the control plane's log", cpLog.Close)
-	cp, err := harness.StartControlPlane(harness.ControlPlaneOptions{Output: cpLog})
+	// The node's Hostname address (its name) resolves nowhere: the API
+	// server reaches the kubelet (logs, exec) by its InternalIP.
+	cp, err := harness.StartControlPlane(harness.ControlPlaneOptions{Output: cpLog,
+		APIServerFlags: map[string]string{"kubelet-preferred-address-types": "InternalIP,Hostname"}})
 	if err != nil {
 		<-imgs
 		return n, fmt.Errorf("control plane: %w", err)
@@ -212,7 +225,9 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 	if err := n.containerd.waitReady(ctx); err != nil {
 		return n, err
 	}
-	if err := n.containerd.importImages(ctx, b.tar); err != nil {
+	ictx, icancel := context.WithTimeout(ctx, Deadline)
+	defer icancel()
+	if err := n.containerd.importImages(ictx, b.tar); err != nil {
 		return n, err
 	}
 	n.step("containerd up, images imported", t)
@@ -278,6 +293,8 @@ func childPIDs() []int {
 }
 
 func (n *Node) takeLock(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, Deadline)
+	defer cancel()
 	if err := os.MkdirAll(filepath.Dir(lockPath), 0o755); err != nil {
 		return err
 	}

@@ -1,7 +1,6 @@
 package nodeharness
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -98,5 +97,3 @@ func ControllersBuilt() bool {
 	return executable(filepath.Join(NodeAssets(), "kube-controller-manager")) &&
 		executable(filepath.Join(NodeAssets(), "kube-scheduler"))
 }
-
-func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }

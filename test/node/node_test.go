@@ -280,4 +280,3 @@ func keys(m map[string]bool) []string {
 }
 
 func ptr[T any](v T) *T { return &v }
-

@@ -158,7 +158,10 @@ func TestInjectedPodTrafficGoesThroughTheStandIn(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	peer, peerReady, err := n.RunPod(ctx, appPod(plainNS, "peer"))
+	// The peer runs the distroless image (the program alone, non-root).
+	peerPod := appPod(plainNS, "peer")
+	peerPod.Spec.Containers[0].Image = images.DistrolessRef
+	peer, peerReady, err := n.RunPod(ctx, peerPod)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,3 +283,36 @@ func keys(m map[string]bool) []string {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestPodThatCannotStartFailsWithTheKubeletsReason: a pod whose image is
+// not on the node (and may not be pulled) ends the wait at once with the
+// kubelet's reason and the pod's events, not after the deadline.
+func TestPodThatCannotStartFailsWithTheKubeletsReason(t *testing.T) {
+	n := nodeharness.Shared(t)
+	ctx := t.Context()
+	const ns = "broken"
+	if err := n.EnsureNamespace(ctx, ns, nil); err != nil {
+		t.Fatal(err)
+	}
+	pod := appPod(ns, "missing-image")
+	pod.Spec.Containers[0].Image = images.Ref("no-such-image")
+	pod.Spec.Containers[0].ImagePullPolicy = corev1.PullNever
+	start := time.Now()
+	_, _, err := n.RunPod(ctx, pod)
+	if err == nil {
+		t.Fatal("a pod with a missing image became Ready")
+	}
+	took := time.Since(start)
+	for _, want := range []string{"ErrImageNeverPull", images.Ref("no-such-image"), "event"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the error does not say %q:\n%v", want, err)
+		}
+	}
+	if took > nodeharness.Deadline/2 {
+		t.Errorf("the failure took %s; it should end the wait as soon as the kubelet reports it", took)
+	}
+	t.Logf("failed after %s with:\n%v", took.Round(time.Millisecond), err)
+	if err := n.DeletePod(ctx, ns, pod.Name, ptr(int64(0))); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -2,10 +2,6 @@ package node
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
-	"io"
-	"net/http"
 	"net/netip"
 	"net/url"
 	"strings"
@@ -81,60 +77,14 @@ type callResult struct {
 	Error  string  `json:"error"`
 }
 
-// get fetches a pod's endpoint from the host, over the node's bridge,
-// retrying within the tier's deadline (an IPv6 neighbour may still be
-// resolving just after the pod became Ready).
 func get(t *testing.T, ctx context.Context, u string, into any) {
 	t.Helper()
-	c := &http.Client{Timeout: 10 * time.Second}
-	err := nodeharness.Poll(ctx, "GET "+u, func(ctx context.Context) (bool, string, error) {
-		resp, err := c.Get(u)
-		if err != nil {
-			return false, err.Error(), nil
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != 200 {
-			return false, fmt.Sprintf("HTTP %d %s", resp.StatusCode, b), nil
-		}
-		if err := json.Unmarshal(b, into); err != nil {
-			return false, "", fmt.Errorf("%w: %s", err, b)
-		}
-		return true, "", nil
-	}, nil)
-	if err != nil {
+	if err := nodeharness.GetJSON(ctx, u, into); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func hostPort(a netip.Addr, port int) string { return netip.AddrPortFrom(a, uint16(port)).String() }
-
-// proxyLine is one JSON line of the stand-in's log.
-type proxyLine struct {
-	Msg         string `json:"msg"`
-	Proxy       string `json:"proxy"`
-	Direction   string `json:"direction"`
-	Family      string `json:"family"`
-	Peer        string `json:"peer"`
-	OriginalDst string `json:"original_dst"`
-	UID         *int   `json:"uid"`
-}
-
-func proxyLog(t *testing.T, ctx context.Context, n *nodeharness.Node, ns, pod string) []proxyLine {
-	t.Helper()
-	out, err := n.Logs(ctx, ns, pod, "mesh-proxy")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var lines []proxyLine
-	for _, l := range strings.Split(out, "\n") {
-		var p proxyLine
-		if json.Unmarshal([]byte(l), &p) == nil && p.Msg != "" {
-			lines = append(lines, p)
-		}
-	}
-	return lines
-}
 
 // TestInjectedPodTrafficGoesThroughTheStandIn is the node tier's first
 // proof: a pod created through the API server in a namespace labelled for
@@ -242,7 +192,10 @@ func TestInjectedPodTrafficGoesThroughTheStandIn(t *testing.T) {
 	}
 
 	// The stand-in's own log proves the connections went through it.
-	lines := proxyLog(t, ctx, n, meshNS, "app")
+	lines, err := n.ProxyLog(ctx, meshNS, "app")
+	if err != nil {
+		t.Fatal(err)
+	}
 	var banner bool
 	seen := map[string]bool{}
 	for _, l := range lines {

@@ -2,8 +2,10 @@ package nodeharness
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -15,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/sidecar-injector/injector/test/e2e/harness"
+	"github.com/sidecar-injector/injector/test/node/standin"
 )
 
 // EnsureNamespace creates (or relabels) a namespace with what pods need
@@ -199,4 +202,51 @@ func PodIP(p *corev1.Pod, v6 bool) (netip.Addr, error) {
 		}
 	}
 	return netip.Addr{}, fmt.Errorf("pod %s/%s has no IPv%d address (podIPs %v)", p.Namespace, p.Name, map[bool]int{false: 4, true: 6}[v6], p.Status.PodIPs)
+}
+
+// PodURL is http://<pod address of one family>:<port><path>, reachable
+// from the host over the node's bridge.
+func PodURL(p *corev1.Pod, v6 bool, port uint16, path string) (string, error) {
+	ip, err := PodIP(p, v6)
+	if err != nil {
+		return "", err
+	}
+	return "http://" + netip.AddrPortFrom(ip, port).String() + path, nil
+}
+
+// GetJSON fetches u from the host and decodes its JSON answer into into,
+// retrying (within Deadline) while the pod cannot be reached or answers
+// other than 200: an IPv6 neighbour may still be resolving just after the
+// pod became Ready.
+func GetJSON(ctx context.Context, u string, into any) error {
+	c := &http.Client{Timeout: 10 * time.Second}
+	return Poll(ctx, "GET "+u, func(ctx context.Context) (bool, string, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			return false, "", err
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			return false, fmt.Sprintf("HTTP %d %s", resp.StatusCode, b), nil
+		}
+		if err := json.Unmarshal(b, into); err != nil {
+			return false, "", fmt.Errorf("%w: %s", err, b)
+		}
+		return true, "", nil
+	}, nil)
+}
+
+// ProxyLog reads the Envoy STAND-IN's log of an injected pod (container
+// mesh-proxy) through the API server.
+func (n *Node) ProxyLog(ctx context.Context, ns, pod string) ([]standin.LogLine, error) {
+	out, err := n.Logs(ctx, ns, pod, "mesh-proxy")
+	if err != nil {
+		return nil, err
+	}
+	return standin.ParseLog(out), nil
 }

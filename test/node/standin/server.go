@@ -2,6 +2,7 @@ package standin
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -378,4 +379,34 @@ func Main(args []string, stdout, stderr io.Writer, signals <-chan os.Signal) int
 	}
 	s.Close()
 	return 0
+}
+
+// LogLine is one line of the stand-in's JSON log, as tests read it.
+type LogLine struct {
+	Time  time.Time `json:"time"`
+	Msg   string    `json:"msg"`
+	Proxy string    `json:"proxy"`
+	// For "connection" lines: "inbound" or "outbound", "IPv4" or "IPv6".
+	Direction   string `json:"direction"`
+	Family      string `json:"family"`
+	Peer        string `json:"peer"`
+	Local       string `json:"local"`
+	OriginalDst string `json:"original_dst"`
+	// For the start line.
+	UID *int `json:"uid"`
+	// For admin and signal lines.
+	Signal string `json:"signal"`
+}
+
+// ParseLog reads the stand-in's log (lines that are not its JSON are
+// skipped).
+func ParseLog(log string) []LogLine {
+	var out []LogLine
+	for _, l := range strings.Split(log, "\n") {
+		var p LogLine
+		if json.Unmarshal([]byte(l), &p) == nil && p.Proxy == Banner {
+			out = append(out, p)
+		}
+	}
+	return out
 }

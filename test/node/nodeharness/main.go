@@ -50,8 +50,7 @@ func stopShared() (leftovers []string, err error) {
 	}
 	n := shared
 	shared = nil
-	err = n.Stop()
-	return before.Leftovers(TakeSnapshot(), n.PIDs(), n.Markers()...), err
+	return n.StopAndCheck(before)
 }
 
 // timeoutMargin is how long before the test binary's -test.timeout the
@@ -118,11 +117,15 @@ func StopShared(t testing.TB) {
 	}
 }
 
-// AssertClean fails t when the host differs from before (see
-// Snapshot.Leftovers) after n was stopped.
-func AssertClean(t testing.TB, before Snapshot, n *Node) {
+// StopAndAssertClean stops n and fails t when the host then differs from
+// before (see Snapshot.Leftovers), for tests that run a node of their own.
+func StopAndAssertClean(t testing.TB, before Snapshot, n *Node) {
 	t.Helper()
-	if l := before.Leftovers(TakeSnapshot(), n.PIDs(), n.Markers()...); len(l) > 0 {
+	l, err := n.StopAndCheck(before)
+	if err != nil {
+		t.Errorf("tearing the node down: %v", err)
+	}
+	if len(l) > 0 {
 		t.Errorf("the node left this behind:\n  %s", strings.Join(l, "\n  "))
 	}
 }

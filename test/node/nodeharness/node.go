@@ -365,6 +365,29 @@ func sweepLeftovers() []string {
 // sysctls, the folder. It goes on after an error and returns all of them.
 // Safe to call more than once.
 func (n *Node) Stop() error {
+	err := n.stop()
+	n.unlock()
+	return err
+}
+
+// StopAndCheck stops the node and, before another node-tier run on this
+// machine may start (the lock is still held), compares the host with
+// before.
+func (n *Node) StopAndCheck(before Snapshot) (leftovers []string, err error) {
+	err = n.stop()
+	leftovers = before.Leftovers(TakeSnapshot(), n.PIDs(), n.Markers()...)
+	n.unlock()
+	return leftovers, err
+}
+
+func (n *Node) unlock() {
+	if n.lock != nil {
+		n.lock.Close()
+		n.lock = nil
+	}
+}
+
+func (n *Node) stop() error {
 	n.stopOnce.Do(func() {
 		var errs []error
 		for _, in := range n.injectors {
@@ -387,9 +410,6 @@ func (n *Node) Stop() error {
 			if err := u.fn(); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", u.what, err))
 			}
-		}
-		if n.lock != nil {
-			n.lock.Close()
 		}
 		n.stopErr = errors.Join(errs...)
 	})

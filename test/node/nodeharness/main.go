@@ -18,7 +18,6 @@ var (
 	shared     *Node
 	sharedErr  error
 	sharedDone bool
-	before     Snapshot
 )
 
 // Shared returns the package's node, started on first use (a missing
@@ -30,7 +29,6 @@ func Shared(t testing.TB) *Node {
 	defer sharedMu.Unlock()
 	if !sharedDone {
 		sharedDone = true
-		before = TakeSnapshot()
 		shared, sharedErr = Start(context.Background(), Options{Controllers: true, Logf: func(f string, a ...any) {
 			fmt.Fprintf(os.Stderr, f+"\n", a...)
 		}})
@@ -50,7 +48,7 @@ func stopShared() (leftovers []string, err error) {
 	}
 	n := shared
 	shared = nil
-	return n.StopAndCheck(before)
+	return n.StopAndCheck()
 }
 
 // timeoutMargin is how long before the test binary's -test.timeout the
@@ -118,10 +116,11 @@ func StopShared(t testing.TB) {
 }
 
 // StopAndAssertClean stops n and fails t when the host then differs from
-// before (see Snapshot.Leftovers), for tests that run a node of their own.
-func StopAndAssertClean(t testing.TB, before Snapshot, n *Node) {
+// what it was before n started (see Snapshot.Leftovers), for tests that
+// run a node of their own.
+func StopAndAssertClean(t testing.TB, n *Node) {
 	t.Helper()
-	l, err := n.StopAndCheck(before)
+	l, err := n.StopAndCheck()
 	if err != nil {
 		t.Errorf("tearing the node down: %v", err)
 	}

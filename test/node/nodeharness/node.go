@@ -88,6 +88,7 @@ type Node struct {
 	lock       *os.File
 	undo       []undoStep
 	pids       []int
+	before     Snapshot
 	stopOnce   sync.Once
 	stopErr    error
 }
@@ -134,6 +135,9 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 	if removed := sweepLeftovers(); len(removed) > 0 {
 		n.logf("node: removed leftovers of an earlier run that did not finish:\n  %s", strings.Join(removed, "\n  "))
 	}
+	// What the host looks like without a node: taken with the lock held,
+	// so no other node-tier run is half-way through.
+	n.before = TakeSnapshot()
 	dir, err := os.MkdirTemp("", dirPrefix)
 	if err != nil {
 		return n, err
@@ -370,12 +374,13 @@ func (n *Node) Stop() error {
 	return err
 }
 
-// StopAndCheck stops the node and, before another node-tier run on this
-// machine may start (the lock is still held), compares the host with
-// before.
-func (n *Node) StopAndCheck(before Snapshot) (leftovers []string, err error) {
+// StopAndCheck stops the node and compares the host with the snapshot
+// Start took once it held the machine-wide lock; the lock is released only
+// after the comparison, so no other node-tier run is mistaken for a
+// leftover.
+func (n *Node) StopAndCheck() (leftovers []string, err error) {
 	err = n.stop()
-	leftovers = before.Leftovers(TakeSnapshot(), n.PIDs(), n.Markers()...)
+	leftovers = n.before.Leftovers(TakeSnapshot(), n.PIDs(), n.Markers()...)
 	n.unlock()
 	return leftovers, err
 }

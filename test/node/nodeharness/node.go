@@ -283,14 +283,20 @@ func (n *Node) Markers() []string {
 	return m
 }
 
-// childPIDs are this process's children (the control plane envtest just
-// started).
+// childPIDs are the kube-apiserver and etcd envtest just started (this
+// process's children by those names; the images' go build runs meanwhile
+// and is not one of them).
 func childPIDs() []int {
 	self := os.Getpid()
 	var out []int
 	for _, p := range processes() {
-		if p.PPID == self {
-			out = append(out, p.PID)
+		if p.PPID != self {
+			continue
+		}
+		if f := strings.Fields(p.Cmdline); len(f) > 0 {
+			if b := filepath.Base(f[0]); b == "kube-apiserver" || b == "etcd" {
+				out = append(out, p.PID)
+			}
 		}
 	}
 	return out

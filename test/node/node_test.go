@@ -268,3 +268,49 @@ func TestPodThatCannotStartFailsWithTheKubeletsReason(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestClassicSidecarPodRuns: in classic mode (the proxy first among the
+// containers, its postStart hook `mesh-init hook wait-ready` running the
+// hook tool from the shared volume inside the stand-in's image) the pod
+// also starts, becomes Ready, and its outbound connection goes through the
+// Envoy STAND-IN.
+func TestClassicSidecarPodRuns(t *testing.T) {
+	n := nodeharness.Shared(t)
+	injector(t, n)
+	ctx := t.Context()
+	const ns = "meshed-classic"
+	if err := n.EnsureNamespace(ctx, ns, map[string]string{nodeharness.InjectionLabel: "enabled"}); err != nil {
+		t.Fatal(err)
+	}
+	pod := appPod(ns, "app")
+	pod.Annotations = map[string]string{"sidecar-injector.io/native-sidecar": "false"}
+	got, took, err := n.RunPod(ctx, pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Spec.Containers) == 0 || got.Spec.Containers[0].Name != "mesh-proxy" || got.Spec.Containers[0].Lifecycle == nil {
+		t.Fatalf("not a classic injection: containers %v", got.Spec.Containers)
+	}
+	u, err := nodeharness.PodURL(got, false, 8080, "/call?addr="+url.QueryEscape(hostPort(nodeharness.NodeIP4, 10250)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The kubelet's port on the node's bridge address: something that
+	// listens on the pod network without being a pod.
+	var res callResult
+	get(t, ctx, u, &res)
+	lines, err := n.ProxyLog(ctx, ns, "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var through bool
+	for _, l := range lines {
+		if l.Msg == "connection" && l.Direction == "outbound" && l.OriginalDst == hostPort(nodeharness.NodeIP4, 10250) {
+			through = true
+		}
+	}
+	if !through {
+		t.Errorf("the classic-mode pod's outbound connection did not go through the stand-in: %+v", lines)
+	}
+	t.Logf("classic mode: create -> Ready %s", took.Round(time.Millisecond))
+}

@@ -13,7 +13,7 @@ FUZZTIME ?= 15s
 TOOLS_ENV = eval "$$(bash test/tools/install.sh --print-env)"
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test tools lint vet fmt-check unit fuzz bench clean
+.PHONY: help build run test test-node tools lint vet fmt-check unit fuzz bench clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-8s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,7 +25,12 @@ build: ## build bin/injector and bin/mesh-init (static, CGO off, as in the Docke
 run: ## the injector on a local kube-apiserver + etcd with the chart's webhook: sample pods and what they get (the first run builds kube-apiserver, etcd and helm: 5-14 min)
 	eval "$$(bash test/tools/install.sh --only controlplane --print-env)" && eval "$$(bash test/tools/install.sh --only helm --print-env)" && $(GO) run ./test/demo
 
-test: tools fmt-check unit fuzz ## run every test: gofmt, go vet and all tiers with -race (netns, e2e), brief fuzzing
+test: tools fmt-check unit fuzz ## run every test: gofmt, go vet and all tiers with -race (netns, e2e, node), brief fuzzing
+
+# The node tier alone (docs/node.md): injected pods started by a real
+# kubelet with containerd, runc and CNI. As root; `make test` runs it too.
+test-node: tools ## the node tier alone: injected pods on a real kubelet, containerd and CNI (root; first run builds the kubelet)
+	$(TOOLS_ENV) && $(GO) test -race -vet=all -count=1 -timeout 25m -v ./test/node/...
 
 tools: ## install and build the test prerequisites (cached)
 	bash test/tools/install.sh

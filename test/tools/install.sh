@@ -6,6 +6,7 @@
 #
 #   test/tools/install.sh                    # everything
 #   test/tools/install.sh --only controlplane
+#   test/tools/install.sh --only node        # containerd, runc, CNI plugins, kubelet (+ kcm, scheduler)
 #   eval "$(test/tools/install.sh --print-env)"
 #
 # See test/tools/README.md.
@@ -19,31 +20,46 @@ K8S_VERSION=v1.36.3   # k8s.io/kubernetes (kube-apiserver)
 ETCD_VERSION=v3.6.8   # go.etcd.io/etcd/server/v3 (etcd the K8S_VERSION release is tested with)
 HELM_VERSION=v3.22.0  # helm.sh/helm/v3
 
+# The node tier (test/node): Debian bookworm's containerd (1.6.20), runc
+# (1.1.5) and CNI plugins (1.1.1, in /usr/lib/cni), and the kubelet,
+# kube-controller-manager and kube-scheduler of K8S_VERSION built in one
+# `go build` from test/tools/node (docs/node.md).
+NODE_APT_PACKAGES=(containerd runc containernetworking-plugins)
+NODE_APT_COMMANDS=(containerd ctr runc)
+NODE_APT_FILES=(/usr/lib/cni/bridge /usr/lib/cni/host-local /usr/lib/cni/portmap /usr/lib/cni/loopback)
+NODE_COMMANDS=(kubelet kube-controller-manager kube-scheduler)
+
 APT_PACKAGES=(iptables iproute2)
 APT_COMMANDS=(iptables ip6tables iptables-legacy ip6tables-legacy ip)
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CONTROLPLANE_SRC="$SCRIPT_DIR/controlplane"
+NODE_SRC="$SCRIPT_DIR/node"
 
 CACHE_ROOT=${SIDECAR_INJECTOR_CACHE:-${XDG_CACHE_HOME:-${HOME:?HOME is not set; set SIDECAR_INJECTOR_CACHE}/.cache}/sidecar-injector}
 CONTROLPLANE_DIR="$CACHE_ROOT/controlplane-k8s-$K8S_VERSION-etcd-$ETCD_VERSION"
 BIN_DIR="$CACHE_ROOT/bin"
+NODE_DIR="$CACHE_ROOT/node-k8s-$K8S_VERSION"
 
 # ---------------------------------------------------------------------------
 
 usage() {
 	cat <<EOF
-Usage: $(basename "$0") [--only apt|controlplane|helm] [--print-env] [--force]
+Usage: $(basename "$0") [--only apt|controlplane|helm|node] [--print-env] [--force]
 
 Installs the tools the test suite needs:
   apt           apt packages ${APT_PACKAGES[*]} (when any of ${APT_COMMANDS[*]} is missing; root only)
   controlplane  kube-apiserver $K8S_VERSION and etcd $ETCD_VERSION, built from source into
                   $CONTROLPLANE_DIR
   helm          helm $HELM_VERSION (go install) into $BIN_DIR/helm
+  node          apt packages ${NODE_APT_PACKAGES[*]} (root only), and
+                  ${NODE_COMMANDS[*]} $K8S_VERSION built from source (one go build) into
+                  $NODE_DIR
 
 Options:
-  --only PART   run only one part (apt, controlplane or helm)
-  --print-env   print only 'export ...' lines for eval (KUBEBUILDER_ASSETS, PATH);
+  --only PART   run only one part (apt, controlplane, helm or node)
+  --print-env   print only 'export ...' lines for eval (KUBEBUILDER_ASSETS, PATH,
+                SIDECAR_INJECTOR_NODE_ASSETS);
                 progress and warnings go to stderr
   --force       rebuild / reinstall even if present in the cache
   -h, --help    show this help
@@ -58,7 +74,7 @@ FORCE=false
 while (($#)); do
 	case "$1" in
 	--only)
-		[[ $# -ge 2 ]] || { echo "install.sh: --only needs an argument (apt|controlplane|helm)" >&2; exit 2; }
+		[[ $# -ge 2 ]] || { echo "install.sh: --only needs an argument (apt|controlplane|helm|node)" >&2; exit 2; }
 		ONLY=$2
 		shift 2
 		;;
@@ -73,8 +89,8 @@ while (($#)); do
 	esac
 done
 case "$ONLY" in
-"" | apt | controlplane | helm) ;;
-*) echo "install.sh: --only must be one of apt, controlplane, helm (got '$ONLY')" >&2; exit 2 ;;
+"" | apt | controlplane | helm | node) ;;
+*) echo "install.sh: --only must be one of apt, controlplane, helm, node (got '$ONLY')" >&2; exit 2 ;;
 esac
 
 want() { [[ -z "$ONLY" || "$ONLY" == "$1" ]]; }
@@ -206,6 +222,19 @@ build_binary() {
 	log "built $name in $((SECONDS - start))s"
 }
 
+# k8s_ldflags: version ldflags like upstream's hack/lib/version.sh, so
+# `<command> --version` prints "Kubernetes $K8S_VERSION".
+k8s_ldflags() {
+	local major minor rest
+	IFS=. read -r major minor rest <<<"${K8S_VERSION#v}"
+	local ldflags="-s -w" pkg
+	for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+		ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+		ldflags+=" -X $pkg.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+	done
+	printf '%s' "$ldflags"
+}
+
 install_controlplane() {
 	local ka="$CONTROLPLANE_DIR/kube-apiserver" etcd="$CONTROLPLANE_DIR/etcd"
 	if ! $FORCE && is_executable_file "$ka" && is_executable_file "$etcd"; then
@@ -225,15 +254,8 @@ install_controlplane() {
 		check_wrapper_version "$ka_src" k8s.io/kubernetes "$K8S_VERSION"
 		# Staging modules are released as v0.<minor>.<patch> alongside v1.<minor>.<patch>.
 		check_wrapper_version "$ka_src" k8s.io/apiserver "v0.${K8S_VERSION#v1.}" replace
-		local major minor rest
-		IFS=. read -r major minor rest <<<"${K8S_VERSION#v}"
-		local ldflags="-s -w" pkg
-		for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-			ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
-			ldflags+=" -X $pkg.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-		done
 		build_binary kube-apiserver "$ka_src" k8s.io/kubernetes/cmd/kube-apiserver \
-			"$K8S_VERSION" -ldflags "$ldflags"
+			"$K8S_VERSION" -ldflags "$(k8s_ldflags)"
 	fi
 
 	if $FORCE || ! is_executable_file "$etcd"; then
@@ -299,9 +321,83 @@ install_helm() {
 }
 
 # ---------------------------------------------------------------------------
+# node: containerd, runc, CNI plugins (apt) and the kubelet & co (built)
+# ---------------------------------------------------------------------------
+
+missing_node_prerequisites() {
+	local c f
+	for c in "${NODE_APT_COMMANDS[@]}"; do
+		have_command "$c" || printf '%s ' "$c"
+	done
+	for f in "${NODE_APT_FILES[@]}"; do
+		[[ -x "$f" ]] || printf '%s ' "$f"
+	done
+}
+
+install_node_apt() {
+	local missing
+	missing=$(missing_node_prerequisites)
+	[[ -z "$missing" ]] && return 0
+	if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+		log "WARNING: missing for the node tier: ${missing% }"
+		log "         install them as root with: apt-get install -y ${NODE_APT_PACKAGES[*]}"
+		log "         (continuing; the node tier skips, or fails when CI is set)"
+		return 0
+	fi
+	log "installing apt packages ${NODE_APT_PACKAGES[*]} (missing: ${missing% })"
+	export DEBIAN_FRONTEND=noninteractive
+	run_logged "apt-get update" apt-get update -qq
+	# --no-install-recommends: no Docker-style extras; containerd is started
+	# by the node tier itself with its own configuration, never as a service.
+	run_logged "apt-get install ${NODE_APT_PACKAGES[*]}" \
+		apt-get install -y -qq --no-install-recommends "${NODE_APT_PACKAGES[@]}"
+	missing=$(missing_node_prerequisites)
+	[[ -z "$missing" ]] || die "still missing after installing ${NODE_APT_PACKAGES[*]}: ${missing% }"
+}
+
+install_node() {
+	install_node_apt
+	local c need=false
+	for c in "${NODE_COMMANDS[@]}"; do
+		is_executable_file "$NODE_DIR/$c" || need=true
+	done
+	$FORCE && need=true
+	$need || return 0
+
+	require_go "node tier"
+	mkdir -p "$NODE_DIR"
+	if $LOCKED; then
+		rm -rf "$NODE_DIR"/.build.*
+	fi
+	check_wrapper_version "$NODE_SRC" k8s.io/kubernetes "$K8S_VERSION"
+	check_wrapper_version "$NODE_SRC" k8s.io/kubelet "v0.${K8S_VERSION#v1.}" replace
+
+	# One go build for every command: one module graph, and the packages
+	# they share (and share with kube-apiserver) are compiled once.
+	local tmp pkgs=()
+	tmp=$(mktemp -d "$NODE_DIR/.build.XXXXXX")
+	CLEANUP+=("$tmp")
+	for c in "${NODE_COMMANDS[@]}"; do
+		pkgs+=("k8s.io/kubernetes/cmd/$c")
+	done
+	log "building ${NODE_COMMANDS[*]} $K8S_VERSION in ${NODE_SRC#"$SCRIPT_DIR"/} (one go build; several minutes with a cold Go build cache)..."
+	local start=$SECONDS
+	run_logged "building ${NODE_COMMANDS[*]}" in_dir "$NODE_SRC" go_env go build -trimpath -ldflags "$(k8s_ldflags)" -o "$tmp/" "${pkgs[@]}"
+	local out
+	for c in "${NODE_COMMANDS[@]}"; do
+		out=$("$tmp/$c" --version 2>&1) || die "built $c but '$c --version' failed: $out"
+		[[ "$out" == *"$K8S_VERSION"* ]] || die "built $c but '$c --version' does not mention $K8S_VERSION: $out"
+	done
+	for c in "${NODE_COMMANDS[@]}"; do
+		mv -f "$tmp/$c" "$NODE_DIR/$c"
+	done
+	log "built ${NODE_COMMANDS[*]} in $((SECONDS - start))s"
+}
+
+# ---------------------------------------------------------------------------
 
 LOCKED=false
-if want controlplane || want helm; then
+if want controlplane || want helm || want node; then
 	mkdir -p "$CACHE_ROOT"
 	# Serialise concurrent runs (e.g. several test jobs on one machine).
 	if command -v flock >/dev/null 2>&1; then
@@ -317,6 +413,7 @@ fi
 want apt && install_apt
 want controlplane && install_controlplane
 want helm && install_helm
+want node && install_node
 
 if $PRINT_ENV; then
 	if want controlplane; then
@@ -324,6 +421,9 @@ if $PRINT_ENV; then
 	fi
 	if want helm; then
 		printf 'export PATH=%q:"$PATH"\n' "$BIN_DIR"
+	fi
+	if want node; then
+		printf 'export SIDECAR_INJECTOR_NODE_ASSETS=%q\n' "$NODE_DIR"
 	fi
 else
 	if want controlplane; then
@@ -333,5 +433,11 @@ else
 	fi
 	if want helm; then
 		echo "helm: $BIN_DIR/helm"
+	fi
+	if want node; then
+		for c in "${NODE_COMMANDS[@]}"; do
+			echo "$c: $NODE_DIR/$c"
+		done
+		echo "SIDECAR_INJECTOR_NODE_ASSETS=$NODE_DIR"
 	fi
 fi

@@ -136,6 +136,9 @@ type ControlPlaneOptions struct {
 	CRDDirs []string
 	// Output receives the API server's and etcd's output (nil: discarded).
 	Output io.Writer
+	// APIServerFlags are set on kube-apiserver in addition to envtest's
+	// (the node tier reaches its kubelet by InternalIP, for instance).
+	APIServerFlags map[string]string
 }
 
 // StartControlPlane starts kube-apiserver and etcd. Unlike envtest's
@@ -159,8 +162,15 @@ func StartControlPlane(o ControlPlaneOptions) (*ControlPlane, error) {
 	}
 	api := env.ControlPlane.GetAPIServer()
 	api.Configure().Disable("disable-admission-plugins")
+	for k, v := range o.APIServerFlags {
+		api.Configure().Set(k, v)
+	}
 	if o.Output != nil {
 		api.Out, api.Err = o.Output, o.Output
+		if env.ControlPlane.Etcd == nil {
+			env.ControlPlane.Etcd = &envtest.Etcd{}
+		}
+		env.ControlPlane.Etcd.Out, env.ControlPlane.Etcd.Err = o.Output, o.Output
 	}
 	cfg, err := env.Start()
 	if err != nil {

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
+
+	"github.com/sidecar-injector/injector/test/istio-anchor/anchor/anchortest"
 )
 
 // TestServeOverTLS starts the server as the binary does (port 0, a
@@ -68,10 +70,7 @@ func TestServeOverTLS(t *testing.T) {
 	if b, err := os.ReadFile(mwc); err != nil || !bytes.Contains(b, []byte("https://"+addr+"/inject")) {
 		t.Fatalf("webhook configuration not pointed at %s: %v\n%s", addr, err, b)
 	}
-	review, err := os.ReadFile(filepath.Join("..", "..", "webhook", "testdata", "bench", "admission-review.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	review := anchortest.BenchReview(t, "../..")
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}
 	defer tr.CloseIdleConnections()
 	cl := &http.Client{Transport: tr, Timeout: 30 * time.Second}
@@ -99,5 +98,10 @@ func TestServeOverTLS(t *testing.T) {
 			t.Errorf("the patch lacks %s", want)
 		}
 	}
-	t.Logf("%s: answer %d bytes, patch %d bytes", resp.Proto, len(answer), len(out.Response.Patch))
+	inj := anchortest.Inspect(t, review, answer)
+	if anchortest.Find(inj.Injected.Spec.InitContainers, "istio-proxy") == nil {
+		t.Errorf("istio-proxy is not a native sidecar: init %v, containers %v", inj.InitNames, inj.ContainerNames)
+	}
+	t.Logf("%s: answer %d bytes, patch %d bytes in %d operations, pod %d -> %d bytes; init %v, containers %v",
+		resp.Proto, len(answer), len(out.Response.Patch), inj.PatchOps, inj.PodBytes, inj.InjectedPodBytes, inj.InitNames, inj.ContainerNames)
 }

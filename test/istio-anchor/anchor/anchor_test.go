@@ -1,15 +1,10 @@
 package anchor
 
 import (
-	"bytes"
 	"encoding/json"
-	"net/http"
-	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"testing"
 
-	jsonpatch "github.com/evanphx/json-patch/v5"
 	admissionv1 "k8s.io/api/admission/v1"
 	admissionregv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -18,23 +13,11 @@ import (
 	"sigs.k8s.io/yaml"
 
 	istiolog "istio.io/istio/pkg/log"
+
+	"github.com/sidecar-injector/injector/test/istio-anchor/anchor/anchortest"
 )
 
-// The bench review: ../shared/bench/admission-review.json, of which the
-// product keeps a copy at webhook/testdata/bench/ (the same bytes).
-// ISTIO_ANCHOR_REVIEW names another file.
-func benchReview(tb testing.TB) []byte {
-	tb.Helper()
-	p := os.Getenv("ISTIO_ANCHOR_REVIEW")
-	if p == "" {
-		p = filepath.Join("..", "..", "..", "webhook", "testdata", "bench", "admission-review.json")
-	}
-	body, err := os.ReadFile(p)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return body
-}
+func benchReview(tb testing.TB) []byte { return anchortest.BenchReview(tb, "../../..") }
 
 func TestMain(m *testing.M) {
 	// istiod's level (info: one line per injection), written nowhere, so
@@ -59,83 +42,6 @@ func istio(tb testing.TB, native bool) *Anchor {
 	return a
 }
 
-// Injection is what one answer did to the pod.
-type Injection struct {
-	Response               *admissionv1.AdmissionResponse
-	AnswerBytes, PatchOps  int
-	PodBytes, InjectedPod  int
-	Injected               corev1.Pod
-	InitNames, ContainerNs []string
-}
-
-func admit(tb testing.TB, h http.Handler, body []byte) Injection {
-	tb.Helper()
-	req := httptest.NewRequest(http.MethodPost, "/inject", bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, req)
-	if rec.Code != http.StatusOK {
-		tb.Fatalf("status %d: %s", rec.Code, rec.Body)
-	}
-	return Inspect(tb, body, rec.Body.Bytes())
-}
-
-// Inspect decodes an answer to review and applies its patch to the pod.
-func Inspect(tb testing.TB, review, answer []byte) Injection {
-	tb.Helper()
-	var in, out admissionv1.AdmissionReview
-	if err := json.Unmarshal(review, &in); err != nil {
-		tb.Fatal(err)
-	}
-	if err := json.Unmarshal(answer, &out); err != nil {
-		tb.Fatalf("answer: %v: %s", err, answer)
-	}
-	r := out.Response
-	if r == nil || !r.Allowed || r.UID != in.Request.UID {
-		tb.Fatalf("not allowed, or another uid: %s", answer)
-	}
-	inj := Injection{Response: r, AnswerBytes: len(answer), PodBytes: len(in.Request.Object.Raw)}
-	if len(r.Patch) == 0 {
-		return inj
-	}
-	if r.PatchType == nil || *r.PatchType != admissionv1.PatchTypeJSONPatch {
-		tb.Fatalf("patch type %v", r.PatchType)
-	}
-	var ops []map[string]any
-	if err := json.Unmarshal(r.Patch, &ops); err != nil {
-		tb.Fatal(err)
-	}
-	inj.PatchOps = len(ops)
-	p, err := jsonpatch.DecodePatch(r.Patch)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	pod, err := p.Apply(in.Request.Object.Raw)
-	if err != nil {
-		tb.Fatalf("the patch does not apply: %v", err)
-	}
-	inj.InjectedPod = len(pod)
-	if err := json.Unmarshal(pod, &inj.Injected); err != nil {
-		tb.Fatal(err)
-	}
-	for _, c := range inj.Injected.Spec.InitContainers {
-		inj.InitNames = append(inj.InitNames, c.Name)
-	}
-	for _, c := range inj.Injected.Spec.Containers {
-		inj.ContainerNs = append(inj.ContainerNs, c.Name)
-	}
-	return inj
-}
-
-func find(cs []corev1.Container, name string) *corev1.Container {
-	for i := range cs {
-		if cs[i].Name == name {
-			return &cs[i]
-		}
-	}
-	return nil
-}
-
 // TestIstioInjectsBenchReview: Istio's default install injects the bench
 // pod, as a native sidecar (an init container that restarts Always, after
 // istio-init) on Kubernetes >= 1.33, as a plain container otherwise.
@@ -143,22 +49,22 @@ func TestIstioInjectsBenchReview(t *testing.T) {
 	body := benchReview(t)
 	for _, native := range []bool{true, false} {
 		a := istio(t, native)
-		inj := admit(t, a.Handler, body)
+		inj := anchortest.Admit(t, a.Handler, "/inject", body)
 		if inj.PatchOps == 0 {
 			t.Fatalf("native=%v: no patch: %+v", native, inj.Response)
 		}
-		init := find(inj.Injected.Spec.InitContainers, "istio-init")
+		init := anchortest.Find(inj.Injected.Spec.InitContainers, "istio-init")
 		if init == nil {
 			t.Fatalf("native=%v: no istio-init: %v", native, inj.InitNames)
 		}
-		proxyInit := find(inj.Injected.Spec.InitContainers, "istio-proxy")
-		proxy := find(inj.Injected.Spec.Containers, "istio-proxy")
+		proxyInit := anchortest.Find(inj.Injected.Spec.InitContainers, "istio-proxy")
+		proxy := anchortest.Find(inj.Injected.Spec.Containers, "istio-proxy")
 		if native {
 			if proxyInit == nil || proxy != nil || proxyInit.RestartPolicy == nil || *proxyInit.RestartPolicy != corev1.ContainerRestartPolicyAlways {
-				t.Fatalf("native: want istio-proxy as an init container restarting Always: init %v, containers %v", inj.InitNames, inj.ContainerNs)
+				t.Fatalf("native: want istio-proxy as an init container restarting Always: init %v, containers %v", inj.InitNames, inj.ContainerNames)
 			}
 		} else if proxy == nil || proxyInit != nil {
-			t.Fatalf("not native: want istio-proxy among containers: init %v, containers %v", inj.InitNames, inj.ContainerNs)
+			t.Fatalf("not native: want istio-proxy among containers: init %v, containers %v", inj.InitNames, inj.ContainerNames)
 		}
 		p := proxy
 		if native {
@@ -171,7 +77,7 @@ func TestIstioInjectsBenchReview(t *testing.T) {
 			t.Error("no sidecar.istio.io/status annotation")
 		}
 		t.Logf("native=%v: answer %d bytes, patch %d bytes in %d operations, pod %d -> %d bytes; init %v, containers %v",
-			native, inj.AnswerBytes, len(inj.Response.Patch), inj.PatchOps, inj.PodBytes, inj.InjectedPod, inj.InitNames, inj.ContainerNs)
+			native, inj.AnswerBytes, len(inj.Response.Patch), inj.PatchOps, inj.PodBytes, inj.InjectedPodBytes, inj.InitNames, inj.ContainerNames)
 	}
 }
 
@@ -189,7 +95,7 @@ func TestIstioSkipsOptOut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	inj := admit(t, istio(t, true).Handler, out)
+	inj := anchortest.Admit(t, istio(t, true).Handler, "/inject", out)
 	if inj.PatchOps != 0 {
 		t.Fatalf("opted-out pod patched with %d operations", inj.PatchOps)
 	}

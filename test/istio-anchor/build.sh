@@ -32,9 +32,11 @@ CACHE_ROOT=${SIDECAR_INJECTOR_CACHE:-${XDG_CACHE_HOME:-${HOME:?HOME is not set; 
 DIR="$CACHE_ROOT/istio-anchor-$ISTIO_VERSION"
 BIN="$DIR/istio-anchor"
 
-# What the binary is built from: go.mod, go.sum and every non-test .go file.
+# What the binary is built from: go.mod, go.sum and the non-test .go files
+# of the main package and anchor/ (not anchor/anchortest/ or sidebyside/,
+# which only tests use).
 src_hash() {
-	(cd "$HERE" && find . -name '*.go' ! -name '*_test.go' -print0 | sort -z | xargs -0 cat go.mod go.sum | sha256sum | cut -d' ' -f1)
+	(cd "$HERE" && find . anchor -maxdepth 1 -name '*.go' ! -name '*_test.go' -print0 | sort -z | xargs -0 cat go.mod go.sum | sha256sum | cut -d' ' -f1)
 }
 
 mkdir -p "$DIR"

@@ -64,8 +64,8 @@ type Fault struct {
 // Request is one request a stand-in received.
 type Request struct {
 	Method, Host, Path, RawQuery, Body, UserAgent string
-	Header                                  http.Header
-	At                                      time.Time
+	Header                                        http.Header
+	At                                            time.Time
 	// Mode is what the stand-in did with it.
 	Mode Mode
 }

@@ -415,4 +415,3 @@ func TestPreStopHostAndUserAgentHeaders(t *testing.T) {
 		t.Errorf("defaults: exit %d, Host %q, User-Agent %q", r.code, last.Host, last.Header.Get("User-Agent"))
 	}
 }
-

@@ -139,8 +139,8 @@ func consulSetup(t *testing.T) standinSetup {
 	c.Register("orders-8080", "orders")
 	srv := serve(t, c)
 	return standinSetup{
-		args: []string{"--registry=consul"},
-		vars: map[string]string{"CONSUL_HTTP_ADDR": hostPortOf(srv), "CONSUL_HTTP_TOKEN": "s3cret", "SPRING_APPLICATION_NAME": "orders", "SERVER_PORT": "8080"},
+		args:    []string{"--registry=consul"},
+		vars:    map[string]string{"CONSUL_HTTP_ADDR": hostPortOf(srv), "CONSUL_HTTP_TOKEN": "s3cret", "SPRING_APPLICATION_NAME": "orders", "SERVER_PORT": "8080"},
 		standin: c.Standin, write: registry.Fault{Method: http.MethodPut, PathPrefix: "/v1/agent/service/maintenance/"},
 		offline: func() bool { return c.InMaintenance("orders-8080") },
 		unknown: func() { c.Deregister("orders-8080"); c.Register("orders-9090", "orders") },
@@ -155,7 +155,9 @@ func dubboSetup(version string) func(t *testing.T) standinSetup {
 		return standinSetup{
 			args: []string{"--registry=dubbo"}, vars: map[string]string{"DUBBO_APPLICATION_QOS_PORT": portOf(srv)}, portVar: "DUBBO_APPLICATION_QOS_PORT",
 			standin: d.Standin, write: registry.Fault{Method: http.MethodGet, PathPrefix: "/offline"},
-			offline: func() bool { return !d.Registered("com.example.OrderService") && !d.Registered("com.example.StockService") },
+			offline: func() bool {
+				return !d.Registered("com.example.OrderService") && !d.Registered("com.example.StockService")
+			},
 		}
 	}
 }

@@ -324,3 +324,133 @@ func TestPreStopAgainstStandins(t *testing.T) {
 		}
 	}
 }
+
+// TestUndoAfterRestartInPlace: prestop takes the instance offline and
+// records it; the container restarts in place (the registry keeps the
+// offline state across the app's re-registration for Nacos 2.x/3.x,
+// Eureka, Consul); poststart finds the record, brings the instance back
+// online, reads it back and removes the record. Dubbo and EDAS register
+// from inside the app's process, so there is nothing to undo.
+func TestUndoAfterRestartInPlace(t *testing.T) {
+	t.Parallel()
+	const record = "/var/run/mesh-state/app.offline.json"
+	type reg struct {
+		name  string
+		setup func(t *testing.T) (standinSetup, func(), func() bool)
+	}
+	regs := []reg{
+		{"nacos 2.5 stand-in: the override survives re-registration", func(t *testing.T) (standinSetup, func(), func() bool) {
+			n := registry.NewNacos("2.5.1")
+			inst := registry.NacosInstance{Service: "orders", IP: podIP, Port: 8080, Weight: 3}
+			n.Register(inst)
+			srv := serve(t, n)
+			su := standinSetup{args: []string{"--registry=nacos"}, vars: map[string]string{"NACOS_SERVER_ADDR": hostPortOf(srv), "SPRING_APPLICATION_NAME": "orders", "POD_IP": podIP}}
+			return su, func() { n.Deregister(inst); n.Register(inst) }, func() bool {
+				got, ok := n.Instance(inst)
+				return ok && got.Enabled && got.Weight == 3
+			}
+		}},
+		{"nacos 3.0 stand-in", func(t *testing.T) (standinSetup, func(), func() bool) {
+			n := registry.NewNacos("3.0.3")
+			inst := registry.NacosInstance{Service: "orders", IP: podIP, Port: 8080}
+			n.Register(inst)
+			srv := serve(t, n)
+			su := standinSetup{args: []string{"--registry=nacos", "--nacos-username-env=NU", "--nacos-password-env=NP"},
+				vars: map[string]string{"NACOS_SERVER_ADDR": hostPortOf(srv), "SPRING_APPLICATION_NAME": "orders", "POD_IP": podIP, "NU": "nacos", "NP": "nacos"}}
+			return su, func() { n.Deregister(inst); n.Register(inst) }, func() bool { got, ok := n.Instance(inst); return ok && got.Enabled }
+		}},
+		{"eureka stand-in: the override map keeps the id", func(t *testing.T) (standinSetup, func(), func() bool) {
+			c := registry.NewEurekaCluster(2)
+			c.Register(0, "cart", "cart-1:cart:8080")
+			c.Replicate()
+			a, b := serve(t, c.Peers[0]), serve(t, c.Peers[1])
+			su := standinSetup{args: []string{"--registry=eureka"}, vars: map[string]string{"EUREKA_CLIENT_SERVICEURL_DEFAULTZONE": a.URL + "/eureka," + b.URL + "/eureka",
+				"SPRING_APPLICATION_NAME": "cart", "HOSTNAME": "cart-1", "SERVER_PORT": "8080"}}
+			return su, func() { c.Register(1, "cart", "cart-1:cart:8080"); c.Replicate() }, func() bool {
+				st, ov, ok := c.Status(0, "cart", "cart-1:cart:8080")
+				return ok && st == "UP" && ov == ""
+			}
+		}},
+		{"consul agent stand-in: maintenance persists", func(t *testing.T) (standinSetup, func(), func() bool) {
+			c := registry.NewConsulAgent()
+			c.Register("orders-8080", "orders")
+			srv := serve(t, c)
+			su := standinSetup{args: []string{"--registry=consul"}, vars: map[string]string{"CONSUL_HTTP_ADDR": srv.URL, "SPRING_APPLICATION_NAME": "orders", "SERVER_PORT": "8080"}}
+			return su, func() { c.Register("orders-8080", "orders") }, func() bool { return !c.InMaintenance("orders-8080") }
+		}},
+		{"spring actuator stand-in, netflix", func(t *testing.T) (standinSetup, func(), func() bool) {
+			a := registry.NewActuator(registry.Netflix)
+			srv := serve(t, a)
+			su := standinSetup{args: []string{"--registry=spring-cloud"}, vars: map[string]string{"SERVER_PORT": portOf(srv)}}
+			return su, a.Restart, func() bool { st, ov := a.Status(); return st != "OUT_OF_SERVICE" && ov == "" }
+		}},
+		{"spring actuator stand-in, alibaba", func(t *testing.T) (standinSetup, func(), func() bool) {
+			a := registry.NewActuator(registry.Alibaba)
+			srv := serve(t, a)
+			su := standinSetup{args: []string{"--registry=spring-cloud"}, vars: map[string]string{"SERVER_PORT": portOf(srv)}}
+			return su, a.Restart, func() bool { st, _ := a.Status(); return st == "UP" }
+		}},
+		{"dubbo qos 3 stand-in: registers in-process", func(t *testing.T) (standinSetup, func(), func() bool) {
+			d := registry.NewDubboQoS("3", "com.example.Orders")
+			srv := serve(t, d)
+			su := standinSetup{args: []string{"--registry=dubbo"}, vars: map[string]string{"DUBBO_APPLICATION_QOS_PORT": portOf(srv)}}
+			// A new process exports and registers again by itself.
+			return su, func() { d.ClearFaults(); _, _ = http.Get(srv.URL + "/online") }, func() bool { return d.Registered("com.example.Orders") }
+		}},
+	}
+	for _, c := range regs {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			su, restart, online := c.setup(t)
+			files := map[string]string{}
+			h := harness{vars: su.vars, files: files}
+			r := h.run(append([]string{"prestop", "--sleep=30s", "--record=" + record}, su.args...)...)
+			if r.code != ExitOK || online() {
+				t.Fatalf("prestop: exit %d, online %v\n%s%s", r.code, online(), r.stdout, r.stderr)
+			}
+			if !strings.Contains(files[record], `"state":"offline`) {
+				t.Fatalf("no record: %q", files[record])
+			}
+			restart()
+			r = h.run(append([]string{"poststart", "--record=" + record}, su.args...)...)
+			logs := "\nstdout:\n" + r.stdout + "stderr:\n" + r.stderr + "app log:\n" + r.appLog
+			if r.code != ExitOK || !online() {
+				t.Fatalf("poststart: exit %d, online %v%s", r.code, online(), logs)
+			}
+			if _, kept := files[record]; kept {
+				t.Errorf("the record is still there%s", logs)
+			}
+			// The next start finds no record and costs nothing.
+			clk := newFakeClock()
+			r = harness{vars: su.vars, files: files, clock: clk}.run(append([]string{"poststart", "--record=" + record}, su.args...)...)
+			if r.code != ExitOK || r.stdout != "" || len(clk.Sleeps()) != 0 {
+				t.Errorf("first start: exit %d, stdout %q, sleeps %v", r.code, r.stdout, clk.Sleeps())
+			}
+		})
+	}
+}
+
+// A poststart undo that cannot reach the registry never fails the hook
+// (that would kill the container): it says so in the app's log, keeps the
+// record, and the app's own postStart handler still runs and decides.
+func TestPostStartNeverFailsForItsOwnPart(t *testing.T) {
+	t.Parallel()
+	addr, err := registry.RefusedAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const record = "/state/app.json"
+	files := map[string]string{record: `{"registry":"consul","key":"x","state":"offline, confirmed"}`}
+	h := harness{vars: map[string]string{"CONSUL_HTTP_ADDR": addr, "SPRING_APPLICATION_NAME": "orders"}, files: files}
+	r := h.run("poststart", "--registry=consul", "--record="+record, "--timeout=10s")
+	if r.code != ExitOK || !strings.Contains(r.appLog, "FAILED: consul online") || files[record] == "" {
+		t.Errorf("exit %d, app log %q, record %q", r.code, r.appLog, files[record])
+	}
+	r = h.run(append([]string{"poststart", "--registry=consul", "--record=" + record, "--timeout=1s", "--then-exec", "--"}, helperCommand(t, "exit", "4")...)...)
+	if r.code != 4 {
+		t.Errorf("the app's own postStart exit code is not passed on: %d", r.code)
+	}
+	if r := h.run("poststart", "--registry=zookeeper"); r.code != ExitOK || !strings.Contains(r.appLog, "bad arguments") {
+		t.Errorf("bad arguments: exit %d, app log %q", r.code, r.appLog)
+	}
+}

@@ -558,7 +558,7 @@ type Propagation struct {
 // RegistryPropagation is Propagation by preset, from each registry's
 // documented defaults (docs/lifecycle-hooks.md cites the sources).
 var RegistryPropagation = map[meshinit.Preset]Propagation{
-	meshinit.PresetEureka: {60, "the Eureka server's read-only response cache (30s) plus the clients' registry fetch (30s)"},
+	meshinit.PresetEureka:      {60, "the Eureka server's read-only response cache (30s) plus the clients' registry fetch (30s)"},
 	meshinit.PresetSpringCloud: {10, "the fastest registry behind Spring Cloud's endpoint (Nacos 1.x clients poll every 10s; Eureka takes 60s)"},
 	meshinit.PresetNacos:       {10, "Nacos 1.x clients' fallback poll (10s; 2.x pushes within about 2s)"},
 	meshinit.PresetDubbo:       {10, "the registry's notification to subscribed consumers (Nacos 1.x polls every 10s)"},

@@ -83,6 +83,9 @@ func annotate(pod *corev1.Pod, r *Rendered, ch *Changes) ([]string, error) {
 		ch.Annotations = append(ch.Annotations, Annotation{policy.DefaultContainerAnnotation, pod.Spec.Containers[0].Name})
 		ch.Status.Annotations = []string{policy.DefaultContainerAnnotation}
 	}
+	if err := annotateCapture(pod, r, ch); err != nil {
+		return nil, err
+	}
 	status, err := ch.Status.Marshal()
 	if err != nil {
 		return nil, err

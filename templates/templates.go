@@ -17,13 +17,13 @@ var builtin embed.FS
 
 // The templates every set has.
 const (
-	InitContainer  = "init-container.yaml"
+	InitContainer = "init-container.yaml"
 	// InitContainerCNI replaces InitContainer in the cni capture mode.
 	InitContainerCNI = "init-container-cni.yaml"
-	Sidecar        = "sidecar.yaml"
-	Volumes        = "volumes.yaml"
-	AppPreStop     = "app-prestop.yaml"
-	EnvoyBootstrap = "envoy-bootstrap.yaml"
+	Sidecar          = "sidecar.yaml"
+	Volumes          = "volumes.yaml"
+	AppPreStop       = "app-prestop.yaml"
+	EnvoyBootstrap   = "envoy-bootstrap.yaml"
 )
 
 // Names lists the templates of a set in rendering order.

@@ -75,7 +75,7 @@ type Rendered struct {
 	// capture mode, "" otherwise.
 	CNIAnnotation string
 	Native        bool
-	Settings  policy.Settings
+	Settings      policy.Settings
 	// json holds each added container's and volume's JSON, by kind and
 	// name, marshalled once here so a webhook response can carry it
 	// without encoding the bootstrap again on every request.

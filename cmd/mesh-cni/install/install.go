@@ -51,6 +51,8 @@ type Options struct {
 	// Interval is how often the folders are checked.
 	Interval time.Duration
 	Log      io.Writer
+
+	installed *seen // set by Run
 }
 
 func (o Options) logf(format string, args ...any) {
@@ -110,6 +112,7 @@ func Run(ctx context.Context, o Options) error {
 			return fmt.Errorf("%s is not a folder (mount the node's CNI folders there): %v", d, err)
 		}
 	}
+	o.installed = &seen{}
 	o.logf("bin folder %s, configuration folder %s, checked every %s", o.BinDir, o.ConfDir, o.Interval)
 	waiting := false
 	for {
@@ -235,19 +238,43 @@ func confFiles(dir string) ([]string, error) {
 // old file or the new one (a running binary is never overwritten in place,
 // which would fail with "text file busy").
 func installBinary(o Options) error {
+	dst := filepath.Join(o.BinDir, plugin.Type)
+	st, err := os.Stat(dst)
+	if err == nil && o.installed != nil && o.installed.matches(dst, st) {
+		return nil // unchanged since this agent wrote or checked it
+	}
 	want, err := os.ReadFile(o.Self)
 	if err != nil {
 		return fmt.Errorf("reading the running binary: %w", err)
 	}
-	dst := filepath.Join(o.BinDir, plugin.Type)
-	if have, err := os.ReadFile(dst); err == nil && bytes.Equal(have, want) {
-		return nil
+	if have, err := os.ReadFile(dst); err != nil || !bytes.Equal(have, want) {
+		if err := writeAtomic(dst, want, 0o755); err != nil {
+			return fmt.Errorf("installing %s: %w", dst, err)
+		}
+		o.logf("installed %s (%d bytes)", dst, len(want))
 	}
-	if err := writeAtomic(dst, want, 0o755); err != nil {
-		return fmt.Errorf("installing %s: %w", dst, err)
+	if o.installed != nil {
+		if st, err := os.Stat(dst); err == nil {
+			o.installed.remember(dst, st)
+		}
 	}
-	o.logf("installed %s (%d bytes)", dst, len(want))
 	return nil
+}
+
+// seen remembers the installed binary's size and time, so the agent reads
+// it (and itself) again only when something replaced it.
+type seen struct {
+	path string
+	size int64
+	mod  time.Time
+}
+
+func (s *seen) matches(path string, st os.FileInfo) bool {
+	return s.path == path && s.size == st.Size() && s.mod.Equal(st.ModTime())
+}
+
+func (s *seen) remember(path string, st os.FileInfo) {
+	s.path, s.size, s.mod = path, st.Size(), st.ModTime()
 }
 
 // chain puts the plugin's entry into the first configuration file.

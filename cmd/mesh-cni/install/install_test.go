@@ -226,3 +226,32 @@ func TestRunUntilStopped(t *testing.T) {
 		}
 	}
 }
+
+// A binary replaced behind the agent's back is installed again.
+func TestReinstallReplacedBinary(t *testing.T) {
+	n := newNode(t)
+	n.write(t, "10-pods.conflist", bridgeConflist)
+	n.o.installed = &seen{}
+	if err := Sync(n.o); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(n.o.BinDir, plugin.Type)
+	if err := os.WriteFile(bin, []byte("something else, longer than before"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := Sync(n.o); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(bin); !bytes.Equal(b, n.self) {
+		t.Errorf("not reinstalled: %q", b)
+	}
+	if err := os.Remove(bin); err != nil {
+		t.Fatal(err)
+	}
+	if err := Sync(n.o); err != nil {
+		t.Fatal(err)
+	}
+	if err := Check(n.o); err != nil {
+		t.Errorf("after removal: %v", err)
+	}
+}

@@ -62,16 +62,31 @@ func checkUnprivileged(r *Rendered, d TemplateData) []string {
 // injector's alone in either mode: a pod that brings its own would choose
 // the rules the node writes for it (or, in the init mode, have a node's
 // plugin write rules mesh-init then rewrites), so it is refused.
-func annotateCapture(pod *corev1.Pod, r *Rendered, ch *Changes) error {
+//
+// With classic sidecars the pod's own init containers run before the
+// proxy; in the init mode they also run before the rules, but in the cni
+// mode the rules exist before any container starts, so their outbound TCP
+// connections go to a proxy that is not running yet: that is warned about.
+func annotateCapture(pod *corev1.Pod, r *Rendered, ch *Changes) ([]string, error) {
 	if v, ok := pod.Annotations[meshinit.CNIAnnotation]; ok {
-		return &conflictError{ReasonInvalidAnnotation, fmt.Sprintf(
+		return nil, &conflictError{ReasonInvalidAnnotation, fmt.Sprintf(
 			"the pod carries %s=%q, which only the injector writes (the capture settings of the cni capture mode); remove it and set the capture annotations instead",
 			meshinit.CNIAnnotation, v)}
 	}
 	if r.CNIAnnotation == "" {
-		return nil
+		return nil, nil
 	}
 	ch.Annotations = append(ch.Annotations, Annotation{meshinit.CNIAnnotation, r.CNIAnnotation})
 	ch.Status.Annotations = append(ch.Status.Annotations, meshinit.CNIAnnotation)
-	return nil
+	var warnings []string
+	if !r.Native && len(pod.Spec.InitContainers) > 0 {
+		names := make([]string, len(pod.Spec.InitContainers))
+		for i, c := range pod.Spec.InitContainers {
+			names[i] = c.Name
+		}
+		warnings = append(warnings, fmt.Sprintf(
+			"cni capture mode with a classic sidecar: the capture rules exist before any container starts, so the outbound TCP connections of the init containers %v go to the proxy before it runs and fail; use native sidecars (sidecar-injector.io/native-sidecar: \"true\", Kubernetes 1.29+), or exclude their destinations (exclude-outbound-ports or -cidrs)",
+			names))
+	}
+	return warnings, nil
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -198,15 +199,38 @@ func TestSinglePluginConf(t *testing.T) {
 	}
 }
 
+// syncBuffer is a log written by Run's goroutine and read by the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 // Run waits for a configuration, chains it, and uninstalls on stop.
 func TestRunUntilStopped(t *testing.T) {
 	n := newNode(t)
+	log := &syncBuffer{}
+	n.o.Log = log
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, n.o) }()
-	time.Sleep(50 * time.Millisecond)
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(log.String(), "waiting for the node's CNI configuration") && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
 	conf := n.write(t, "10-pods.conflist", bridgeConflist)
-	deadline := time.Now().Add(5 * time.Second)
+	deadline = time.Now().Add(10 * time.Second)
 	for Check(n.o) != nil && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -221,8 +245,8 @@ func TestRunUntilStopped(t *testing.T) {
 		t.Errorf("after stop: %v", got)
 	}
 	for _, want := range []string{"waiting for the node's CNI configuration", "chained the plugin into", "removed the plugin from"} {
-		if !strings.Contains(n.log.String(), want) {
-			t.Errorf("log lacks %q:\n%s", want, n.log.String())
+		if !strings.Contains(log.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, log.String())
 		}
 	}
 }

@@ -72,13 +72,13 @@ func New(cfg *policy.Config, opts Options) (*Engine, error) {
 	for _, p := range append([]*policy.Policy{cfg.Default}, cfg.Policies...) {
 		set, err := getSet(p.TemplateSet)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("policy %q: %w", p.Name, err))
+			errs = append(errs, fmt.Errorf("%s: %w", policyPlace(p), err))
 			continue
 		}
 		cp := &compiledPolicy{policy: p, set: set, overridden: map[string]*Rendered{}}
 		cp.base, err = e.render(set, p.Settings, nil)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("policy %q: %w", p.Name, err))
+			errs = append(errs, fmt.Errorf("%s: %w", policyPlace(p), err))
 			continue
 		}
 		// Render the other native mode too, so a pod that flips it cannot
@@ -89,7 +89,7 @@ func New(cfg *policy.Config, opts Options) (*Engine, error) {
 			flipped.Lifecycle.NativeSidecar = policy.NativeFalse
 		}
 		if _, err := e.render(set, flipped, cp.base); err != nil {
-			errs = append(errs, fmt.Errorf("policy %q (native sidecar %s): %w", p.Name, flipped.Lifecycle.NativeSidecar, err))
+			errs = append(errs, fmt.Errorf("%s (native sidecar %s): %w", policyPlace(p), flipped.Lifecycle.NativeSidecar, err))
 			continue
 		}
 		e.policies[p.Name] = cp
@@ -98,6 +98,15 @@ func New(cfg *policy.Config, opts Options) (*Engine, error) {
 		return nil, errors.Join(errs...)
 	}
 	return e, nil
+}
+
+// policyPlace names a policy and where it is in the file, as policy file
+// errors do.
+func policyPlace(p *policy.Policy) string {
+	if p.Index < 0 {
+		return fmt.Sprintf("policy %q (defaults)", p.Name)
+	}
+	return fmt.Sprintf("policy %q (policies[%d])", p.Name, p.Index)
 }
 
 // Config returns the compiled policy file the engine was built from.

@@ -161,6 +161,8 @@ func TestBrokenPolicies(t *testing.T) {
 		{"settings outside own bounds", "defaults: {podOverrides: {maxProxyCPU: 500m}}\n", []string{"outside this layer's own podOverrides bounds", "maxProxyCPU 500m"}},
 		{"proxy ready timeout of zero", "defaults: {settings: {lifecycle: {proxyReadyTimeout: 0s}}}\n", []string{"lifecycle.proxyReadyTimeout", "under 1s"}},
 		{"request above limit", "defaults: {settings: {proxy: {resources: {requests: {cpu: \"4\"}, limits: {cpu: \"1\"}}}}}\n", []string{"requests.cpu: 4 exceeds the limit 1"}},
+		{"IPv4-only listeners while IPv6 is captured", "policies:\n- {name: v4, namespaces: [a], settings: {envoy: {listenAddress: 0.0.0.0}}}\n",
+			[]string{`policies[0] (v4): settings.envoy.listenAddress: "0.0.0.0" accepts IPv4 only, but init.ipv6 is "auto", so IPv6 connections would be captured and then refused; use "::" (both families), or set init.ipv6: off`}},
 		{"two problems at once", "policies:\n- {name: a, namespaces: [x], settings: {proxy: {logLevel: loud}}}\n- {name: b}\n",
 			[]string{"policies[0] (a)", "policies[1] (b)"}},
 	} {
@@ -176,6 +178,13 @@ func TestBrokenPolicies(t *testing.T) {
 			}
 		})
 	}
+}
+
+// An IPv4-only listener is for nodes without IPv6, where nothing is
+// captured for IPv6 either.
+func TestIPv4OnlyListenersNeedIPv6Off(t *testing.T) {
+	c := mustParse(t, "defaults: {settings: {envoy: {listenAddress: 0.0.0.0}, init: {ipv6: \"off\"}}}\n")
+	assert.Equal(t, "0.0.0.0", c.Default.Settings.Envoy.ListenAddress)
 }
 
 // Bounds on what pods may change, checked against the effective settings.

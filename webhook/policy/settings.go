@@ -386,6 +386,12 @@ func (s *Settings) Validate(path *field.Path) field.ErrorList {
 	errs = append(errs, s.Envoy.Inbound.validate(path.Child("envoy", "inbound"))...)
 	if a := s.Envoy.ListenAddress; a != "::" && a != "0.0.0.0" {
 		invalid(path.Child("envoy", "listenAddress"), a, fmt.Sprintf("%q is not \"::\" (both families) or \"0.0.0.0\" (IPv4 only)", a))
+	} else if a == "0.0.0.0" && s.Init.IPv6 != meshinit.IPv6Off {
+		// ip6tables would redirect the pod's IPv6 connections to a port
+		// with no IPv6 listener, which refuses them (seeds/003).
+		invalid(path.Child("envoy", "listenAddress"), a, fmt.Sprintf(
+			"\"0.0.0.0\" accepts IPv4 only, but init.ipv6 is %q, so IPv6 connections would be captured and then refused; use \"::\" (both families), or set init.ipv6: off on nodes without IPv6",
+			s.Init.IPv6))
 	}
 	if t := s.Envoy.ProtocolDetectionTimeout; t <= 0 {
 		invalid(path.Child("envoy", "protocolDetectionTimeout"), t.String(), "must be positive, such as 100ms (0 would stall server-first protocols forever)")

@@ -103,6 +103,8 @@ func (e *FileError) Error() string {
 				text += sub + ": "
 			}
 			text += p.Detail
+		case (p.Type == field.ErrorTypeForbidden || p.Type == field.ErrorTypeDuplicate) && (p.Detail == unknownField || p.Detail == duplicateField):
+			text = p.Detail + " " + strconv.Quote(rest)
 		case rest == "":
 			text = p.Detail
 		default:
@@ -147,6 +149,11 @@ const (
 func decodeSection(m map[string]any, out any, path *field.Path) field.ErrorList {
 	if m == nil {
 		return nil
+	}
+	// Every problem at its own path first; the decoder would stop at
+	// the first.
+	if errs := checkValue(m, reflect.TypeOf(out).Elem(), path); len(errs) > 0 {
+		return errs
 	}
 	data, err := json.Marshal(m)
 	if err != nil {

@@ -403,3 +403,52 @@ policies:
 	var one *field.Error
 	require.ErrorAs(t, err, &one, "each problem unwraps as a *field.Error")
 }
+
+// One run reports every problem in the file, each at its own path, and a
+// problem with a policy's own fields names the policy by place and name.
+func TestEveryProblemInOneRun(t *testing.T) {
+	_, err := Parse([]byte(header + `
+defaults:
+  settings:
+    envoy: {outbound: {connectTimeout: soon}, inbound: {connectTimeout: -1s}}
+    proxy: {imag: x, resources: {limits: {cpu: lots}}}
+policies:
+- {name: a, namespaces: shop, settings: {proxy: {logLevel: loud}}}
+- {name: b, namespace: [b], namespaces: [Bad_1, ok, Bad_2], templateSet: nope, settings: {proxy: {concurrency: 1000}}}
+- {name: 5, namespaces: [c]}
+- {name: d, namespaces: [d], settings: {lifecycle: {drainSeconds: soon, shutdownSeconds: later}}}
+- name: e
+  namespaces: [e]
+  namespaceSelector: {matchLabels: {team: [x]}}
+`))
+	require.Error(t, err)
+	assert.Equal(t, `defaults: settings: envoy.inbound.connectTimeout: "-1s" is negative; a duration here is 0 or more, such as 5s
+defaults: settings: envoy.outbound.connectTimeout: "soon" is not a duration such as 5s or 1m30s
+defaults: settings: unknown field "proxy.imag"
+defaults: settings: proxy.resources.limits.cpu: quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'
+policies[0] (a): namespaces: expected a list of strings, got a JSON string
+policies[1] (b): unknown field "namespace"
+policies[2]: name: expected string, got a JSON number
+policies[3] (d): settings: lifecycle.drainSeconds: expected int32, got a JSON string
+policies[3] (d): settings: lifecycle.shutdownSeconds: expected int32, got a JSON string
+policies[4] (e): namespaceSelector.matchLabels[team]: expected string, got a JSON array`, err.Error())
+
+	// Once its shape is right, a policy's own fields and its settings are
+	// checked in the same run.
+	_, err = Parse([]byte(header + `
+policies:
+- {name: a, namespaces: [shop], settings: {proxy: {logLevel: loud}}}
+- {name: b, namespaces: [Bad_1, ok, Bad_2], templateSet: nope, settings: {proxy: {concurrency: 1000}}}
+- {name: a, namespaces: [x]}
+`))
+	require.Error(t, err)
+	assert.Equal(t, `policies[0] (a): settings.proxy.logLevel: "loud" is not one of trace, debug, info, warning, warn, error, critical, off
+policies[1] (b): namespaces[0]: "Bad_1" is not a namespace name: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')
+policies[1] (b): namespaces[2]: "Bad_2" is not a namespace name: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')
+policies[1] (b): templateSet: no template set named "nope" in templateSets
+policies[1] (b): settings.proxy.concurrency: 1000 is not between 0 (all cores) and 64
+policies[2] (a): name: the name "a" is already used by policies[0]`, err.Error())
+	var fe *FileError
+	require.ErrorAs(t, err, &fe)
+	assert.Equal(t, "policies[1].namespaces[2]", fe.Problems[2].Field)
+}

@@ -151,6 +151,11 @@ func manifestMain(name string, mode manifest.Mode, args []string, stdin io.Reade
 			fmt.Fprintf(stderr, "injector %s: %v\n", name, err)
 			return 1
 		}
+		if !*quiet {
+			for _, w := range opts.Engine.Warnings() {
+				fmt.Fprintf(stderr, "injector %s: policy file warning: %s\n", name, w)
+			}
+		}
 		if opts.NamespaceLabels, err = cc.labels(); err != nil {
 			fmt.Fprintf(stderr, "injector %s: %v\n", name, err)
 			return 2

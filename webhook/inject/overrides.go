@@ -6,6 +6,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/sidecar-injector/injector/webhook/envoy"
 	"github.com/sidecar-injector/injector/webhook/policy"
 )
 
@@ -30,6 +31,13 @@ func effectiveSettings(pod *corev1.Pod, pol *policy.Policy, ev *evaluation) ([]s
 			return refuse(ReasonOverrideNotAllowed, fmt.Sprintf(
 				"%s is not allowed by policy %q (podOverrides.allowedAnnotations: %s)",
 				a.Key, pol.Name, strings.Join(pol.Bounds.AllowedAnnotations, ", ")))
+		}
+	}
+	for _, a := range applied {
+		// The pod chose its own proxy image: say when its tag names an
+		// Envoy older than the rules its bootstrap was validated with.
+		if v, ok := envoy.VersionFromImage(s.Proxy.Image); a.Field == "proxy.image" && ok && v.Less(envoy.Rules) {
+			warnings = append(warnings, a.Key+": "+olderEnvoy(s.Proxy.Image, v))
 		}
 	}
 	if len(applied) > 0 {

@@ -10,10 +10,6 @@ import (
 	"github.com/sidecar-injector/injector/webhook/policy"
 )
 
-// systemNamespaces are never injected: the control plane must not depend on
-// the mesh to start.
-var systemNamespaces = map[string]bool{"kube-system": true, "kube-public": true, "kube-node-lease": true}
-
 // otherMeshContainers are sidecars of other meshes; two proxies in one pod
 // would capture each other's traffic.
 var otherMeshContainers = map[string]string{"istio-proxy": "Istio", "linkerd-proxy": "Linkerd", "istio-init": "Istio", "linkerd-init": "Linkerd"}
@@ -24,7 +20,7 @@ var otherMeshAnnotations = map[string]string{"sidecar.istio.io/status": "Istio",
 // preflight handles the skips and refusals that need no policy.
 func (e *Engine) preflight(pod *corev1.Pod, ns Namespace) (Decision, bool) {
 	switch {
-	case systemNamespaces[ns.Name]:
+	case policy.SystemNamespaces[ns.Name]:
 		return decide(Skipped, ReasonSystemNamespace, fmt.Sprintf("namespace %q is a Kubernetes system namespace and is never injected", ns.Name)), true
 	case e.opts.InjectorNamespace != "" && ns.Name == e.opts.InjectorNamespace:
 		return decide(Skipped, ReasonInjectorNamespace, fmt.Sprintf("namespace %q runs the injector itself and is never injected", ns.Name)), true

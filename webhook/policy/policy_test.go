@@ -452,3 +452,58 @@ policies[2] (a): name: the name "a" is already used by policies[0]`, err.Error()
 	require.ErrorAs(t, err, &fe)
 	assert.Equal(t, "policies[1].namespaces[2]", fe.Problems[2].Field)
 }
+
+// Legal values that are probably mistakes load, with a warning each,
+// reported once where they were written.
+func TestLoadWarnings(t *testing.T) {
+	c := mustParse(t, `
+defaults:
+  settings:
+    envoy:
+      outbound: {connectTimeout: 5ms, circuitBreakers: {maxPendingRequests: 0}}
+policies:
+- name: slow
+  namespaces: [slow, kube-system]
+  settings: {envoy: {protocolDetectionTimeout: 45s, inbound: {circuitBreakers: {maxConnections: 0}}}}
+- name: everything
+  namespaceSelector: {}
+- name: shop
+  namespaces: [shop, slow]
+  templateSet: hardened
+- name: team
+  namespaceSelector: {matchLabels: {team: a}}
+templateSets:
+  hardened: {sidecar.yaml: x}
+  forgotten: {sidecar.yaml: x}
+`)
+	var got []string
+	for _, w := range c.Warnings {
+		got = append(got, w.String())
+	}
+	assert.Equal(t, []string{
+		"defaults: settings.envoy.outbound.connectTimeout: 5ms is under 10ms: a healthy destination on another node, or one under load, often takes longer to accept, so connections would fail (Envoy's own default is 5s, this injector's 2s outbound and 1s inbound)",
+		"defaults: settings.envoy.outbound.circuitBreakers.maxPendingRequests: 0 does not mean none or unlimited: the threshold is left out and Envoy's default of 1024 applies to the whole pod's outbound traffic; write the number you mean",
+		"policies[0] (slow): settings.envoy.inbound.circuitBreakers.maxConnections: 0 does not mean none or unlimited: the threshold is left out and Envoy's default of 1024 applies to the whole pod's inbound traffic; write the number you mean",
+		"policies[0] (slow): settings.envoy.protocolDetectionTimeout: 45s is over 30s: every connection of a server-first protocol (MySQL, SMTP, FTP) waits this long before its first byte; the default is 100ms",
+		"policies[0] (slow): namespaces: kube-system is a Kubernetes system namespace, which is never injected: the policy has no effect there",
+		"policies[1] (everything): namespaceSelector: an empty selector matches every namespace, so the selectors of later policies never choose a namespace: policies[3] (team); put the catch-all last, or give it labels to match",
+		"policies[2] (shop): namespaces: namespace slow is also named by policies[0] (slow), which wins (the first in file order): this policy never applies there",
+		"templateSets.forgotten: no policy uses this template set (templateSet), so it is neither checked nor ever rendered",
+	}, got)
+
+	// A warning about a file default concerns every policy that inherits
+	// it, and no policy that sets its own value.
+	c = mustParse(t, `
+defaults: {settings: {envoy: {outbound: {connectTimeout: 5ms}}}}
+policies:
+- {name: inherits, namespaces: [a]}
+- {name: own, namespaces: [b], settings: {envoy: {outbound: {connectTimeout: 1s}}}}
+`)
+	require.Len(t, c.Warnings, 1)
+	assert.True(t, c.Warnings[0].Concerns(c.Default))
+	assert.True(t, c.Warnings[0].Concerns(c.Select("a", nil).Policy))
+	assert.False(t, c.Warnings[0].Concerns(c.Select("b", nil).Policy))
+
+	// The built-in defaults and sensible values warn about nothing.
+	assert.Empty(t, mustParse(t, "policies:\n- {name: a, namespaces: [a], settings: {envoy: {outbound: {connectTimeout: 10ms}}}}\n").Warnings)
+}

@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"math"
+	"regexp"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -38,6 +39,12 @@ type Proxy struct {
 	GID int64 `json:"gid"`
 	// Ports the proxy listens on. They are fixed per policy, never per pod.
 	Ports ProxyPorts `json:"ports"`
+	// EnvoyVersion is the Envoy release the image runs, such as "1.37",
+	// for an image whose tag does not say (a digest, a mirror's own
+	// tags). Bootstraps are validated with Envoy 1.36's rules either way;
+	// it only decides whether the load warns (docs/envoy.md "Version
+	// pairing").
+	EnvoyVersion string `json:"envoyVersion,omitempty"`
 }
 
 // ProxyPorts are the proxy's listening ports.
@@ -324,6 +331,9 @@ func (s *Settings) Validate(path *field.Path) field.ErrorList {
 			errs = append(errs, problem(field.ErrorTypeNotSupported, pp.path, pp.value, fmt.Sprintf("%q is not Always, IfNotPresent or Never", pp.value)))
 		}
 	}
+	if v := s.Proxy.EnvoyVersion; v != "" && !envoyVersion.MatchString(v) {
+		invalid(path.Child("proxy", "envoyVersion"), v, fmt.Sprintf("%q is not an Envoy version such as 1.37", v))
+	}
 	if !validLogLevel(s.Proxy.LogLevel) {
 		invalid(path.Child("proxy", "logLevel"), s.Proxy.LogLevel, fmt.Sprintf("%q is not one of %s", s.Proxy.LogLevel, logLevelList))
 	}
@@ -486,6 +496,8 @@ func wholeMillis(path *field.Path, d meshinit.Duration) field.ErrorList {
 	}
 	return nil
 }
+
+var envoyVersion = regexp.MustCompile(`^v?\d{1,4}\.\d{1,4}(\.\d{1,4})?$`)
 
 var logLevels = []string{"trace", "debug", "info", "warning", "warn", "error", "critical", "off"}
 

@@ -163,6 +163,9 @@ func TestBrokenPolicies(t *testing.T) {
 		{"request above limit", "defaults: {settings: {proxy: {resources: {requests: {cpu: \"4\"}, limits: {cpu: \"1\"}}}}}\n", []string{"requests.cpu: 4 exceeds the limit 1"}},
 		{"IPv4-only listeners while IPv6 is captured", "policies:\n- {name: v4, namespaces: [a], settings: {envoy: {listenAddress: 0.0.0.0}}}\n",
 			[]string{`policies[0] (v4): settings.envoy.listenAddress: "0.0.0.0" accepts IPv4 only, but init.ipv6 is "auto", so IPv6 connections would be captured and then refused; use "::" (both families), or set init.ipv6: off`}},
+		{"image prefix that ends inside a name", "defaults: {podOverrides: {allowedProxyImages: [registry.corp.example/mesh/, \"registry.corp.\", \"mesh//\"]}}\n",
+			[]string{`defaults: podOverrides.allowedProxyImages[1]: "registry.corp." is not a registry, repository or image prefix such as registry.example.com/mesh/ (a prefix matches only up to a /, : or @)`,
+				`podOverrides.allowedProxyImages[2]: "mesh//" is not a registry`}},
 		{"two problems at once", "policies:\n- {name: a, namespaces: [x], settings: {proxy: {logLevel: loud}}}\n- {name: b}\n",
 			[]string{"policies[0] (a)", "policies[1] (b)"}},
 	} {
@@ -506,4 +509,40 @@ policies:
 
 	// The built-in defaults and sensible values warn about nothing.
 	assert.Empty(t, mustParse(t, "policies:\n- {name: a, namespaces: [a], settings: {envoy: {outbound: {connectTimeout: 10ms}}}}\n").Warnings)
+}
+
+// An allowed image prefix matches only at a boundary of the reference, so
+// a registry's name cannot be extended into another registry's.
+func TestImagePrefixMatchesAtABoundary(t *testing.T) {
+	for _, tc := range []struct {
+		prefix, image string
+		want          bool
+	}{
+		{"registry.corp.example", "registry.corp.example/mesh/envoy:v1.36.2", true},
+		{"registry.corp.example", "registry.corp.example.attacker.io/mesh/envoy:v1.36.2", false},
+		{"registry.corp.example", "registry.corp.example-evil/envoy", false},
+		{"registry.corp.example", "registry.corp.example:5000/envoy", true},
+		{"registry.corp.example/", "registry.corp.example/envoy", true},
+		{"registry.corp.example/mesh", "registry.corp.example/mesh/envoy", true},
+		{"registry.corp.example/mesh", "registry.corp.example/meshy/envoy", false},
+		{"registry.corp.example/mesh/envoy", "registry.corp.example/mesh/envoy:v1", true},
+		{"registry.corp.example/mesh/envoy", "registry.corp.example/mesh/envoy@sha256:" + strings.Repeat("a", 64), true},
+		{"registry.corp.example/mesh/envoy", "registry.corp.example/mesh/envoy-debug:v1", false},
+		{"registry.corp.example/mesh/envoy:", "registry.corp.example/mesh/envoy:anything", true},
+		{"registry.corp.example/mesh/envoy:v1.36", "registry.corp.example/mesh/envoy:v1.36.2", false},
+		{"registry.corp.example/mesh/envoy:v1.36", "registry.corp.example/mesh/envoy:v1.36", true},
+	} {
+		b := DefaultBounds()
+		b.AllowedProxyImages = []string{tc.prefix}
+		require.Empty(t, b.Validate(nil), tc.prefix)
+		s := Defaults()
+		_, _, err := ApplyAnnotations(&s, map[string]string{"sidecar-injector.io/proxy-image": tc.image})
+		require.NoError(t, err, tc.image)
+		berr := b.Check(&s)
+		assert.Equal(t, tc.want, berr == nil, "%s under %s: %v", tc.image, tc.prefix, berr)
+		if !tc.want && berr != nil {
+			assert.Equal(t, "proxy.image", berr.Field)
+			assert.Contains(t, berr.Problem, "a prefix matches up to a /, : or @")
+		}
+	}
 }

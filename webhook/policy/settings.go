@@ -427,6 +427,21 @@ func (s *Settings) Validate(path *field.Path) field.ErrorList {
 	return sortProblems(errs)
 }
 
+// relatedFields are the other fields of a rule across fields, by the
+// field its problem is reported at: a request above its limit is reported
+// at the request, and the limit is as much to blame.
+var relatedFields = map[string][]string{
+	"proxy.resources.requests.cpu":    {"proxy.resources.limits.cpu"},
+	"proxy.resources.requests.memory": {"proxy.resources.limits.memory"},
+	"init.resources.requests.cpu":     {"init.resources.limits.cpu"},
+	"init.resources.requests.memory":  {"init.resources.limits.memory"},
+	"envoy.listenAddress":             {"init.ipv6"},
+}
+
+// RelatedFields are the settings a problem reported at fieldPath (a path
+// of Settings.Validate(nil)) involves besides fieldPath itself.
+func RelatedFields(fieldPath string) []string { return relatedFields[fieldPath] }
+
 func (r Resources) validate(path *field.Path) field.ErrorList {
 	var errs field.ErrorList
 	check := func(name string, req, lim *resource.Quantity) {

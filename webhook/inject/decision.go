@@ -55,6 +55,10 @@ const (
 	// annotation that says the injector put it there.
 	ReasonContainerNameConflict Reason = "container_name_conflict"
 	ReasonInvalidPod            Reason = "invalid_pod"
+	// ReasonStatusMismatch: the pod carries a status annotation, but what
+	// it records is not in the pod, or is not what the policy renders for
+	// it now (hand-written, copied, or injected under another policy).
+	ReasonStatusMismatch Reason = "status_mismatch"
 	ReasonPolicyRenderingError  Reason = "policy_rendering_failed"
 	// ReasonInternalError: a bug, in the core or the edge; the message
 	// says what went wrong.
@@ -105,6 +109,7 @@ var AllReasons = []struct {
 	{ReasonVolumeNameConflict, Refused},
 	{ReasonContainerNameConflict, Refused},
 	{ReasonInvalidPod, Refused},
+	{ReasonStatusMismatch, Refused},
 	{ReasonPolicyRenderingError, Refused},
 	{ReasonMalformedRequest, Refused},
 	{ReasonNamespaceUnknown, Refused},

@@ -274,6 +274,18 @@ func checkRendered(r *Rendered, d TemplateData) error {
 		if v.Name == d.Names.ToolsVolume {
 			hasTools = true
 		}
+		if !strings.HasPrefix(v.Name, volumePrefix) {
+			problems = append(problems, fmt.Sprintf("%s must name its volumes %s*, not %q, so uninject can tell them from the pod's own", templates.Volumes, volumePrefix, v.Name))
+		}
+	}
+	// Uninject recognises the injector's containers by this mount too.
+	for _, c := range []struct {
+		template string
+		c        *corev1.Container
+	}{{templates.InitContainer, &r.Init}, {templates.Sidecar, &r.Proxy}} {
+		if !mountsTools(c.c) {
+			problems = append(problems, fmt.Sprintf("%s must mount the volume %q at %s", c.template, d.Names.ToolsVolume, d.Paths.ToolsDir))
+		}
 	}
 	if !hasTools {
 		problems = append(problems, fmt.Sprintf("%s must render the volume %q that holds the hook tool", templates.Volumes, d.Names.ToolsVolume))

@@ -1,7 +1,6 @@
 package inject
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -17,7 +16,9 @@ var otherMeshContainers = map[string]string{"istio-proxy": "Istio", "linkerd-pro
 // otherMeshAnnotations mark pods another mesh has injected.
 var otherMeshAnnotations = map[string]string{"sidecar.istio.io/status": "Istio", "linkerd.io/proxy-version": "Linkerd"}
 
-// preflight handles the skips and refusals that need no policy.
+// preflight handles the skips and refusals that need no policy. A pod
+// that carries the status annotation goes on: whether it is injected is
+// decided against what its policy renders (verifyStatus).
 func (e *Engine) preflight(pod *corev1.Pod, ns Namespace) (Decision, bool) {
 	switch {
 	case policy.SystemNamespaces[ns.Name]:
@@ -25,19 +26,10 @@ func (e *Engine) preflight(pod *corev1.Pod, ns Namespace) (Decision, bool) {
 	case e.opts.InjectorNamespace != "" && ns.Name == e.opts.InjectorNamespace:
 		return decide(Skipped, ReasonInjectorNamespace, fmt.Sprintf("namespace %q runs the injector itself and is never injected", ns.Name)), true
 	}
-	if _, ok := pod.Annotations[policy.StatusAnnotation]; ok {
-		// Only a status that describes this pod means "injected": a
-		// copied or hand-written annotation must not become a way around
-		// injection.
-		if problem := statusProblem(pod); problem != "" {
-			return decide(Refused, ReasonInvalidPod, fmt.Sprintf("the pod carries %s, but %s; remove the annotation (uninject restores an injected pod's spec)",
-				policy.StatusAnnotation, problem)), true
-		}
-		return decide(Skipped, ReasonAlreadyInjected, "the pod already carries "+policy.StatusAnnotation), true
-	}
+	_, hasStatus := pod.Annotations[policy.StatusAnnotation]
 	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
 		for _, c := range list {
-			if c.Name == DefaultNames.Proxy || c.Name == DefaultNames.Init {
+			if !hasStatus && (c.Name == DefaultNames.Proxy || c.Name == DefaultNames.Init) {
 				return decide(Refused, ReasonContainerNameConflict, fmt.Sprintf(
 					"the pod has a container named %q, the name of the injector's own, but no %s annotation; rename that container",
 					c.Name, policy.StatusAnnotation)), true
@@ -177,25 +169,4 @@ func podInjectChoice(pod *corev1.Pod) (choice, decidedBy string, warnings []stri
 		}
 	}
 	return choice, decidedBy, warnings, nil
-}
-
-// statusProblem says why the pod's status annotation cannot be the
-// injector's record of this pod, or "".
-func statusProblem(pod *corev1.Pod) string {
-	// Read leniently: a status another version of the injector wrote
-	// (another format version) still says the pod is injected, as long
-	// as what it records is there.
-	var st Status
-	if err := json.Unmarshal([]byte(pod.Annotations[policy.StatusAnnotation]), &st); err != nil {
-		return fmt.Sprintf("it is not a status the injector wrote (not JSON: %v)", err)
-	}
-	if len(st.InitContainers)+len(st.Containers) == 0 {
-		return "it records no added container"
-	}
-	for _, n := range append(append([]string(nil), st.InitContainers...), st.Containers...) {
-		if _, ok := usesContainer(pod, n); !ok {
-			return fmt.Sprintf("the container %q it records is not in the pod", n)
-		}
-	}
-	return ""
 }

@@ -59,7 +59,11 @@ const (
 	// it records is not in the pod, or is not what the policy renders for
 	// it now (hand-written, copied, or injected under another policy).
 	ReasonStatusMismatch Reason = "status_mismatch"
-	ReasonPolicyRenderingError  Reason = "policy_rendering_failed"
+	// ReasonPodSecurityViolation: the namespace enforces a Pod Security
+	// level that what the injector adds violates; the API server would
+	// reject the injected pod.
+	ReasonPodSecurityViolation Reason = "pod_security_violation"
+	ReasonPolicyRenderingError Reason = "policy_rendering_failed"
 	// ReasonInternalError: a bug, in the core or the edge; the message
 	// says what went wrong.
 	ReasonInternalError Reason = "internal_error"
@@ -110,6 +114,7 @@ var AllReasons = []struct {
 	{ReasonContainerNameConflict, Refused},
 	{ReasonInvalidPod, Refused},
 	{ReasonStatusMismatch, Refused},
+	{ReasonPodSecurityViolation, Refused},
 	{ReasonPolicyRenderingError, Refused},
 	{ReasonMalformedRequest, Refused},
 	{ReasonNamespaceUnknown, Refused},

@@ -91,6 +91,12 @@ func (e *Engine) inject(pod *corev1.Pod, ns Namespace) (Decision, *Changes, *eva
 			"the pod is already injected: %s records what policy %q injects for it now", policy.StatusAnnotation, pol.Name)), pol), nil, ev
 	}
 
+	more, refusal = podSecurity(pod, ns, r, pol)
+	if refusal != nil {
+		return withPolicy(*refusal, pol), nil, ev
+	}
+	warnings = append(warnings, more...)
+
 	more, refusal = checkConflicts(pod, ev.settings, r.Native)
 	if refusal != nil {
 		return withPolicy(*refusal, pol), nil, ev

@@ -171,7 +171,9 @@ func TestUninjectRemovesOnlyTheInjectorsOwn(t *testing.T) {
 		{"an init container name in the containers", `{"version":1,"containers":["mesh-init"]}`, nil,
 			`records "mesh-init" among the containers it added, but the injector adds only mesh-proxy there`},
 		{"a container named like the proxy, not shaped like it", `{"version":1,"containers":["mesh-proxy"]}`,
-			func(p *corev1.Pod) { p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "mesh-proxy", Image: "my-own-proxy"}) },
+			func(p *corev1.Pod) {
+				p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "mesh-proxy", Image: "my-own-proxy"})
+			},
 			`spec.containers has a container named "mesh-proxy" that does not mount the volume "mesh-tools" at /var/run/mesh, as the injector's always does: it is not the injector's, and uninject does not remove it`},
 		{"a volume not named like the injector's", `{"version":1,"volumes":["config"]}`,
 			func(p *corev1.Pod) { p.Spec.Volumes = []corev1.Volume{{Name: "config"}} },

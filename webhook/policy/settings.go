@@ -216,6 +216,11 @@ type Checks struct {
 	ProxyUIDConflict ConflictAction `json:"proxyUIDConflict"`
 	// ProxyPortConflict: an app container declares a port the proxy needs.
 	ProxyPortConflict ConflictAction `json:"proxyPortConflict"`
+	// PodSecurity: the namespace enforces a Pod Security level that what
+	// the injector adds violates, so the API server would reject the pod
+	// after injection. warn is for namespaces exempt in the API server's
+	// PodSecurity configuration, which the injector cannot see.
+	PodSecurity ConflictAction `json:"podSecurity"`
 }
 
 func q(s string) *resource.Quantity {
@@ -301,7 +306,7 @@ func Defaults() Settings {
 			ProtocolDetectionTimeout: meshinit.Duration(100 * time.Millisecond),
 			MaxConnectionDuration:    meshinit.Duration(60 * time.Second),
 		},
-		Checks: Checks{ProxyUIDConflict: Refuse, ProxyPortConflict: Refuse},
+		Checks: Checks{ProxyUIDConflict: Refuse, ProxyPortConflict: Refuse, PodSecurity: Refuse},
 	}
 }
 
@@ -419,7 +424,7 @@ func (s *Settings) Validate(path *field.Path) field.ErrorList {
 	for _, c := range []struct {
 		name  string
 		value ConflictAction
-	}{{"proxyUIDConflict", s.Checks.ProxyUIDConflict}, {"proxyPortConflict", s.Checks.ProxyPortConflict}} {
+	}{{"proxyUIDConflict", s.Checks.ProxyUIDConflict}, {"proxyPortConflict", s.Checks.ProxyPortConflict}, {"podSecurity", s.Checks.PodSecurity}} {
 		if c.value != Refuse && c.value != Warn {
 			errs = append(errs, problem(field.ErrorTypeNotSupported, path.Child("checks", c.name), c.value, fmt.Sprintf("%q is not refuse or warn", c.value)))
 		}

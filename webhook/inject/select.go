@@ -139,6 +139,7 @@ func podInjectChoice(pod *corev1.Pod) (choice, decidedBy string, warnings []stri
 		kind  string
 		istio bool
 	}
+	_, istioLabel := pod.Labels[policy.IstioInjectKey]
 	for _, s := range []src{
 		{pod.Labels, policy.InjectKey, "label", false},
 		{pod.Annotations, policy.InjectKey, "annotation", false},
@@ -151,10 +152,20 @@ func podInjectChoice(pod *corev1.Pod) (choice, decidedBy string, warnings []stri
 		}
 		var c string
 		switch t := strings.TrimSpace(v); {
+		case s.istio && s.kind == "annotation" && istioLabel:
+			// Istio reads its label, when present, instead of its
+			// annotation, whatever the label says.
+			if strings.TrimSpace(v) != strings.TrimSpace(pod.Labels[s.key]) {
+				warnings = append(warnings, fmt.Sprintf("annotation %s %q is ignored because the label %s is set (Istio reads the label instead)", s.key, v, s.key))
+			}
+			continue
+		case s.istio && t == "":
+			// Empty is "no choice" in every Istio release: the namespace
+			// decides.
+			continue
 		case s.istio:
 			c = "false"
-			switch strings.ToLower(t) {
-			case "y", "yes", "true", "on":
+			if policy.IstioOptIn(t) {
 				c = "true"
 			}
 		case t == "true" || t == "false":

@@ -305,7 +305,47 @@ func TestUnknownKeysWarnAndOursWinOverAliases(t *testing.T) {
 	assert.Equal(t, []string{
 		"sidecar.istio.io/proxyCPU is ignored because sidecar-injector.io/proxy-cpu is also set",
 		"unknown annotation sidecar-injector.io/prxy-cpu is ignored; see the README for the supported keys",
+		"traffic.sidecar.istio.io/other is an Istio annotation this injector does not support; it has no effect (the README lists the Istio annotations it honours)",
 	}, warnings)
+}
+
+// Istio annotations that change the capture or the proxy and are not
+// honoured say so at admission, never a silent full capture; the ones
+// that are aliases apply.
+func TestUnsupportedIstioAnnotationsWarn(t *testing.T) {
+	s := Defaults()
+	applied, warnings, err := ApplyAnnotations(&s, map[string]string{
+		"sidecar.istio.io/interceptionMode":          "TPROXY",
+		"proxy.istio.io/config":                      "{holdApplicationUntilProxyStarts: true}",
+		"traffic.sidecar.istio.io/excludeInterfaces": "net1",
+		"sidecar.istio.io/proxyImage":                "registry.example.com/istio/envoy:v1.37.0",
+		"sidecar.istio.io/inject":                    "true",
+		"sidecar.istio.io/status":                    "{}",
+	})
+	require.NoError(t, err)
+	require.Len(t, applied, 1)
+	assert.Equal(t, "registry.example.com/istio/envoy:v1.37.0", s.Proxy.Image, "sidecar.istio.io/proxyImage is an alias of proxy-image")
+	assert.Equal(t, []string{
+		`proxy.istio.io/config: "{holdApplicationUntilProxyStarts: true}" is not supported and has no effect: Istio's ProxyConfig is not read: the proxy is configured by the namespace's policy and this injector's sidecar-injector.io/ annotations`,
+		`sidecar.istio.io/interceptionMode: "TPROXY" is not supported and has no effect: Istio's interception mode (REDIRECT, TPROXY or NONE) is not supported: every pod is captured with REDIRECT, within the capture annotations; to capture nothing, opt the pod out`,
+		"sidecar.istio.io/status is an Istio annotation this injector does not support; it has no effect (the README lists the Istio annotations it honours)",
+		`traffic.sidecar.istio.io/excludeInterfaces: "net1" is not supported and has no effect: interfaces cannot be excluded from capture: traffic on every interface is captured`,
+	}, warnings)
+}
+
+// The chart must send exactly the pods whose Istio label opts in, and
+// label selectors match values exactly: every casing is listed.
+func TestIstioOptInValues(t *testing.T) {
+	v := IstioOptInValues()
+	assert.Len(t, v, 2+8+16+4)
+	for _, s := range v {
+		assert.True(t, IstioOptIn(s), s)
+	}
+	for _, s := range []string{"", "false", "no", "1", "enabled", "tru"} {
+		assert.False(t, IstioOptIn(s), s)
+	}
+	assert.Contains(t, v, "TrUe")
+	assert.Contains(t, v, "Y")
 }
 
 func TestCheckImage(t *testing.T) {

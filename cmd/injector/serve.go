@@ -23,7 +23,7 @@ import (
 	"github.com/sidecar-injector/injector/webhook/inject"
 )
 
-func serveMain(args []string, _, stderr io.Writer) int {
+func serveMain(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("serve", stderr)
 	listen := fs.String("listen", ":9443", "HTTPS address of the webhook")
 	certDir := fs.String("cert-dir", "/etc/sidecar-injector/tls", "directory with tls.crt and tls.key (reloaded when they change)")
@@ -41,7 +41,7 @@ func serveMain(args []string, _, stderr io.Writer) int {
 	logFormat := fs.String("log-format", "json", "json or text")
 	var tf tlsFlags
 	tf.register(fs)
-	if code, ok := parseFlags(fs, args); !ok {
+	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
 	}
 	if err := tf.check(*namespace, *nsLabels != ""); err != nil {

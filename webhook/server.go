@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/client-go/tools/record"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
@@ -57,6 +58,9 @@ type ServeOptions struct {
 	Log       *slog.Logger
 	// OnReady is called once the server is ready (tests, the demo).
 	OnReady func()
+	// Events, when set, records an Event on the owner of each pod of an
+	// enabled namespace that is skipped or refused (events.go).
+	Events record.EventRecorder
 }
 
 // Serve runs the injector until ctx ends, then shuts down gracefully: it
@@ -87,6 +91,9 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	metrics.ConfigValid.Set(1)
 	logWarnings(log, engine)
 	handler := NewHandler(engine, o.Namespaces, log, metrics)
+	if o.Events != nil {
+		handler.SetEventRecorder(o.Events)
+	}
 
 	mux := http.NewServeMux()
 	srv := crwebhook.NewServer(crwebhook.Options{

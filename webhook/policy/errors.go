@@ -39,16 +39,6 @@ func line(e *field.Error) string {
 	return e.Field + ": " + e.Detail
 }
 
-// Lines renders problems one "path: detail" line each, in order: how an
-// annotation that makes the settings invalid is explained.
-func Lines(list field.ErrorList) []string {
-	out := make([]string, len(list))
-	for i, e := range list {
-		out[i] = line(e)
-	}
-	return out
-}
-
 // FileError is a policy file that does not compile. It lists every
 // problem, in the order of the file: the defaults, each policy, the
 // template sets.

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/sidecar-injector/injector/webhook/inject"
+	"github.com/sidecar-injector/injector/webhook/policy"
 )
 
 // maxRequestSize matches controller-runtime's admission.Webhook: two objects
@@ -157,9 +158,18 @@ func decodeReview(body []byte) (*admissionInput, string, error) {
 		if q.Object != nil {
 			in.pod = q.Object.pod()
 		}
-		return in, rev.APIVersion, nil
+		if in.pod == nil {
+			return in, rev.APIVersion, nil
+		}
+		if _, ok := in.pod.Annotations[policy.StatusAnnotation]; !ok {
+			return in, rev.APIVersion, nil
+		}
+		// The core compares what a status annotation records with the
+		// pod's containers and volumes in full (inject.StatusPodFields),
+		// which the view leaves out: decode this rare pod in full.
 	}
-	// Not decodable as a review of a pod: is it a review at all?
+	// Not decodable as a review of a pod (is it a review at all?), or a
+	// pod to decode in full: keep the object's bytes.
 	var raw rawReviewIn
 	if rerr := unmarshal(body, &raw); rerr != nil {
 		return nil, "", rerr

@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/record"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 	sigsjson "sigs.k8s.io/json"
 
@@ -33,7 +34,14 @@ type Handler struct {
 	namespaces NamespaceSource
 	log        *slog.Logger
 	metrics    *Metrics
+	// events records why pods of enabled namespaces were not injected, on
+	// their owners (nil: no events).
+	events record.EventRecorder
 }
+
+// SetEventRecorder makes the handler record an Event on the owner of each
+// pod of an enabled namespace it skips or refuses (events.go).
+func (h *Handler) SetEventRecorder(r record.EventRecorder) { h.events = r }
 
 // NewHandler returns a handler serving with engine.
 func NewHandler(engine *inject.Engine, namespaces NamespaceSource, log *slog.Logger, metrics *Metrics) *Handler {
@@ -82,6 +90,8 @@ type admissionInput struct {
 	pod         *corev1.Pod
 	raw         []byte
 	noRequest   bool
+	// nsLabels are the namespace's labels, once known.
+	nsLabels map[string]string
 }
 
 // decide answers one admission. The patch is built from the core's record
@@ -126,6 +136,7 @@ func (h *Handler) decide(ctx context.Context, in *admissionInput) (admission.Res
 		d := inject.Decision{Result: inject.Refused, Reason: inject.ReasonNamespaceUnknown, Message: "namespace labels are not available: " + err.Error()}
 		return admission.Errored(http.StatusServiceUnavailable, errors.New(d.Message)), d, pod
 	}
+	in.nsLabels = labels
 	d, changes := h.engine.Load().Decide(pod, inject.Namespace{Name: nsName, Labels: labels})
 	var resp admission.Response
 	switch d.Result {
@@ -167,6 +178,7 @@ func (h *Handler) record(in *admissionInput, d inject.Decision, pod *corev1.Pod,
 	if h.metrics != nil {
 		h.metrics.Observe(d.Result, d.Reason)
 	}
+	h.event(in, d, pod)
 	level := slog.LevelInfo
 	if d.Result == inject.Refused {
 		level = slog.LevelWarn

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/client-go/tools/record"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
@@ -57,6 +58,9 @@ type ServeOptions struct {
 	Log       *slog.Logger
 	// OnReady is called once the server is ready (tests, the demo).
 	OnReady func()
+	// Events, when set, records an Event on the owner of each pod of an
+	// enabled namespace that is skipped or refused (events.go).
+	Events record.EventRecorder
 }
 
 // Serve runs the injector until ctx ends, then shuts down gracefully: it
@@ -85,7 +89,11 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		return err
 	}
 	metrics.ConfigValid.Set(1)
+	logWarnings(log, engine)
 	handler := NewHandler(engine, o.Namespaces, log, metrics)
+	if o.Events != nil {
+		handler.SetEventRecorder(o.Events)
+	}
 
 	mux := http.NewServeMux()
 	srv := crwebhook.NewServer(crwebhook.Options{
@@ -125,6 +133,16 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		// it is reported here without failing readiness: failing it would
 		// take every replica out of the Service at once.
 		"config": func() error { return o.Loader.LastError() },
+	}, notes: map[string]func() []string{
+		// Legal values that are probably mistakes, as the log said when
+		// the configuration in force loaded.
+		"policy warning": func() []string {
+			var out []string
+			for _, w := range handler.Engine().Warnings() {
+				out = append(out, w.String())
+			}
+			return out
+		},
 	}}
 	for name, c := range o.ReadyChecks {
 		ready.checks[name] = c
@@ -176,6 +194,7 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		metrics.ConfigValid.Set(1)
 		handler.SetEngine(e)
 		log.Info("configuration reloaded", "policies", len(e.Config().Policies))
+		logWarnings(log, e)
 	})
 	if o.OnReady != nil {
 		go func() {
@@ -217,6 +236,13 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	return runErr
 }
 
+// logWarnings logs each load-time warning of a configuration put in force.
+func logWarnings(log *slog.Logger, e *inject.Engine) {
+	for _, w := range e.Warnings() {
+		log.Warn("policy file warning: the value is legal but probably not meant", "warning", w.String())
+	}
+}
+
 func loadResult(err error) string {
 	if err != nil {
 		return "failure"
@@ -229,6 +255,8 @@ func loadResult(err error) string {
 type readiness struct {
 	checks   map[string]func() error
 	warnings map[string]func() error
+	// notes are lines shown for information, one "[!] name: line" each.
+	notes map[string]func() []string
 }
 
 func (r *readiness) check() error {
@@ -258,6 +286,11 @@ func (r *readiness) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	for _, n := range slices.Sorted(maps.Keys(r.warnings)) {
 		if err := r.warnings[n](); err != nil {
 			fmt.Fprintf(&b, "[!] %s: %v (still serving the last good configuration)\n", n, err)
+		}
+	}
+	for _, n := range slices.Sorted(maps.Keys(r.notes)) {
+		for _, line := range r.notes[n]() {
+			fmt.Fprintf(&b, "[!] %s: %s\n", n, line)
 		}
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")

@@ -447,3 +447,43 @@ func TestServeGracefulShutdown(t *testing.T) {
 	_, err := tls.Dial("tcp", s.addr, &tls.Config{RootCAs: s.pool})
 	assert.Error(t, err, "no new connections after shutdown")
 }
+
+// lockedBuffer is a log destination safe for the server's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// A legal value that is probably a mistake loads, and the server says so
+// in its log and in /readyz, without failing readiness.
+func TestServeReportsPolicyWarnings(t *testing.T) {
+	var logs lockedBuffer
+	s := startServer(t, shopNS, 0, func(o *ServeOptions) { o.Log = slog.New(slog.NewJSONHandler(&logs, nil)) })
+	_, body := get(t, "http://"+s.metrics+"/readyz")
+	assert.NotContains(t, body, "policy warning")
+
+	tmp := s.configPath + ".tmp"
+	require.NoError(t, os.WriteFile(tmp, []byte("apiVersion: sidecar-injector.io/v1alpha1\nkind: InjectorConfig\ndefaults: {settings: {envoy: {outbound: {connectTimeout: 5ms}}}}\n"), 0o644))
+	require.NoError(t, os.Rename(tmp, s.configPath))
+	const want = "defaults: settings.envoy.outbound.connectTimeout: 5ms is under 10ms"
+	require.Eventually(t, func() bool {
+		_, body := get(t, "http://"+s.metrics+"/readyz")
+		return strings.Contains(body, "[!] policy warning: "+want)
+	}, 10*time.Second, 20*time.Millisecond)
+	code, _ := get(t, "http://"+s.metrics+"/readyz")
+	assert.Equal(t, http.StatusOK, code)
+	assert.Contains(t, logs.String(), want)
+	assert.Contains(t, logs.String(), `"level":"WARN"`)
+}

@@ -16,7 +16,7 @@ func certsMain(args []string, stdout, stderr io.Writer) int {
 	namespace := fs.String("namespace", "mesh-system", "the webhook's namespace")
 	extra := fs.String("hosts", "", "extra comma-separated DNS names or IPs")
 	validity := fs.Duration("validity", 365*24*time.Hour, "certificate lifetime")
-	if code, ok := parseFlags(fs, args); !ok {
+	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
 	}
 	if *dir == "" {

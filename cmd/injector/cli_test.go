@@ -122,3 +122,74 @@ func TestInjectDirectoryAndInjectorNamespace(t *testing.T) {
 	require.Equal(t, 0, code, errs)
 	assert.Contains(t, errs, "injector_namespace")
 }
+
+// --help prints a synopsis, what the command does and each flag with the
+// name of its value, on standard output.
+func TestHelpIsReadable(t *testing.T) {
+	for _, cmd := range []string{"inject", "uninject", "explain", "serve", "certs", "demo"} {
+		for _, h := range []string{"--help", "-h"} {
+			code, out, errs := runCLI(t, cmd, h)
+			assert.Equal(t, 0, code, cmd)
+			assert.Empty(t, errs, cmd)
+			assert.True(t, strings.HasPrefix(out, "Usage: injector "+cmd), "%s %s:\n%s", cmd, h, out)
+			assert.Contains(t, out, "\nFlags:\n")
+			assert.NotContains(t, out, "injector serve --config\n", "a backquoted phrase must not become a value name")
+		}
+	}
+	_, out, _ := runCLI(t, "inject", "--help")
+	assert.Contains(t, out, "Usage: injector inject -f FILE|DIR|- [flags]")
+	assert.Contains(t, out, "  --config FILE\n")
+	assert.Contains(t, out, "  -f FILE|DIR|-\n")
+	assert.Contains(t, out, "  --namespace-labels NS=KEY=VALUE[,KEY=VALUE][;NS2=...]\n")
+	_, out, _ = runCLI(t, "explain", "--help")
+	assert.Contains(t, out, "Usage: injector explain [-f FILE|-] [flags]")
+	assert.Contains(t, out, "  --kubeconfig FILE\n")
+
+	// A wrong flag still says so, with the usage, on standard error.
+	code, out, errs := runCLI(t, "inject", "--bogus")
+	assert.Equal(t, 2, code)
+	assert.Empty(t, out)
+	assert.Contains(t, errs, "flag provided but not defined: -bogus")
+	assert.Contains(t, errs, "Usage: injector inject")
+}
+
+// explain and inject decide alike from the Namespace objects in the input,
+// Pod Security labels included; inject reports the policy file's warnings.
+func TestExplainReadsNamespaceObjects(t *testing.T) {
+	in := write(t, "ps.yaml", `apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+  labels: {sidecar-injector.io/injection: enabled, pod-security.kubernetes.io/enforce: baseline}
+---
+`+deployment)
+	code, out, errs := runCLI(t, "explain", "-f", in)
+	assert.Equal(t, 0, code, errs)
+	assert.Contains(t, out, "decision:   refused (pod_security_violation)")
+	code, out, errs = runCLI(t, "inject", "-f", in)
+	assert.Equal(t, 1, code)
+	assert.Empty(t, out)
+	assert.Contains(t, errs, `enforces Pod Security level "baseline"`)
+
+	cfg := write(t, "policy.yaml", "apiVersion: sidecar-injector.io/v1alpha1\nkind: InjectorConfig\ndefaults: {settings: {envoy: {outbound: {connectTimeout: 5ms}}}}\n")
+	code, _, errs = runCLI(t, "inject", "-f", write(t, "d.yaml", deployment), "--config", cfg, "--namespace-labels", "shop=sidecar-injector.io/injection=enabled")
+	assert.Equal(t, 0, code, errs)
+	assert.Contains(t, errs, "injector inject: policy file warning: defaults: settings.envoy.outbound.connectTimeout: 5ms is under 10ms")
+	code, out, _ = runCLI(t, "explain", "--config", cfg, "--namespace", "shop")
+	assert.Equal(t, 0, code)
+	assert.Contains(t, out, "policy warning: defaults: settings.envoy.outbound.connectTimeout: 5ms is under 10ms")
+}
+
+// A List's null items are skipped, and objects that pass through say why.
+func TestListWithNullItems(t *testing.T) {
+	in := write(t, "list.yaml", "apiVersion: v1\nkind: List\nitems:\n- null\n- {apiVersion: v1, kind: Service, metadata: {name: s, namespace: shop}}\n")
+	code, out, errs := runCLI(t, "inject", "-f", in)
+	assert.Equal(t, 0, code, errs)
+	assert.Contains(t, out, "kind: List")
+	assert.Contains(t, errs, "item 1: null: passed through (null_item)")
+	assert.Contains(t, errs, "item 2: service/s: passed through (not_a_workload): a Service has no pods or pod template to inject")
+
+	code, _, errs = runCLI(t, "inject", "-f", write(t, "bad.yaml", "apiVersion: v1\nkind: List\nitems: [5]\n"))
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errs, "document 1, item 1: a List item is a JSON number, not an object")
+}

@@ -38,7 +38,7 @@ func demoMain(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("demo", stderr)
 	configPath := fs.String("config", "", "policy file (built-in defaults when empty)")
 	full := fs.Bool("full", false, "print the whole injected pod, including the Envoy bootstrap")
-	if code, ok := parseFlags(fs, args); !ok {
+	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
 	}
 	if err := runDemo(*configPath, *full, stdout, stderr); err != nil {

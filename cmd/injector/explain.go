@@ -13,28 +13,37 @@ import (
 	"github.com/sidecar-injector/injector/webhook/manifest"
 )
 
-// explainTarget reads the pod (or workload's pod template) to explain.
-func explainTarget(file, defaultNS string) (*corev1.Pod, string, error) {
+// explainTarget reads the pod (or workload's pod template) to explain, and
+// the labels of the Namespace objects beside it.
+func explainTarget(file, defaultNS string) (*corev1.Pod, string, map[string]map[string]string, error) {
 	if file == "" {
-		return nil, defaultNS, nil
+		return nil, defaultNS, nil, nil
 	}
 	srcs, err := readSources(file, os.Stdin)
 	if err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
 	pods, err := manifest.Pods(srcs, defaultNS)
 	if err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
 	if len(pods) != 1 {
-		return nil, "", fmt.Errorf("%s holds %d pods or workloads; explain one at a time", file, len(pods))
+		return nil, "", nil, fmt.Errorf("%s holds %d pods or workloads; explain one at a time", file, len(pods))
 	}
-	return pods[0], pods[0].Namespace, nil
+	nsLabels, err := manifest.NamespaceLabels(srcs)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	return pods[0], pods[0].Namespace, nsLabels, nil
 }
 
-// explainLabels finds the namespace's labels: --namespace-labels, or one
-// look-up in a cluster.
-func explainLabels(cc cliConfig, kubeconfig, ns string) (map[string]string, error) {
+// explainLabels finds the namespace's labels as inject does: a Namespace
+// object in the input, then --namespace-labels; or one look-up in a
+// cluster.
+func explainLabels(cc cliConfig, kubeconfig, ns string, fromInput map[string]map[string]string) (map[string]string, error) {
+	if l, ok := fromInput[ns]; ok && kubeconfig == "" {
+		return l, nil
+	}
 	if kubeconfig == "" {
 		static, err := cc.labels()
 		if err != nil {

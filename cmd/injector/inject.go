@@ -32,12 +32,12 @@ func addCLIFlags(fs interface {
 	String(name, value, usage string) *string
 }) cliConfig {
 	return cliConfig{
-		config: fs.String("config", "", "policy file (built-in defaults when empty), the same file `injector serve --config` reads"),
+		config: fs.String("config", "", "policy `FILE` (built-in defaults when empty), the same file injector serve --config reads"),
 		nsLabels: fs.String("namespace-labels", "",
-			`namespace labels as "ns=key=value,key=value;ns2=..."; "*=..." applies to every other namespace (Namespace objects in the input also count)`),
-		namespace:   fs.String("namespace", "default", "namespace of objects without metadata.namespace"),
-		kubeVersion: fs.String("kube-version", "", "Kubernetes version that resolves nativeSidecar: auto (default: assume 1.29 or newer)"),
-		injectorNS:  fs.String("injector-namespace", "", "the namespace the injector is installed in (such as mesh-system): never injected, as the webhook skips it"),
+			"namespace labels as `NS=KEY=VALUE[,KEY=VALUE][;NS2=...]`; \"*=...\" applies to every other namespace (Namespace objects in the input also count)"),
+		namespace:   fs.String("namespace", "default", "`NAMESPACE` of objects without metadata.namespace"),
+		kubeVersion: fs.String("kube-version", "", "Kubernetes `VERSION` that resolves nativeSidecar: auto (default: assume 1.29 or newer)"),
+		injectorNS:  fs.String("injector-namespace", "", "the `NAMESPACE` the injector is installed in (such as mesh-system): never injected, as the webhook skips it"),
 	}
 }
 
@@ -126,14 +126,14 @@ func uninjectMain(args []string, stdout, stderr io.Writer) int {
 
 func manifestMain(name string, mode manifest.Mode, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := newFlagSet(name, stderr)
-	file := fs.String("f", "", "manifest file, directory, or - for standard input")
-	output := fs.String("output", "yaml", "yaml or json")
+	file := fs.String("f", "", "manifest `FILE|DIR|-`: a file, a directory (its .yaml, .yml and .json files) or - for standard input")
+	output := fs.String("output", "yaml", "`FORMAT` of the output: yaml or json")
 	quiet := fs.Bool("quiet", false, "no report on standard error")
 	var cc cliConfig
 	if mode == manifest.Inject {
 		cc = addCLIFlags(fs)
 	}
-	if code, ok := parseFlags(fs, args); !ok {
+	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
 	}
 	if *output != "yaml" && *output != "json" {
@@ -150,6 +150,11 @@ func manifestMain(name string, mode manifest.Mode, args []string, stdin io.Reade
 		if opts.Engine, err = cc.engine(); err != nil {
 			fmt.Fprintf(stderr, "injector %s: %v\n", name, err)
 			return 1
+		}
+		if !*quiet {
+			for _, w := range opts.Engine.Warnings() {
+				fmt.Fprintf(stderr, "injector %s: policy file warning: %s\n", name, w)
+			}
 		}
 		if opts.NamespaceLabels, err = cc.labels(); err != nil {
 			fmt.Fprintf(stderr, "injector %s: %v\n", name, err)
@@ -173,11 +178,11 @@ func manifestMain(name string, mode manifest.Mode, args []string, stdin io.Reade
 
 func explainMain(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("explain", stderr)
-	file := fs.String("f", "", "a Pod or a workload to explain (its pod template); without it, the namespace's policy alone")
-	output := fs.String("output", "text", "text, json or yaml")
-	kubeconfig := fs.String("kubeconfig", "", "look the namespace's labels up in this cluster (instead of --namespace-labels)")
+	file := fs.String("f", "", "a Pod or a workload to explain (its pod template), from a `FILE` or - for standard input; without it, the namespace's policy alone")
+	output := fs.String("output", "text", "`FORMAT`: text, json or yaml")
+	kubeconfig := fs.String("kubeconfig", "", "look the namespace's labels up in the cluster of this kubeconfig `FILE` (instead of --namespace-labels)")
 	cc := addCLIFlags(fs)
-	if code, ok := parseFlags(fs, args); !ok {
+	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
 	}
 	engine, err := cc.engine()
@@ -185,12 +190,12 @@ func explainMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "injector explain:", err)
 		return 1
 	}
-	pod, ns, err := explainTarget(*file, *cc.namespace)
+	pod, ns, nsLabels, err := explainTarget(*file, *cc.namespace)
 	if err != nil {
 		fmt.Fprintln(stderr, "injector explain:", err)
 		return 2
 	}
-	labels, err := explainLabels(cc, *kubeconfig, ns)
+	labels, err := explainLabels(cc, *kubeconfig, ns, nsLabels)
 	if err != nil {
 		fmt.Fprintln(stderr, "injector explain:", err)
 		return 1

@@ -61,15 +61,86 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
-// newFlagSet returns a flag set that reports errors to stderr.
+// helps are each command's synopsis and description, printed by
+// `injector <command> --help` above its flags.
+var helps = map[string]struct{ synopsis, about string }{
+	"serve": {"serve [flags]", `Run the admission webhook: HTTPS on --listen, /healthz and /readyz,
+Prometheus /metrics and /debug/explain on --metrics-listen. The policy file
+(--config) is re-read when it changes.`},
+	"inject": {"inject -f FILE|DIR|- [flags]", `Inject the sidecar into every Pod and workload pod template (Deployment,
+StatefulSet, DaemonSet, ReplicaSet, Job, CronJob, ...) of the manifests and
+write them to standard output, as the webhook would inject their pods;
+everything else passes through unchanged. A report line per object, with
+the reason, goes to standard error. Any refusal or parse error writes
+nothing and exits 1.
+
+Namespace labels decide injection: Namespace objects in the input, or
+--namespace-labels. Example:
+
+  injector inject -f deploy/ --namespace-labels 'shop=sidecar-injector.io/injection=enabled' | kubectl apply -f -`},
+	"uninject": {"uninject -f FILE|DIR|- [flags]", `Remove exactly what injection added (as the status annotation records it)
+from every Pod and workload pod template, and write the manifests to
+standard output.`},
+	"explain": {"explain [-f FILE|-] [flags]", `Say whether a pod (or a workload's pod template, -f) would be injected in
+its namespace and why, which policy applies and why it won, and every
+effective value with the layer it came from. Without -f, the namespace's
+(--namespace) policy alone. Namespace labels come from --namespace-labels,
+Namespace objects in the input, or the cluster (--kubeconfig). Example:
+
+  injector explain -f pod.yaml --namespace-labels 'shop=sidecar-injector.io/injection=enabled'`},
+	"demo":  {"demo [flags]", "Inject sample pods through a local server over TLS and show what they get."},
+	"certs": {"certs --dir DIR [flags]", "Write a CA and a serving certificate for the webhook's Service into --dir."},
+}
+
+// newFlagSet returns a flag set that reports errors to stderr, and whose
+// usage is the command's synopsis, description and flags.
 func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("injector "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() { printUsage(fs.Output(), name, fs) }
 	return fs
 }
 
-// parseFlags parses and turns -h and errors into exit codes.
-func parseFlags(fs *flag.FlagSet, args []string) (int, bool) {
+// printUsage writes the command's help. Value names come from the flag's
+// usage (a `BACKQUOTED` word), as the flag package reads them.
+func printUsage(w io.Writer, name string, fs *flag.FlagSet) {
+	h := helps[name]
+	fmt.Fprintf(w, "Usage: injector %s\n\n", h.synopsis)
+	if h.about != "" {
+		fmt.Fprintf(w, "%s\n\n", h.about)
+	}
+	fmt.Fprintf(w, "Flags:\n")
+	fs.VisitAll(func(f *flag.Flag) {
+		value, usage := flag.UnquoteUsage(f)
+		dash := "--"
+		if len(f.Name) == 1 {
+			dash = "-"
+		}
+		line := "  " + dash + f.Name
+		if value != "" {
+			line += " " + value
+		}
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.DefValue != "0s" {
+			usage += fmt.Sprintf(" (default %q)", f.DefValue)
+		}
+		fmt.Fprintf(w, "%s\n      %s\n", line, usage)
+	})
+}
+
+// parseFlags parses and turns -h and errors into exit codes. Help asked
+// for goes to standard output; the usage after a wrong flag to standard
+// error.
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (int, bool) {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if a == "-h" || a == "-help" || a == "--help" || a == "--h" {
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return 0, false
+		}
+	}
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return 0, false

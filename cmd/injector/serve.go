@@ -17,13 +17,14 @@ import (
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/record"
 
 	"github.com/sidecar-injector/injector/certs"
 	"github.com/sidecar-injector/injector/webhook"
 	"github.com/sidecar-injector/injector/webhook/inject"
 )
 
-func serveMain(args []string, _, stderr io.Writer) int {
+func serveMain(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("serve", stderr)
 	listen := fs.String("listen", ":9443", "HTTPS address of the webhook")
 	certDir := fs.String("cert-dir", "/etc/sidecar-injector/tls", "directory with tls.crt and tls.key (reloaded when they change)")
@@ -37,11 +38,12 @@ func serveMain(args []string, _, stderr io.Writer) int {
 	shutdownDelay := fs.Duration("shutdown-delay", 0, "keep serving this long after SIGTERM while endpoints are removed")
 	pprofOn := fs.Bool("enable-pprof", false, "serve /debug/pprof on the metrics address")
 	http1Only := fs.Bool("http1-only", false, "offer only HTTP/1.1 (no h2 in ALPN): the API server then calls over keep-alive HTTP/1.1 connections, which cost this server less CPU per admission (docs/performance.md)")
+	events := fs.Bool("events", true, "record a Kubernetes Event on the owner of each pod of an enabled namespace that is skipped or refused (needs create and patch on events; not with --namespace-labels)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "json", "json or text")
 	var tf tlsFlags
 	tf.register(fs)
-	if code, ok := parseFlags(fs, args); !ok {
+	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
 	}
 	if err := tf.check(*namespace, *nsLabels != ""); err != nil {
@@ -58,6 +60,7 @@ func serveMain(args []string, _, stderr io.Writer) int {
 
 	opts := inject.Options{InjectorNamespace: *namespace}
 	var source webhook.NamespaceSource
+	var recorder record.EventRecorder
 	readyChecks := map[string]func() error{}
 	if *nsLabels != "" {
 		static, err := webhook.ParseNamespaceLabels(*nsLabels)
@@ -95,6 +98,12 @@ func serveMain(args []string, _, stderr io.Writer) int {
 		}()
 		source = cached
 		readyChecks["namespaces"] = cached.Ready
+		if *events {
+			if recorder, err = webhook.NewEventRecorder(ctx, cfg); err != nil {
+				fmt.Fprintln(stderr, "injector serve:", err)
+				return 1
+			}
+		}
 		if err := tf.start(ctx, cfg, *namespace, *certDir, readyChecks, log); err != nil {
 			fmt.Fprintln(stderr, "injector serve:", err)
 			return 1
@@ -113,6 +122,7 @@ func serveMain(args []string, _, stderr io.Writer) int {
 		EnablePprof:   *pprofOn,
 		HTTP1Only:     *http1Only,
 		Log:           log,
+		Events:        recorder,
 	})
 	if err != nil {
 		fmt.Fprintln(stderr, "injector serve:", err)

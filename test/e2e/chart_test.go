@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -22,6 +23,7 @@ import (
 	"github.com/sidecar-injector/injector/certs"
 	"github.com/sidecar-injector/injector/test/e2e/harness"
 	"github.com/sidecar-injector/injector/webhook/inject"
+	"github.com/sidecar-injector/injector/webhook/policy"
 )
 
 // valueSets are the values the chart is linted, rendered and dry-run with:
@@ -136,6 +138,9 @@ func checkRendered(t *testing.T, objs []*unstructured.Unstructured, set string) 
 	mwc, err := harness.WebhookConfiguration(objs)
 	require.NoError(t, err)
 	checkWebhookConfiguration(t, mwc, certManager, set)
+	if set != "cert-manager" {
+		checkSelectorsAgreeWithTheCore(t, mwc)
+	}
 
 	if certManager {
 		var issuers, certificates int
@@ -218,6 +223,54 @@ func checkWebhookConfiguration(t *testing.T, mwc *admissionregistrationv1.Mutati
 			"%s must not match a disabled namespace", w.Name)
 	}
 	assert.Equal(t, want, got)
+}
+
+// checkSelectorsAgreeWithTheCore: for every combination of the labels that
+// decide injection, a pod the core would inject or refuse is sent to the
+// webhook exactly once, and a pod that is never sent is one the core would
+// leave alone; so `injector inject` and `explain` say what the API server
+// does with the chart (istioAlias on).
+func checkSelectorsAgreeWithTheCore(t *testing.T, mwc *admissionregistrationv1.MutatingWebhookConfiguration) {
+	t.Helper()
+	engine, err := inject.Compile(nil, inject.Options{NativeSidecarsSupported: true})
+	require.NoError(t, err)
+	istio := append([]string{"", "false", "False", "no", "off", "n", "2"}, policy.IstioOptInValues()...)
+	ours := []string{"", "true", "false"}
+	for _, nsLabel := range []string{"", "enabled", "other"} {
+		nsLabels := labels.Set{"kubernetes.io/metadata.name": "shop"}
+		if nsLabel != "" {
+			nsLabels[injectionKey] = nsLabel
+		}
+		for _, o := range ours {
+			for _, i := range append([]string{"<absent>"}, istio...) {
+				podLabels := labels.Set{}
+				if o != "" {
+					podLabels["sidecar-injector.io/inject"] = o
+				}
+				if i != "<absent>" {
+					podLabels["sidecar.istio.io/inject"] = i
+				}
+				sent := 0
+				for _, w := range mwc.Webhooks {
+					nsSel, err := metav1.LabelSelectorAsSelector(w.NamespaceSelector)
+					require.NoError(t, err)
+					objSel, err := metav1.LabelSelectorAsSelector(w.ObjectSelector)
+					require.NoError(t, err)
+					if nsSel.Matches(nsLabels) && objSel.Matches(podLabels) {
+						sent++
+					}
+				}
+				pod := harness.AppPod("p")
+				pod.Labels = podLabels
+				d, _ := engine.Decide(pod, inject.Namespace{Name: "shop", Labels: nsLabels})
+				what := fmt.Sprintf("namespace %q, pod labels %v: the core says %s/%s", nsLabel, podLabels, d.Result, d.Reason)
+				assert.LessOrEqual(t, sent, 1, "sent twice: %s", what)
+				if d.Result != inject.Skipped {
+					assert.Equal(t, 1, sent, "never sent, but %s", what)
+				}
+			}
+		}
+	}
 }
 
 // TestChartRejectsBadValues: values.schema.json fails the install.

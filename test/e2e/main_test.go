@@ -181,6 +181,13 @@ func startInjector(c *harness.ControlPlane, helm string) (*injector, error) {
 			fmt.Fprintln(os.Stderr, "e2e: namespace watch failed:", err)
 		}
 	}()
+	// Events on the owners of pods that are not injected, as `injector
+	// serve` records them.
+	events, err := webhook.NewEventRecorder(sctx, c.Config)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
 	in := &injector{Addr: addr, URL: "https://" + addr + webhook.InjectPath, CABundle: ca.CertPEM, ca: ca,
 		logs: &harness.SyncBuffer{}, cancel: cancel, done: make(chan error, 1)}
 	handler := slog.NewTextHandler(in.logs, &slog.HandlerOptions{Level: slog.LevelInfo})
@@ -198,6 +205,7 @@ func startInjector(c *harness.ControlPlane, helm string) (*injector, error) {
 			ReadyChecks: map[string]func() error{"namespaces": cached.Ready},
 			Log:         slog.New(handler),
 			OnReady:     func() { close(ready) },
+			Events:      events,
 		})
 	}()
 	select {

@@ -2,90 +2,125 @@ package e2e
 
 import (
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
 	"github.com/sidecar-injector/injector/test/e2e/harness"
-	"github.com/sidecar-injector/injector/webhook/meshinit"
+	"github.com/sidecar-injector/injector/webhook/inject"
 )
 
-// restrictedPod is an app pod written for Pod Security restricted.
+// warnings collects the admission warnings the API server returns.
+type warnings struct {
+	mu   sync.Mutex
+	list []string
+}
+
+func (w *warnings) HandleWarningHeader(_ int, _ string, text string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.list = append(w.list, text)
+}
+
+func (w *warnings) take() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := w.list
+	w.list = nil
+	return out
+}
+
+// restrictedPod complies with Pod Security restricted at container level
+// only, so whatever the injector adds must comply on its own.
 func restrictedPod(name string) *corev1.Pod {
 	p := harness.AppPod(name)
-	p.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](1000),
-		SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}}
-	p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{AllowPrivilegeEscalation: ptr.To(false),
-		Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}}
+	p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{
+		RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](10001), AllowPrivilegeEscalation: ptr.To(false),
+		Capabilities:   &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+	}
 	return p
 }
 
-// TestCNIModePassesPodSecurityRestricted: through the real kube-apiserver,
-// whose built-in Pod Security admission enforces restricted on the
-// namespaces below (after the webhook: admission validates the mutated
-// pod), a pod injected in the cni capture mode is admitted — in native and
-// classic mode — while the same pod injected in the init mode is refused
-// for mesh-init's root user and capabilities, which proves the enforcement
-// is on.
-func TestCNIModePassesPodSecurityRestricted(t *testing.T) {
+// Pod Security admission on a real API server judges the injected pod. In
+// a namespace that enforces baseline the injector refuses the pod itself,
+// naming Pod Security, instead of letting the API server reject it with an
+// error that does not mention the injector; a namespace that only warns
+// gets the injector's warning beside the API server's; and what the
+// injector adds besides mesh-init's capture passes restricted, proven by
+// the API server admitting a pod injected with an init container that
+// needs no capability.
+func TestPodSecurityThroughTheAPIServer(t *testing.T) {
 	c := controlPlane(t)
 	in := sharedInjector(t)
 	ctx := t.Context()
-	cs := c.Clientset
-	const suite = "podsecurity"
-	restricted := func(extra map[string]string) map[string]string {
-		l := map[string]string{suiteLabel: suite, injectionKey: "enabled",
-			"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}
-		for k, v := range extra {
-			l[k] = v
-		}
-		return l
+	const suite = "pod-security"
+	ns := map[string]map[string]string{
+		"e2e-ps-probe":    {},
+		"e2e-ps-baseline": {"pod-security.kubernetes.io/enforce": "baseline", "pod-security.kubernetes.io/enforce-version": "latest"},
+		"e2e-ps-warn":     {"pod-security.kubernetes.io/warn": "restricted"},
+		"e2e-ps-nocap":    {"pod-security.kubernetes.io/enforce": "restricted", "e2e-capture": "no-capabilities"},
 	}
-	const cniNS, initNS, probeNS = "e2e-restricted-cni", "e2e-restricted-init", "e2e-podsecurity-probe"
-	require.NoError(t, harness.EnsureNamespace(ctx, cs, cniNS, restricted(map[string]string{"capture": "cni"})))
-	require.NoError(t, harness.EnsureNamespace(ctx, cs, initNS, restricted(nil)))
-	require.NoError(t, harness.EnsureNamespace(ctx, cs, probeNS, map[string]string{suiteLabel: suite, injectionKey: "enabled"}))
-	installWebhook(t, c, in, suite, probeNS)
+	for name, labels := range ns {
+		labels[suiteLabel] = suite
+		labels[injectionKey] = "enabled"
+		require.NoError(t, harness.EnsureNamespace(ctx, c.Clientset, name, labels))
+	}
+	installWebhook(t, c, in, suite, "e2e-ps-probe")
+	w := &warnings{}
+	cfg := rest.CopyConfig(c.Config)
+	cfg.WarningHandler = w
+	cs, err := kubernetes.NewForConfig(cfg)
+	require.NoError(t, err)
 
-	for _, tc := range []struct {
-		name    string
-		classic bool
-	}{{"native sidecar", false}, {"classic sidecar", true}} {
-		t.Run(tc.name, func(t *testing.T) {
-			p := restrictedPod("")
-			p.GenerateName = "cni-"
-			if tc.classic {
-				p.Annotations = map[string]string{"sidecar-injector.io/native-sidecar": "false"}
-			}
-			got, err := cs.CoreV1().Pods(cniNS).Create(ctx, p, metav1.CreateOptions{})
-			require.NoError(t, err, "Pod Security restricted must admit a pod injected in the cni capture mode")
-			t.Cleanup(func() { _ = cs.CoreV1().Pods(cniNS).Delete(ctx, got.Name, metav1.DeleteOptions{}) })
-			require.Contains(t, got.Annotations, "sidecar-injector.io/status", "injected")
-			value := got.Annotations[meshinit.CNIAnnotation]
-			_, err = meshinit.ParseCaptureAnnotation(value)
-			assert.NoError(t, err, "the node's plugin reads the annotation the API server stored")
-			var initc *corev1.Container
-			for i := range got.Spec.InitContainers {
-				if got.Spec.InitContainers[i].Name == "mesh-init" {
-					initc = &got.Spec.InitContainers[i]
-				}
-			}
-			require.NotNil(t, initc)
-			assert.Equal(t, "validate", initc.Args[0])
-			assert.Empty(t, initc.SecurityContext.Capabilities.Add)
-		})
-	}
+	t.Run("baseline: refused by the injector, naming Pod Security and the way out", func(t *testing.T) {
+		before := injections(t, "refused", string(inject.ReasonPodSecurityViolation))
+		_, err := cs.CoreV1().Pods("e2e-ps-baseline").Create(ctx, harness.AppPod("web"), metav1.CreateOptions{})
+		require.Error(t, err)
+		assert.True(t, apierrors.IsForbidden(err), "%v", err)
+		assert.Contains(t, err.Error(), `admission webhook "namespace.sidecar-injector.io" denied the request`)
+		assert.Contains(t, err.Error(), `namespace "e2e-ps-baseline" enforces Pod Security level "baseline"`)
+		assert.Contains(t, err.Error(), `container "mesh-init" adds the capabilities NET_ADMIN, NET_RAW`)
+		assert.Contains(t, err.Error(), "Ways out: label the namespace with a lower level")
+		assert.Equal(t, before+1, injections(t, "refused", string(inject.ReasonPodSecurityViolation)))
+		// Without the injector, the same pod is admitted: the refusal is
+		// about what the injector would add.
+		plain := labelPod(harness.AppPod("web-opted-out"), "sidecar-injector.io/inject", "false")
+		_, err = cs.CoreV1().Pods("e2e-ps-baseline").Create(ctx, plain, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		assert.NoError(t, err)
+	})
 
-	// The same pod in the init mode: refused by Pod Security, naming
-	// mesh-init's privileges.
-	_, err := cs.CoreV1().Pods(initNS).Create(ctx, restrictedPod("init-mode"), metav1.CreateOptions{})
-	require.Error(t, err, "restricted must refuse mesh-init's capabilities: is Pod Security admission on?")
-	for _, want := range []string{"violates PodSecurity \"restricted:latest\"", "mesh-init", "NET_ADMIN"} {
-		assert.True(t, strings.Contains(err.Error(), want), "the refusal %q does not say %q", err, want)
-	}
-	t.Logf("init mode under restricted: %v", err)
+	t.Run("warn at restricted: injected, with the injector's warning", func(t *testing.T) {
+		w.take()
+		got, err := cs.CoreV1().Pods("e2e-ps-warn").Create(ctx, harness.AppPod("web"), metav1.CreateOptions{})
+		require.NoError(t, err)
+		assert.Contains(t, got.Annotations, "sidecar-injector.io/status")
+		all := strings.Join(w.take(), "\n")
+		assert.Contains(t, all, `namespace "e2e-ps-warn" warns at Pod Security level "restricted"`)
+		assert.Contains(t, all, `container "mesh-init" adds the capabilities NET_ADMIN, NET_RAW`)
+		// The API server's own Pod Security warning names only mesh-init
+		// among the injected containers, as the injector said.
+		assert.Contains(t, all, "would violate PodSecurity")
+		assert.NotContains(t, all, `"mesh-proxy"`)
+	})
+
+	t.Run("restricted: everything else the injector adds complies", func(t *testing.T) {
+		w.take()
+		got, err := cs.CoreV1().Pods("e2e-ps-nocap").Create(ctx, restrictedPod("web"), metav1.CreateOptions{})
+		require.NoError(t, err, "Pod Security restricted admits the injected pod")
+		st, ok, err := inject.ReadStatus(got)
+		require.NoError(t, err)
+		require.True(t, ok)
+		assert.Equal(t, "no-capabilities", st.Policy)
+		assert.NotNil(t, containerByName(append(got.Spec.InitContainers, got.Spec.Containers...), "mesh-proxy"))
+		assert.Empty(t, w.take())
+	})
 }

@@ -107,10 +107,47 @@ func parseJSON(js []byte) (*bootstrapv3.Bootstrap, error) {
 	v := &checker{}
 	v.validate(b, "")
 	v.walk(b.ProtoReflect(), "")
+	if len(v.problems) == 0 {
+		// What Envoy checks only when it builds listeners, clusters and
+		// routes; on a document that satisfies the schema, so each
+		// problem is reported once.
+		v.semantic(b)
+	}
 	if len(v.problems) > 0 {
 		return nil, &Error{Problems: v.problems}
 	}
 	return b, nil
+}
+
+// Capture is what a pod's capture rules expect of its proxy's bootstrap:
+// a listener on each port iptables redirects to, accepting every family
+// that is redirected there.
+type Capture struct {
+	// Ports are the redirect targets (the outbound and inbound ports).
+	Ports []uint32
+	// IPv6 is true when ip6tables rules may redirect IPv6 connections
+	// too (init.ipv6 auto or required); IPv4 is always redirected.
+	IPv6 bool
+}
+
+// ValidateSidecar is ValidateCompact plus the checks that need to know
+// what the capture rules redirect: Envoy cannot know that a listener
+// bound to 0.0.0.0 will be sent IPv6 connections, which it then refuses.
+func ValidateSidecar(bootstrapYAML []byte, capture Capture) (string, error) {
+	js, err := toJSON(bootstrapYAML)
+	if err != nil {
+		return "", err
+	}
+	b, err := parseJSON(js)
+	if err != nil {
+		return "", err
+	}
+	v := &checker{}
+	v.capture(b, capture)
+	if len(v.problems) > 0 {
+		return "", &Error{Problems: v.problems}
+	}
+	return string(js), nil
 }
 
 // checker collects problems while walking a decoded bootstrap.

@@ -55,7 +55,15 @@ const (
 	// annotation that says the injector put it there.
 	ReasonContainerNameConflict Reason = "container_name_conflict"
 	ReasonInvalidPod            Reason = "invalid_pod"
-	ReasonPolicyRenderingError  Reason = "policy_rendering_failed"
+	// ReasonStatusMismatch: the pod carries a status annotation, but what
+	// it records is not in the pod, or is not what the policy renders for
+	// it now (hand-written, copied, or injected under another policy).
+	ReasonStatusMismatch Reason = "status_mismatch"
+	// ReasonPodSecurityViolation: the namespace enforces a Pod Security
+	// level that what the injector adds violates; the API server would
+	// reject the injected pod.
+	ReasonPodSecurityViolation Reason = "pod_security_violation"
+	ReasonPolicyRenderingError Reason = "policy_rendering_failed"
 	// ReasonInternalError: a bug, in the core or the edge; the message
 	// says what went wrong.
 	ReasonInternalError Reason = "internal_error"
@@ -105,6 +113,8 @@ var AllReasons = []struct {
 	{ReasonVolumeNameConflict, Refused},
 	{ReasonContainerNameConflict, Refused},
 	{ReasonInvalidPod, Refused},
+	{ReasonStatusMismatch, Refused},
+	{ReasonPodSecurityViolation, Refused},
 	{ReasonPolicyRenderingError, Refused},
 	{ReasonMalformedRequest, Refused},
 	{ReasonNamespaceUnknown, Refused},

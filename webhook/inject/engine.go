@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/sidecar-injector/injector/templates"
+	"github.com/sidecar-injector/injector/webhook/envoy"
 	"github.com/sidecar-injector/injector/webhook/policy"
 )
 
@@ -26,6 +27,9 @@ type Engine struct {
 	opts     Options
 	config   *policy.Config
 	policies map[string]*compiledPolicy
+	// warnings are the policy file's and the engine's load-time
+	// warnings: legal values that are probably mistakes.
+	warnings []policy.Warning
 }
 
 type compiledPolicy struct {
@@ -72,13 +76,13 @@ func New(cfg *policy.Config, opts Options) (*Engine, error) {
 	for _, p := range append([]*policy.Policy{cfg.Default}, cfg.Policies...) {
 		set, err := getSet(p.TemplateSet)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("policy %q: %w", p.Name, err))
+			errs = append(errs, fmt.Errorf("%s: %w", policyPlace(p), err))
 			continue
 		}
 		cp := &compiledPolicy{policy: p, set: set, overridden: map[string]*Rendered{}}
 		cp.base, err = e.render(set, p.Settings, nil)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("policy %q: %w", p.Name, err))
+			errs = append(errs, fmt.Errorf("%s: %w", policyPlace(p), err))
 			continue
 		}
 		// Render the other native mode too, so a pod that flips it cannot
@@ -89,7 +93,7 @@ func New(cfg *policy.Config, opts Options) (*Engine, error) {
 			flipped.Lifecycle.NativeSidecar = policy.NativeFalse
 		}
 		if _, err := e.render(set, flipped, cp.base); err != nil {
-			errs = append(errs, fmt.Errorf("policy %q (native sidecar %s): %w", p.Name, flipped.Lifecycle.NativeSidecar, err))
+			errs = append(errs, fmt.Errorf("%s (native sidecar %s): %w", policyPlace(p), flipped.Lifecycle.NativeSidecar, err))
 			continue
 		}
 		e.policies[p.Name] = cp
@@ -97,7 +101,69 @@ func New(cfg *policy.Config, opts Options) (*Engine, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	e.warnings = append(append([]policy.Warning(nil), cfg.Warnings...), e.loadWarnings()...)
 	return e, nil
+}
+
+// Warnings are the load-time warnings: values that are legal but probably
+// not meant, in the order of the file.
+func (e *Engine) Warnings() []policy.Warning { return e.warnings }
+
+// loadWarnings are the warnings that need what the engine knows: the Envoy
+// rules bootstraps are validated with, and the injector's namespace.
+func (e *Engine) loadWarnings() []policy.Warning {
+	var out []policy.Warning
+	for _, p := range append([]*policy.Policy{e.config.Default}, e.config.Policies...) {
+		if w, ok := envoyVersionWarning(p); ok {
+			out = append(out, w)
+		}
+		for _, ns := range p.Namespaces {
+			if ns == e.opts.InjectorNamespace {
+				out = append(out, policy.Warning{Path: p.Place() + ": namespaces", Policies: []string{p.Name},
+					Message: fmt.Sprintf("%s is the injector's own namespace, which is never injected: the policy has no effect there", ns)})
+			}
+		}
+	}
+	return out
+}
+
+// envoyVersionWarning says when a policy's proxy image runs an Envoy older
+// than the rules its bootstrap was validated with, or does not say which
+// Envoy it runs. It is reported where the image (or the declared version)
+// was written.
+func envoyVersionWarning(p *policy.Policy) (policy.Warning, bool) {
+	proxy := p.Settings.Proxy
+	if !p.OwnSetting("proxy.image") && !p.OwnSetting("proxy.envoyVersion") {
+		return policy.Warning{}, false
+	}
+	v, ok := envoy.VersionFromImage(proxy.Image)
+	if proxy.EnvoyVersion != "" {
+		declared, err := envoy.ParseVersion(proxy.EnvoyVersion)
+		v, ok = declared, err == nil
+	}
+	switch {
+	case !ok:
+		return p.SettingWarning("proxy.image", fmt.Sprintf(
+			"%s does not say which Envoy it runs (its tag names no version): its bootstrap is validated with Envoy %s's rules, the oldest supported; set proxy.envoyVersion to the Envoy it runs",
+			proxy.Image, envoy.Rules)), true
+	case v.Less(envoy.Rules):
+		return p.SettingWarning("proxy.image", olderEnvoy(proxy.Image, v)), true
+	}
+	return policy.Warning{}, false
+}
+
+func olderEnvoy(image string, v envoy.Version) string {
+	return fmt.Sprintf("%s runs Envoy %s, older than %s, whose rules its bootstrap is validated with: Envoy %s may refuse at start what %s accepts; use an image of Envoy %s or newer",
+		image, v, envoy.Rules, v, envoy.Rules, envoy.Rules)
+}
+
+// policyPlace names a policy and where it is in the file, as policy file
+// errors do.
+func policyPlace(p *policy.Policy) string {
+	if p.Index < 0 {
+		return fmt.Sprintf("policy %q (defaults)", p.Name)
+	}
+	return fmt.Sprintf("policy %q (policies[%d])", p.Name, p.Index)
 }
 
 // Config returns the compiled policy file the engine was built from.

@@ -23,6 +23,9 @@ type Explanation struct {
 	Rule    string   `json:"rule"`
 	// Values are the effective settings and bounds, one per leaf.
 	Values []Value `json:"values"`
+	// PolicyWarnings are the policy file's load-time warnings about this
+	// policy: legal values that are probably not meant.
+	PolicyWarnings []string `json:"policyWarnings,omitempty"`
 }
 
 // Value is one effective setting.
@@ -54,6 +57,11 @@ func (e *Engine) Explain(pod *corev1.Pod, ns Namespace) Explanation {
 		settings, applied = ev.settings, ev.applied
 	}
 	x.Values = values(settings, sel.Policy, applied)
+	for _, w := range e.warnings {
+		if w.Concerns(sel.Policy) {
+			x.PolicyWarnings = append(x.PolicyWarnings, w.String())
+		}
+	}
 	return x
 }
 
@@ -145,7 +153,11 @@ func (x Explanation) Text() string {
 	if len(x.Matched) > 0 {
 		fmt.Fprintf(&b, "matched:    %s\n", strings.Join(x.Matched, ", "))
 	}
-	fmt.Fprintf(&b, "rule:       %s\n\neffective values:\n", x.Rule)
+	fmt.Fprintf(&b, "rule:       %s\n", x.Rule)
+	for _, w := range x.PolicyWarnings {
+		fmt.Fprintf(&b, "policy warning: %s\n", w)
+	}
+	fmt.Fprintf(&b, "\neffective values:\n")
 	width := 0
 	for _, v := range x.Values {
 		if len(v.Path) > width {

@@ -3,6 +3,7 @@ package inject
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -75,6 +76,26 @@ func (e *Engine) inject(pod *corev1.Pod, ns Namespace) (Decision, *Changes, *eva
 		return withPolicy(decide(Refused, ReasonPolicyRenderingError, fmt.Sprintf(
 			"the pod's annotations do not render with policy %q: %v", pol.Name, err)), pol), nil, ev
 	}
+
+	if _, ok := pod.Annotations[policy.StatusAnnotation]; ok {
+		// The annotation is input like any other: the pod counts as
+		// injected only when what it records is there and is what this
+		// policy renders for it now, or a hand-written status would be a
+		// way around the policy.
+		if diffs := verifyStatus(pod, r); len(diffs) > 0 {
+			return withPolicy(decide(Refused, ReasonStatusMismatch, fmt.Sprintf(
+				"the pod carries %s, but %s, so it is not what policy %q injects for it now; remove the annotation and create the pod again (for a pod this injector did inject, `injector uninject` removes the annotation with everything it records)",
+				policy.StatusAnnotation, strings.Join(diffs, "; "), pol.Name)), pol), nil, ev
+		}
+		return withPolicy(decide(Skipped, ReasonAlreadyInjected, fmt.Sprintf(
+			"the pod is already injected: %s records what policy %q injects for it now", policy.StatusAnnotation, pol.Name)), pol), nil, ev
+	}
+
+	more, refusal = podSecurity(pod, ns, r, pol)
+	if refusal != nil {
+		return withPolicy(*refusal, pol), nil, ev
+	}
+	warnings = append(warnings, more...)
 
 	more, refusal = checkConflicts(pod, ev.settings, r.Native)
 	if refusal != nil {

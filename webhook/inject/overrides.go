@@ -5,7 +5,9 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
+	"github.com/sidecar-injector/injector/webhook/envoy"
 	"github.com/sidecar-injector/injector/webhook/policy"
 )
 
@@ -32,17 +34,68 @@ func effectiveSettings(pod *corev1.Pod, pol *policy.Policy, ev *evaluation) ([]s
 				a.Key, pol.Name, strings.Join(pol.Bounds.AllowedAnnotations, ", ")))
 		}
 	}
+	for _, a := range applied {
+		// The pod chose its own proxy image: say when its tag names an
+		// Envoy older than the rules its bootstrap was validated with.
+		if v, ok := envoy.VersionFromImage(s.Proxy.Image); a.Field == "proxy.image" && ok && v.Less(envoy.Rules) {
+			warnings = append(warnings, a.Key+": "+olderEnvoy(s.Proxy.Image, v))
+		}
+	}
 	if len(applied) > 0 {
 		if berr := pol.Bounds.Check(&s); berr != nil {
 			return refuse(ReasonOverrideOutOfBounds, fmt.Sprintf("%s: %s (policy %q)",
 				annotationFor(applied, berr.Field), berr.Problem, pol.Name))
 		}
 		if verr := s.Validate(nil); len(verr) > 0 {
-			return refuse(ReasonInvalidAnnotation, fmt.Sprintf(
-				"the pod's annotations make the settings invalid: %s", strings.Join(policy.Lines(verr), "; ")))
+			msgs := make([]string, len(verr))
+			for i, e := range verr {
+				msgs[i] = annotationProblem(applied, pol, e)
+			}
+			return refuse(ReasonInvalidAnnotation, strings.Join(msgs, "; "))
 		}
 	}
 	return warnings, nil
+}
+
+// annotationProblem explains a problem of the effective settings (a rule
+// across fields, since each annotation's own value was checked when it
+// applied) by the annotations the pod wrote, with their values, and where
+// the other fields of the rule come from.
+func annotationProblem(applied []policy.Applied, pol *policy.Policy, e *field.Error) string {
+	var keys, others []string
+	for _, f := range append([]string{e.Field}, policy.RelatedFields(e.Field)...) {
+		if a, ok := appliedTo(applied, f); ok {
+			keys = append(keys, fmt.Sprintf("%s: %q", a.Key, a.Value))
+			continue
+		}
+		src := pol.Origin[f]
+		if src == "" {
+			src = policy.SourceBuiltin
+		}
+		others = append(others, fmt.Sprintf("%s comes from %s", f, src))
+	}
+	if len(keys) == 0 {
+		return fmt.Sprintf("the pod's annotations make the settings invalid: %s: %s", e.Field, e.Detail)
+	}
+	verb := "is invalid"
+	if len(keys) > 1 {
+		verb = "are invalid together"
+	}
+	msg := fmt.Sprintf("%s %s: %s %s", strings.Join(keys, " and "), verb, e.Field, e.Detail)
+	if len(others) > 0 {
+		msg += fmt.Sprintf(" (%s, policy %q)", strings.Join(others, ", "), pol.Name)
+	}
+	return msg
+}
+
+// appliedTo finds the annotation that set a field.
+func appliedTo(applied []policy.Applied, fieldPath string) (policy.Applied, bool) {
+	for _, a := range applied {
+		if a.Field == fieldPath {
+			return a, true
+		}
+	}
+	return policy.Applied{}, false
 }
 
 // annotationFor names the annotation that set a field, for bound messages.

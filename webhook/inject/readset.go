@@ -4,6 +4,8 @@ package inject
 // (and so Inject and Explain) reads, as a JSON path; "[]" stands for every
 // element of a list, and a path that ends at an object covers all of it.
 // Nothing outside these fields can change a decision or a change record.
+// StatusPodFields among them are read only for a pod that carries the
+// status annotation.
 //
 // The webhook decodes exactly these fields from an AdmissionReview and
 // skips the rest (webhook/podview.go), which halves its decoding. A core
@@ -19,7 +21,9 @@ var PodFields = []string{
 	"metadata.annotations",
 	"metadata.ownerReferences",
 	"spec.initContainers[].name",
+	"spec.initContainers[].image",
 	"spec.initContainers[].command",
+	"spec.initContainers[].args",
 	"spec.initContainers[].ports",
 	"spec.initContainers[].volumeMounts",
 	"spec.initContainers[].volumeDevices",
@@ -27,8 +31,11 @@ var PodFields = []string{
 	"spec.initContainers[].securityContext",
 	"spec.initContainers[].restartPolicy",
 	"spec.initContainers[].env",
+	"spec.initContainers[].resources",
 	"spec.containers[].name",
+	"spec.containers[].image",
 	"spec.containers[].command",
+	"spec.containers[].args",
 	"spec.containers[].ports",
 	"spec.containers[].volumeMounts",
 	"spec.containers[].volumeDevices",
@@ -36,11 +43,28 @@ var PodFields = []string{
 	"spec.containers[].securityContext",
 	"spec.containers[].restartPolicy",
 	"spec.containers[].env",
+	"spec.containers[].resources",
 	"spec.volumes[].name",
+	"spec.volumes[]",
 	"spec.restartPolicy",
 	"spec.terminationGracePeriodSeconds",
 	"spec.hostNetwork",
 	"spec.securityContext",
 	"spec.os",
 	"spec.resources",
+}
+
+// StatusPodFields are the fields of PodFields the core reads only for a
+// pod that carries the status annotation, to tell whether what it records
+// is what the policy renders (verifyStatus). Such pods are rare (injected
+// offline, then created), so the webhook's fast view leaves these out and
+// decodes a pod with the annotation in full.
+var StatusPodFields = []string{
+	"spec.initContainers[].image",
+	"spec.initContainers[].args",
+	"spec.initContainers[].resources",
+	"spec.containers[].image",
+	"spec.containers[].args",
+	"spec.containers[].resources",
+	"spec.volumes[]",
 }

@@ -178,10 +178,16 @@ func (e *Engine) render(set *templates.Set, s policy.Settings, reuse *Rendered) 
 		if err != nil {
 			return nil, err
 		}
-		// Envoy's own schema, every typed config included: a policy whose
-		// bootstrap Envoy would reject never loads.
-		if d.Bootstrap, err = envoy.ValidateCompact(raw); err != nil {
-			return nil, fmt.Errorf("envoy bootstrap: %w", err)
+		// Envoy's own schema, every typed config included, what Envoy
+		// checks when it builds listeners, clusters and routes, and that
+		// the capture ports accept every family captured: a policy whose
+		// bootstrap Envoy would reject, or which would refuse captured
+		// connections, never loads.
+		if d.Bootstrap, err = envoy.ValidateSidecar(raw, envoy.Capture{
+			Ports: []uint32{uint32(s.Proxy.Ports.Outbound), uint32(s.Proxy.Ports.Inbound)},
+			IPv6:  s.Init.IPv6 != meshinit.IPv6Off,
+		}); err != nil {
+			return nil, bootstrapError(set, err)
 		}
 	}
 	initTemplate, initCommand := templates.InitContainer, "capture"
@@ -232,6 +238,24 @@ func (e *Engine) render(set *templates.Set, s policy.Settings, reuse *Rendered) 
 	return r, nil
 }
 
+// bootstrapError says which template rendered a bootstrap Envoy would
+// refuse, with each problem at its path in the bootstrap.
+func bootstrapError(set *templates.Set, err error) error {
+	where := fmt.Sprintf("the built-in %s", templates.EnvoyBootstrap)
+	if set.Custom(templates.EnvoyBootstrap) {
+		where = fmt.Sprintf("templateSets.%s[%s]", set.Name(), templates.EnvoyBootstrap)
+	}
+	var ee *envoy.Error
+	if !errors.As(err, &ee) {
+		return fmt.Errorf("envoy bootstrap: %s: %w", where, err)
+	}
+	lines := make([]string, len(ee.Problems))
+	for i, p := range ee.Problems {
+		lines[i] = "\n  " + p.String()
+	}
+	return fmt.Errorf("envoy bootstrap: %s renders a bootstrap Envoy %s would refuse:%s", where, envoy.Rules, strings.Join(lines, ""))
+}
+
 // proxyArgs are Envoy's command-line arguments. The bootstrap is the file
 // mesh-init wrote from its (compressed) argument; the node identity comes
 // from the downward API, so the rendering stays the same for every pod.
@@ -272,6 +296,18 @@ func checkRendered(r *Rendered, d TemplateData) error {
 	for _, v := range r.Volumes {
 		if v.Name == d.Names.ToolsVolume {
 			hasTools = true
+		}
+		if !strings.HasPrefix(v.Name, volumePrefix) {
+			problems = append(problems, fmt.Sprintf("%s must name its volumes %s*, not %q, so uninject can tell them from the pod's own", templates.Volumes, volumePrefix, v.Name))
+		}
+	}
+	// Uninject recognises the injector's containers by this mount too.
+	for _, c := range []struct {
+		template string
+		c        *corev1.Container
+	}{{templates.InitContainer, &r.Init}, {templates.Sidecar, &r.Proxy}} {
+		if !mountsTools(c.c) {
+			problems = append(problems, fmt.Sprintf("%s must mount the volume %q at %s", c.template, d.Names.ToolsVolume, d.Paths.ToolsDir))
 		}
 	}
 	if !hasTools {

@@ -1,7 +1,6 @@
 package inject
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -10,10 +9,6 @@ import (
 	"github.com/sidecar-injector/injector/webhook/policy"
 )
 
-// systemNamespaces are never injected: the control plane must not depend on
-// the mesh to start.
-var systemNamespaces = map[string]bool{"kube-system": true, "kube-public": true, "kube-node-lease": true}
-
 // otherMeshContainers are sidecars of other meshes; two proxies in one pod
 // would capture each other's traffic.
 var otherMeshContainers = map[string]string{"istio-proxy": "Istio", "linkerd-proxy": "Linkerd", "istio-init": "Istio", "linkerd-init": "Linkerd"}
@@ -21,27 +16,20 @@ var otherMeshContainers = map[string]string{"istio-proxy": "Istio", "linkerd-pro
 // otherMeshAnnotations mark pods another mesh has injected.
 var otherMeshAnnotations = map[string]string{"sidecar.istio.io/status": "Istio", "linkerd.io/proxy-version": "Linkerd"}
 
-// preflight handles the skips and refusals that need no policy.
+// preflight handles the skips and refusals that need no policy. A pod
+// that carries the status annotation goes on: whether it is injected is
+// decided against what its policy renders (verifyStatus).
 func (e *Engine) preflight(pod *corev1.Pod, ns Namespace) (Decision, bool) {
 	switch {
-	case systemNamespaces[ns.Name]:
+	case policy.SystemNamespaces[ns.Name]:
 		return decide(Skipped, ReasonSystemNamespace, fmt.Sprintf("namespace %q is a Kubernetes system namespace and is never injected", ns.Name)), true
 	case e.opts.InjectorNamespace != "" && ns.Name == e.opts.InjectorNamespace:
 		return decide(Skipped, ReasonInjectorNamespace, fmt.Sprintf("namespace %q runs the injector itself and is never injected", ns.Name)), true
 	}
-	if _, ok := pod.Annotations[policy.StatusAnnotation]; ok {
-		// Only a status that describes this pod means "injected": a
-		// copied or hand-written annotation must not become a way around
-		// injection.
-		if problem := statusProblem(pod); problem != "" {
-			return decide(Refused, ReasonInvalidPod, fmt.Sprintf("the pod carries %s, but %s; remove the annotation (uninject restores an injected pod's spec)",
-				policy.StatusAnnotation, problem)), true
-		}
-		return decide(Skipped, ReasonAlreadyInjected, "the pod already carries "+policy.StatusAnnotation), true
-	}
+	_, hasStatus := pod.Annotations[policy.StatusAnnotation]
 	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
 		for _, c := range list {
-			if c.Name == DefaultNames.Proxy || c.Name == DefaultNames.Init {
+			if !hasStatus && (c.Name == DefaultNames.Proxy || c.Name == DefaultNames.Init) {
 				return decide(Refused, ReasonContainerNameConflict, fmt.Sprintf(
 					"the pod has a container named %q, the name of the injector's own, but no %s annotation; rename that container",
 					c.Name, policy.StatusAnnotation)), true
@@ -151,6 +139,7 @@ func podInjectChoice(pod *corev1.Pod) (choice, decidedBy string, warnings []stri
 		kind  string
 		istio bool
 	}
+	_, istioLabel := pod.Labels[policy.IstioInjectKey]
 	for _, s := range []src{
 		{pod.Labels, policy.InjectKey, "label", false},
 		{pod.Annotations, policy.InjectKey, "annotation", false},
@@ -163,10 +152,20 @@ func podInjectChoice(pod *corev1.Pod) (choice, decidedBy string, warnings []stri
 		}
 		var c string
 		switch t := strings.TrimSpace(v); {
+		case s.istio && s.kind == "annotation" && istioLabel:
+			// Istio reads its label, when present, instead of its
+			// annotation, whatever the label says.
+			if strings.TrimSpace(v) != strings.TrimSpace(pod.Labels[s.key]) {
+				warnings = append(warnings, fmt.Sprintf("annotation %s %q is ignored because the label %s is set (Istio reads the label instead)", s.key, v, s.key))
+			}
+			continue
+		case s.istio && t == "":
+			// Empty is "no choice" in every Istio release: the namespace
+			// decides.
+			continue
 		case s.istio:
 			c = "false"
-			switch strings.ToLower(t) {
-			case "y", "yes", "true", "on":
+			if policy.IstioOptIn(t) {
 				c = "true"
 			}
 		case t == "true" || t == "false":
@@ -181,25 +180,4 @@ func podInjectChoice(pod *corev1.Pod) (choice, decidedBy string, warnings []stri
 		}
 	}
 	return choice, decidedBy, warnings, nil
-}
-
-// statusProblem says why the pod's status annotation cannot be the
-// injector's record of this pod, or "".
-func statusProblem(pod *corev1.Pod) string {
-	// Read leniently: a status another version of the injector wrote
-	// (another format version) still says the pod is injected, as long
-	// as what it records is there.
-	var st Status
-	if err := json.Unmarshal([]byte(pod.Annotations[policy.StatusAnnotation]), &st); err != nil {
-		return fmt.Sprintf("it is not a status the injector wrote (not JSON: %v)", err)
-	}
-	if len(st.InitContainers)+len(st.Containers) == 0 {
-		return "it records no added container"
-	}
-	for _, n := range append(append([]string(nil), st.InitContainers...), st.Containers...) {
-		if _, ok := usesContainer(pod, n); !ok {
-			return fmt.Sprintf("the container %q it records is not in the pod", n)
-		}
-	}
-	return ""
 }

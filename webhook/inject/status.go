@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path"
+	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -102,6 +105,9 @@ func Uninject(pod *corev1.Pod) (*corev1.Pod, error) {
 	if !ok {
 		return pod, ErrNotInjected
 	}
+	if err := checkOwn(pod, st); err != nil {
+		return nil, err
+	}
 	out := pod.DeepCopy()
 	remove := func(list []corev1.Container, names []string) []corev1.Container {
 		if len(names) == 0 {
@@ -192,4 +198,57 @@ func Uninject(pod *corev1.Pod) (*corev1.Pod, error) {
 		out.Annotations = nil
 	}
 	return out, nil
+}
+
+// checkOwn refuses a status that would make Uninject remove what the
+// injector never adds: containers not named and shaped as its own (an
+// app container, named in a copied or hand-written status), volumes not
+// named as its own. Its containers are mesh-init and mesh-proxy, in the
+// lists the status names, each mounting the tools volume where the hook
+// tool lives; its volumes are named mesh-*.
+func checkOwn(pod *corev1.Pod, st *Status) error {
+	for _, l := range []struct {
+		field string
+		names []string
+		own   []string
+		list  []corev1.Container
+	}{
+		{"initContainers", st.InitContainers, []string{DefaultNames.Init, DefaultNames.Proxy}, pod.Spec.InitContainers},
+		{"containers", st.Containers, []string{DefaultNames.Proxy}, pod.Spec.Containers},
+	} {
+		for _, n := range l.names {
+			if !slices.Contains(l.own, n) {
+				return fmt.Errorf("%s records %q among the %s it added, but the injector adds only %s there; uninject removes nothing that is not the injector's: remove the annotation by hand",
+					policy.StatusAnnotation, n, l.field, strings.Join(l.own, " and "))
+			}
+			c := findContainer(l.list, n)
+			if c == nil {
+				continue // already gone: nothing to remove
+			}
+			if !mountsTools(c) {
+				return fmt.Errorf("spec.%s has a container named %q that does not mount the volume %q at %s, as the injector's always does: it is not the injector's, and uninject does not remove it; remove the annotation by hand",
+					l.field, n, DefaultNames.ToolsVolume, DefaultPaths.ToolsDir)
+			}
+		}
+	}
+	for _, n := range st.Volumes {
+		if !strings.HasPrefix(n, volumePrefix) {
+			return fmt.Errorf("%s records the volume %q, but the injector's volumes are named %s*: uninject removes nothing that is not the injector's; remove the annotation by hand",
+				policy.StatusAnnotation, n, volumePrefix)
+		}
+	}
+	return nil
+}
+
+// volumePrefix starts the name of every volume injection adds, so Uninject
+// can tell them from the pod's own (templates must keep to it).
+const volumePrefix = "mesh-"
+
+func mountsTools(c *corev1.Container) bool {
+	for _, m := range c.VolumeMounts {
+		if m.Name == DefaultNames.ToolsVolume && path.Clean(m.MountPath) == DefaultPaths.ToolsDir {
+			return true
+		}
+	}
+	return false
 }

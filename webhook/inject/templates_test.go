@@ -95,6 +95,22 @@ func TestBrokenTemplatesFailAtLoad(t *testing.T) {
 		{"invalid Envoy bootstrap", templates.EnvoyBootstrap, func(t *testing.T) string {
 			return strings.Replace(builtinText(t, templates.EnvoyBootstrap), "max_ejection_percent: {{ . }}", "max_ejection_percent: 200", 1)
 		}, []string{"envoy bootstrap", "max_ejection_percent", "less than or equal to 100"}},
+		// What Envoy checks only when it builds its objects, with the
+		// place in the template set and in the bootstrap.
+		{"route to a cluster that does not exist", templates.EnvoyBootstrap, func(t *testing.T) string {
+			return strings.Replace(builtinText(t, templates.EnvoyBootstrap), "route: {cluster: admin, prefix_rewrite: /ready}", "route: {cluster: admin-api, prefix_rewrite: /ready}", 1)
+		}, []string{`policy "custom" (policies[0])`, "templateSets.custom[envoy-bootstrap.yaml] renders a bootstrap Envoy 1.36 would refuse:",
+			`static_resources.listeners[2].filter_chains[0].filters[0].typed_config (envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager): route_config.virtual_hosts[0].routes[0].route.cluster: no cluster is named "admin-api"`}},
+		{"ORIGINAL_DST without CLUSTER_PROVIDED", templates.EnvoyBootstrap, func(t *testing.T) string {
+			return strings.Replace(builtinText(t, templates.EnvoyBootstrap), "    lb_policy: CLUSTER_PROVIDED\n", "", 1)
+		}, []string{"static_resources.clusters[0].lb_policy: ROUND_ROBIN (the default when lb_policy is left out) is not valid for an ORIGINAL_DST cluster"}},
+		{"two listeners on one port", templates.EnvoyBootstrap, func(t *testing.T) string {
+			return strings.Replace(builtinText(t, templates.EnvoyBootstrap), "port_value: {{ $ports.Stats }}", "port_value: {{ $ports.Readiness }}", 1)
+		}, []string{"static_resources.listeners[3].address.socket_address.port_value: static_resources.listeners[3] (stats) binds [::]:15021, which static_resources.listeners[2] (readiness) already binds"}},
+		{"IPv4-only capture listener while IPv6 is captured", templates.EnvoyBootstrap, func(t *testing.T) string {
+			text := strings.Replace(builtinText(t, templates.EnvoyBootstrap), "{{- $listen := toJSON $s.Envoy.ListenAddress }}", `{{- $listen := "0.0.0.0" }}`, 1)
+			return strings.Replace(text, `{{ $compat = ", ipv4_compat: true" }}`, "", 1)
+		}, []string{"static_resources.listeners[0].address.socket_address: port 15001 accepts IPv4 only (0.0.0.0), but the capture rules redirect IPv6 connections there too"}},
 		{"unknown template name", "sidecars.yaml", func(*testing.T) string { return "x" }, []string{`unknown template(s) sidecars.yaml`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

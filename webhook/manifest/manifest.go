@@ -83,6 +83,9 @@ func (l Line) String() string {
 		where += fmt.Sprintf(" item %d", l.Item)
 	}
 	obj := strings.ToLower(l.Kind) + "/" + l.Name
+	if l.Kind == "" {
+		obj = "null"
+	}
 	if l.Namespace != "" {
 		obj += " (namespace " + l.Namespace + ")"
 	}
@@ -90,7 +93,7 @@ func (l Line) String() string {
 	if l.Reason != "" {
 		s += " (" + l.Reason + ")"
 	}
-	if l.Result == string(inject.Refused) || l.Result == string(inject.Skipped) {
+	if l.Result == string(inject.Refused) || l.Result == string(inject.Skipped) || (l.Result == "passed through" && l.Message != "") {
 		s += ": " + l.Message
 	}
 	for _, w := range l.Warnings {
@@ -160,21 +163,7 @@ func Process(sources []Source, o Options) ([]byte, []Line, error) {
 	}
 	for _, docs := range all {
 		for _, d := range docs {
-			for _, obj := range objectsOf(d.obj) {
-				if kindOf(obj) != "Namespace" {
-					continue
-				}
-				meta, _ := obj["metadata"].(map[string]any)
-				name, _ := meta["name"].(string)
-				l := map[string]string{}
-				if ml, ok := meta["labels"].(map[string]any); ok {
-					for k, v := range ml {
-						s, _ := v.(string)
-						l[k] = s
-					}
-				}
-				labels[name] = l
-			}
+			namespaceLabels(d.obj, labels)
 		}
 	}
 	p := &processor{o: o, labels: labels}
@@ -244,9 +233,16 @@ func (p *processor) document(n int, d *document) (bool, []Line, error) {
 		var errs []error
 		changed := false
 		for i, it := range items {
+			if it == nil {
+				// kubectl and Helm leave null items behind (an empty
+				// template in a range); there is nothing to inject.
+				lines = append(lines, Line{Document: n, Item: i + 1, Result: "passed through", Reason: "null_item",
+					Message: "a null List item: nothing to inject, left as it is"})
+				continue
+			}
 			obj, ok := it.(map[string]any)
 			if !ok {
-				errs = append(errs, &Error{Document: n, Item: i + 1, Err: errors.New("a List item is not an object")})
+				errs = append(errs, &Error{Document: n, Item: i + 1, Err: fmt.Errorf("a List item is a JSON %s, not an object", jsonKind(it))})
 				continue
 			}
 			c, line, err := p.object(n, i+1, obj)
@@ -334,7 +330,17 @@ func (p *processor) object(n, item int, obj map[string]any) (bool, Line, error) 
 	}
 	line := Line{Document: n, Item: item, Kind: kind, Name: name, Result: "passed through"}
 	path, isWorkload := templatePaths[kind]
-	if (kind != "Pod" && !isWorkload) || !isBuiltin(obj) {
+	switch {
+	case kind == "Namespace" && groupOf(obj) == "":
+		line.Reason, line.Message = "namespace", fmt.Sprintf("its labels decide injection for the objects of namespace %s", name)
+		return false, line, nil
+	case kind != "Pod" && !isWorkload:
+		line.Reason, line.Message = "not_a_workload", fmt.Sprintf("a %s has no pods or pod template to inject", kind)
+		return false, line, nil
+	case !isBuiltin(obj):
+		av, _ := obj["apiVersion"].(string)
+		line.Reason, line.Message = "not_kubernetes_workload", fmt.Sprintf(
+			"%s %s is not Kubernetes' own %s (only the core, apps and batch kinds are injected; the webhook injects the pods it creates, if they reach it)", av, kind, kind)
 		return false, line, nil
 	}
 	ns, _ := meta["namespace"].(string)
@@ -401,6 +407,56 @@ func hasNamespace(podObj map[string]any) bool {
 	meta, _ := podObj["metadata"].(map[string]any)
 	ns, _ := meta["namespace"].(string)
 	return ns != ""
+}
+
+// jsonKind names the JSON type of a decoded value, for messages.
+func jsonKind(v any) string {
+	switch v.(type) {
+	case []any:
+		return "array"
+	case string:
+		return "string"
+	case bool:
+		return "boolean"
+	case nil:
+		return "null"
+	}
+	return "number"
+}
+
+// NamespaceLabels are the labels of every Namespace object in the sources
+// (the last one of a name wins, as after kubectl apply of the stream).
+func NamespaceLabels(sources []Source) (map[string]map[string]string, error) {
+	out := map[string]map[string]string{}
+	for _, src := range sources {
+		docs, err := readDocuments(bytes.NewReader(src.Data))
+		if err != nil {
+			return nil, withSource(err, src.Name)
+		}
+		for _, d := range docs {
+			namespaceLabels(d.obj, out)
+		}
+	}
+	return out, nil
+}
+
+// namespaceLabels adds the labels of the Namespace objects of a document.
+func namespaceLabels(doc map[string]any, out map[string]map[string]string) {
+	for _, obj := range objectsOf(doc) {
+		if kindOf(obj) != "Namespace" {
+			continue
+		}
+		meta, _ := obj["metadata"].(map[string]any)
+		name, _ := meta["name"].(string)
+		l := map[string]string{}
+		if ml, ok := meta["labels"].(map[string]any); ok {
+			for k, v := range ml {
+				s, _ := v.(string)
+				l[k] = s
+			}
+		}
+		out[name] = l
+	}
 }
 
 func kindOf(obj map[string]any) string {

@@ -203,8 +203,11 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 // UnmarshalText reads the Go duration syntax ("30s", "1m30s").
 func (d *Duration) UnmarshalText(b []byte) error {
 	v, err := time.ParseDuration(string(b))
-	if err != nil || v < 0 {
+	if err != nil {
 		return fmt.Errorf("%q is not a duration such as 5s or 1m30s", string(b))
+	}
+	if v < 0 {
+		return fmt.Errorf("%q is negative; a duration here is 0 or more, such as 5s", string(b))
 	}
 	*d = Duration(v)
 	return nil

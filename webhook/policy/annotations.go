@@ -34,6 +34,38 @@ const (
 	DefaultContainerAnnotation = "kubectl.kubernetes.io/default-container"
 )
 
+// IstioOptIn reports whether a value of Istio's inject key opts a pod in,
+// as Istio reads it: y, yes, true or on, in any case. Anything else but
+// the empty string (no choice) opts out.
+func IstioOptIn(v string) bool {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "y", "yes", "true", "on":
+		return true
+	}
+	return false
+}
+
+// IstioOptInValues lists every label value IstioOptIn accepts, every
+// casing of y, yes, true and on: the chart's webhook configuration must
+// send exactly these pods (label selectors match values exactly), so the
+// CLI, explain and the API server agree on which pods opt in.
+func IstioOptInValues() []string {
+	var out []string
+	for _, w := range []string{"on", "true", "y", "yes"} {
+		for mask := 0; mask < 1<<len(w); mask++ {
+			b := []byte(w)
+			for i := range b {
+				if mask&(1<<i) != 0 {
+					b[i] -= 'a' - 'A'
+				}
+			}
+			out = append(out, string(b))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
 // Override is one per-pod annotation that tunes a setting.
 type Override struct {
 	// Name is the key after Prefix, such as "proxy-image".
@@ -147,6 +179,11 @@ func registryPortOverride(name, field, example string, get func(*Settings) *int3
 	}
 }
 
+func withAlias(o Override, alias string) Override {
+	o.Aliases = append(o.Aliases, alias)
+	return o
+}
+
 func aliasList(a string) []string {
 	if a == "" {
 		return nil
@@ -231,8 +268,8 @@ func checkName(v string) error {
 // Overrides lists every per-pod annotation, in the order they are applied
 // and documented.
 var Overrides = []Override{
-	textOverride("proxy-image", "proxy.image", "a container image reference", "registry.example.com/envoy:v1.36.2",
-		checkImage, func(s *Settings) *string { return &s.Proxy.Image }),
+	withAlias(textOverride("proxy-image", "proxy.image", "a container image reference", "registry.example.com/envoy:v1.36.2",
+		checkImage, func(s *Settings) *string { return &s.Proxy.Image }), "sidecar.istio.io/proxyImage"),
 	quantityOverride("proxy-cpu", "sidecar.istio.io/proxyCPU", "proxy.resources.requests.cpu", "200m",
 		func(s *Settings) **resource.Quantity { return &s.Proxy.Resources.Requests.CPU }),
 	quantityOverride("proxy-cpu-limit", "sidecar.istio.io/proxyCPULimit", "proxy.resources.limits.cpu", "1",
@@ -557,18 +594,66 @@ func ApplyAnnotations(s *Settings, annotations map[string]string) (applied []App
 		}
 		applied = append(applied, Applied{Key: key, Value: v, Field: o.Field})
 	}
-	var unknown []string
+	var unknown, istio []string
 	for k := range annotations {
-		if !strings.HasPrefix(k, Prefix) || k == InjectKey || k == StatusAnnotation || k == meshinit.CNIAnnotation {
+		if _, known := overrideByKey[k]; known || k == InjectKey || k == StatusAnnotation || k == IstioInjectKey || k == meshinit.CNIAnnotation {
 			continue
 		}
-		if _, known := overrideByKey[k]; !known {
+		switch {
+		case strings.HasPrefix(k, Prefix):
 			unknown = append(unknown, k)
+		case isIstioKey(k):
+			istio = append(istio, k)
 		}
 	}
 	sort.Strings(unknown)
 	for _, k := range unknown {
 		warnings = append(warnings, fmt.Sprintf("unknown annotation %s is ignored; see the README for the supported keys", k))
 	}
+	sort.Strings(istio)
+	for _, k := range istio {
+		warnings = append(warnings, istioWarning(k, annotations[k]))
+	}
 	return applied, warnings, nil
+}
+
+// istioPrefixes are the annotation prefixes under which Istio's injector
+// reads settings for the sidecar and its capture.
+var istioPrefixes = []string{"sidecar.istio.io/", "traffic.sidecar.istio.io/", "proxy.istio.io/",
+	"status.sidecar.istio.io/", "readiness.status.sidecar.istio.io/"}
+
+func isIstioKey(k string) bool {
+	for _, p := range istioPrefixes {
+		if strings.HasPrefix(k, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// istioUnsupported says what an Istio annotation this injector does not
+// honour would have changed, for those that change the capture or the
+// proxy: a pod written for Istio must hear that it does not get it.
+var istioUnsupported = map[string]string{
+	"sidecar.istio.io/interceptionMode":           "Istio's interception mode (REDIRECT, TPROXY or NONE) is not supported: every pod is captured with REDIRECT, within the capture annotations; to capture nothing, opt the pod out",
+	"proxy.istio.io/config":                       "Istio's ProxyConfig is not read: the proxy is configured by the namespace's policy and this injector's sidecar-injector.io/ annotations",
+	"traffic.sidecar.istio.io/excludeInterfaces":  "interfaces cannot be excluded from capture: traffic on every interface is captured",
+	"traffic.sidecar.istio.io/kubevirtInterfaces": "KubeVirt interfaces are not treated apart: traffic on every interface is captured",
+	"sidecar.istio.io/bootstrapOverride":          "Istio bootstrap overrides are not read: the Envoy bootstrap comes from the namespace's policy",
+	"sidecar.istio.io/userVolume":                 "extra volumes are not added to the proxy",
+	"sidecar.istio.io/userVolumeMount":            "extra volume mounts are not added to the proxy",
+	"sidecar.istio.io/rewriteAppHTTPProbers":      "probes are not rewritten: the kubelet probes the app directly, and inbound capture excludes nothing for it",
+	"sidecar.istio.io/componentLogLevel":          "per-component log levels are not supported; sidecar-injector.io/proxy-log-level sets the proxy's",
+	"sidecar.istio.io/agentLogLevel":              "there is no agent: the proxy runs Envoy directly",
+	"sidecar.istio.io/discoveryAddress":           "there is no control plane: the proxy's configuration is static",
+	"sidecar.istio.io/enableCoreDump":             "core dumps are not enabled for the proxy",
+	"sidecar.istio.io/templates":                  "Istio injection templates are not read: templates come from the namespace's policy",
+	"status.sidecar.istio.io/port":                "the proxy's readiness port is set by the namespace's policy (proxy.ports.readiness)",
+}
+
+func istioWarning(k, v string) string {
+	if what := istioUnsupported[k]; what != "" {
+		return fmt.Sprintf("%s: %q is not supported and has no effect: %s", k, v, what)
+	}
+	return fmt.Sprintf("%s is an Istio annotation this injector does not support; it has no effect (the README lists the Istio annotations it honours)", k)
 }

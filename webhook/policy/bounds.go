@@ -58,6 +58,11 @@ func (b *Bounds) Validate(path *field.Path) field.ErrorList {
 	if b.MaxProxyMemory != nil && b.MaxProxyMemory.Sign() <= 0 {
 		errs = append(errs, field.Invalid(path.Child("maxProxyMemory"), b.MaxProxyMemory.String(), fmt.Sprintf("%s is not positive (leave it unset for no cap)", b.MaxProxyMemory.String())))
 	}
+	for i, prefix := range b.AllowedProxyImages {
+		if err := checkImagePrefix(prefix); err != nil {
+			errs = append(errs, field.Invalid(path.Child("allowedProxyImages").Index(i), prefix, err.Error()))
+		}
+	}
 	if b.MinDrainSeconds < 0 || b.MaxDrainSeconds < b.MinDrainSeconds {
 		errs = append(errs, field.Invalid(path.Child("minDrainSeconds"), b.MinDrainSeconds, fmt.Sprintf("the range %d-%d is empty or negative", b.MinDrainSeconds, b.MaxDrainSeconds)))
 	}
@@ -116,7 +121,7 @@ func (b *Bounds) Check(s *Settings) *BoundError {
 	if len(b.AllowedProxyImages) > 0 {
 		ok := false
 		for _, prefix := range b.AllowedProxyImages {
-			if strings.HasPrefix(s.Proxy.Image, prefix) {
+			if imageHasPrefix(s.Proxy.Image, prefix) {
 				ok = true
 				break
 			}
@@ -124,13 +129,42 @@ func (b *Bounds) Check(s *Settings) *BoundError {
 		if !ok {
 			prefixes := append([]string(nil), b.AllowedProxyImages...)
 			sort.Strings(prefixes)
-			return &BoundError{Field: "proxy.image", Problem: fmt.Sprintf("proxy.image %q does not start with an allowed prefix (allowedProxyImages: %s)",
+			return &BoundError{Field: "proxy.image", Problem: fmt.Sprintf("proxy.image %q is not under an allowed prefix (allowedProxyImages: %s; a prefix matches up to a /, : or @)",
 				s.Proxy.Image, strings.Join(prefixes, ", "))}
 		}
 	}
 	if d := s.Lifecycle.Drain(); d < b.MinDrainSeconds || d > b.MaxDrainSeconds {
 		return &BoundError{Field: "lifecycle.drainSeconds", Problem: fmt.Sprintf("lifecycle.drainSeconds %d is outside minDrainSeconds-maxDrainSeconds %d-%d",
 			d, b.MinDrainSeconds, b.MaxDrainSeconds)}
+	}
+	return nil
+}
+
+// imageHasPrefix reports whether image is under prefix, matching only at a
+// boundary of the reference: "registry.corp.example" allows
+// "registry.corp.example/mesh/envoy:v1" but never
+// "registry.corp.example.attacker.io/envoy". A prefix that ends in "/",
+// ":" or "@" is itself a boundary; any other must be followed by one, or
+// be the whole image.
+func imageHasPrefix(image, prefix string) bool {
+	if prefix == "" || !strings.HasPrefix(image, prefix) {
+		return false
+	}
+	if len(image) == len(prefix) || strings.ContainsRune("/:@", rune(prefix[len(prefix)-1])) {
+		return true
+	}
+	return strings.ContainsRune("/:@", rune(image[len(prefix)]))
+}
+
+// checkImagePrefix refuses a prefix that is not a registry, a repository
+// or an image reference (with or without its closing /, : or @): one
+// that ends in the middle of a name ("registry.corp.", "mesh/env") could
+// never match at a boundary, and its author meant something else.
+func checkImagePrefix(prefix string) error {
+	trimmed := strings.TrimRight(prefix, "/:@")
+	if prefix == "" || len(prefix)-len(trimmed) > 1 || trimmed == "" ||
+		(checkImage(trimmed) != nil && checkImage(trimmed+"/x") != nil) {
+		return fmt.Errorf("%q is not a registry, repository or image prefix such as registry.example.com/mesh/ (a prefix matches only up to a /, : or @)", prefix)
 	}
 	return nil
 }

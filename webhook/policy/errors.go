@@ -39,16 +39,6 @@ func line(e *field.Error) string {
 	return e.Field + ": " + e.Detail
 }
 
-// Lines renders problems one "path: detail" line each, in order: how an
-// annotation that makes the settings invalid is explained.
-func Lines(list field.ErrorList) []string {
-	out := make([]string, len(list))
-	for i, e := range list {
-		out[i] = line(e)
-	}
-	return out
-}
-
 // FileError is a policy file that does not compile. It lists every
 // problem, in the order of the file: the defaults, each policy, the
 // template sets.
@@ -103,6 +93,8 @@ func (e *FileError) Error() string {
 				text += sub + ": "
 			}
 			text += p.Detail
+		case (p.Type == field.ErrorTypeForbidden || p.Type == field.ErrorTypeDuplicate) && (p.Detail == unknownField || p.Detail == duplicateField):
+			text = p.Detail + " " + strconv.Quote(rest)
 		case rest == "":
 			text = p.Detail
 		default:
@@ -147,6 +139,11 @@ const (
 func decodeSection(m map[string]any, out any, path *field.Path) field.ErrorList {
 	if m == nil {
 		return nil
+	}
+	// Every problem at its own path first; the decoder would stop at
+	// the first.
+	if errs := checkValue(m, reflect.TypeOf(out).Elem(), path); len(errs) > 0 {
+		return errs
 	}
 	data, err := json.Marshal(m)
 	if err != nil {

@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"reflect"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -90,6 +92,9 @@ type Config struct {
 	Default      *Policy
 	Policies     []*Policy
 	TemplateSets map[string]map[string]string
+	// Warnings are values that are legal but probably not what the
+	// author meant; they do not stop the file from loading.
+	Warnings []Warning
 }
 
 // The sources a value can come from, as explain prints them.
@@ -177,25 +182,67 @@ func BuiltinConfig() *Config {
 }
 
 // Parse compiles a policy file's content. Every problem is reported with
-// its place in the file; an invalid file never yields a partial Config.
+// its place in the file, all of them in one run; an invalid file never
+// yields a partial Config.
 func Parse(data []byte) (*Config, error) {
 	if n, err := countDocuments(data); err != nil {
 		return nil, fmt.Errorf("not a valid %s document: %w", Kind, err)
 	} else if n > 1 {
 		return nil, fmt.Errorf("holds %d YAML documents; a policy file is one %s document (put every policy in its policies list)", n, Kind)
 	}
-	var f File
 	js, err := yaml.YAMLToJSONStrict(data)
+	var doc any
 	if err == nil {
-		err = decodeStrict(js, &f)
+		doc, err = decodeGeneric(js)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("not a valid %s document: %w", Kind, err)
 	}
-	if f.APIVersion != APIVersion || f.Kind != Kind {
-		return nil, fmt.Errorf("apiVersion/kind is %q/%q, expected %q/%q", f.APIVersion, f.Kind, APIVersion, Kind)
+	top, ok := doc.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("not a valid %s document: it is not a mapping of apiVersion, kind, defaults, policies and templateSets", Kind)
 	}
-	var errs field.ErrorList
+	if av, k := top["apiVersion"], top["kind"]; av != APIVersion || k != Kind {
+		return nil, fmt.Errorf("apiVersion/kind is %s/%s, expected %q/%q", quoteAny(av), quoteAny(k), APIVersion, Kind)
+	}
+	// Every problem of the file's shape at once, each at its place; then
+	// only the parts without one are decoded and compiled, so the
+	// problems of the others are reported in the same run.
+	errs := checkValue(top, reflect.TypeFor[File](), nil)
+	broken := func(prefix string) bool {
+		for _, e := range errs {
+			if e.Field == prefix || strings.HasPrefix(e.Field, prefix+".") || strings.HasPrefix(e.Field, prefix+"[") {
+				return true
+			}
+		}
+		return false
+	}
+	var f File
+	f.APIVersion, f.Kind = APIVersion, Kind
+	if !broken("defaults") {
+		errs = append(errs, decodePart(top["defaults"], &f.Defaults, field.NewPath("defaults"))...)
+	}
+	if !broken("templateSets") {
+		errs = append(errs, decodePart(top["templateSets"], &f.TemplateSets, field.NewPath("templateSets"))...)
+	}
+	items, _ := top["policies"].([]any)
+	names := make([]string, len(items))
+	specs := make([]*PolicySpec, len(items))
+	for i, it := range items {
+		if m, ok := it.(map[string]any); ok {
+			names[i], _ = m["name"].(string)
+		}
+		where := fmt.Sprintf("policies[%d]", i)
+		if broken(where) {
+			continue
+		}
+		specs[i] = &PolicySpec{}
+		if perrs := decodePart(it, specs[i], field.NewPath("policies").Index(i)); len(perrs) > 0 {
+			errs = append(errs, perrs...)
+			specs[i] = nil
+		}
+	}
+
 	builtinMap, err := toMap(Defaults())
 	if err != nil {
 		return nil, err
@@ -210,7 +257,7 @@ func Parse(data []byte) (*Config, error) {
 
 	defaults := field.NewPath("defaults")
 	base, layerErrs := compileLayer(defaults, DefaultPolicyName, -1, f.Defaults, builtinMap, builtinBounds, "", origin, SourceFileDefaults, f.TemplateSets)
-	if len(layerErrs) > 0 {
+	if len(layerErrs) > 0 || broken("defaults") {
 		errs = append(errs, layerErrs...)
 		// Keep checking the policies against the built-in defaults, so
 		// one run reports every problem in the file.
@@ -218,24 +265,25 @@ func Parse(data []byte) (*Config, error) {
 	}
 	c := &Config{Default: base, TemplateSets: f.TemplateSets}
 	seen := map[string]int{}
-	names := make([]string, len(f.Policies))
-	for i, spec := range f.Policies {
-		names[i] = spec.Name
+	for i, spec := range specs {
+		if spec == nil {
+			continue
+		}
 		where := field.NewPath("policies").Index(i)
-		if err := validateSpec(where, spec); err != nil {
-			errs = append(errs, err)
-			continue
+		specErrs := validateSpec(where, *spec)
+		if j, dup := seen[spec.Name]; dup && spec.Name != "" {
+			specErrs = append(specErrs, problem(field.ErrorTypeDuplicate, where.Child("name"), spec.Name, fmt.Sprintf("the name %q is already used by policies[%d]", spec.Name, j)))
+		} else if spec.Name != "" {
+			seen[spec.Name] = i
 		}
-		if j, dup := seen[spec.Name]; dup {
-			errs = append(errs, problem(field.ErrorTypeDuplicate, where, spec.Name, fmt.Sprintf("the name %q is already used by policies[%d]", spec.Name, j)))
-			continue
-		}
-		seen[spec.Name] = i
+		errs = append(errs, specErrs...)
+		// The layer is compiled even when the policy's own fields are
+		// wrong, so its settings' problems are reported in the same run.
 		settingsBase, _ := toMap(base.Settings)
 		boundsBase, _ := toMap(base.Bounds)
 		p, layerErrs := compileLayer(where, spec.Name, i, spec.Layer, settingsBase, boundsBase, base.TemplateSet, base.Origin, SourcePolicy(spec.Name), f.TemplateSets)
-		if len(layerErrs) > 0 {
-			errs = append(errs, layerErrs...)
+		errs = append(errs, layerErrs...)
+		if len(specErrs) > 0 || len(layerErrs) > 0 {
 			continue
 		}
 		p.Namespaces = spec.Namespaces
@@ -261,31 +309,83 @@ func Parse(data []byte) (*Config, error) {
 		}
 	}
 	if len(errs) > 0 {
-		return nil, &FileError{Problems: errs, names: names}
+		return nil, &FileError{Problems: orderProblems(errs), names: names}
 	}
+	c.Warnings = fileWarnings(c, f.TemplateSets)
 	return c, nil
 }
 
-func validateSpec(where *field.Path, spec PolicySpec) *field.Error {
-	name := where.Child("name")
-	if spec.Name == "" {
-		return field.Required(name, "a policy needs a name")
+// decodePart decodes one checked part of the file (its defaults, a
+// policy, the template sets) strictly.
+func decodePart(v any, out any, path *field.Path) field.ErrorList {
+	if v == nil {
+		return nil
 	}
-	if msgs := validation.IsDNS1123Label(spec.Name); len(msgs) > 0 {
-		return field.Invalid(name, spec.Name, fmt.Sprintf("%q: %s", spec.Name, strings.Join(msgs, "; ")))
+	b, err := json.Marshal(v)
+	if err == nil {
+		err = decodeStrict(b, out)
 	}
-	if spec.Name == DefaultPolicyName {
-		return field.Invalid(name, spec.Name, fmt.Sprintf("%q is reserved for the defaults", DefaultPolicyName))
-	}
-	if len(spec.Namespaces) == 0 && spec.NamespaceSelector == nil {
-		return field.Required(where, "a policy needs namespaces, a namespaceSelector, or both")
-	}
-	for _, n := range spec.Namespaces {
-		if msgs := validation.IsDNS1123Label(n); len(msgs) > 0 {
-			return field.Invalid(where.Child("namespaces"), n, fmt.Sprintf("%q is not a namespace name: %s", n, strings.Join(msgs, "; ")))
-		}
+	if err != nil {
+		return field.ErrorList{problem(field.ErrorTypeTypeInvalid, path, nil, err.Error())}
 	}
 	return nil
+}
+
+func quoteAny(v any) string {
+	if s, ok := v.(string); ok {
+		return strconv.Quote(s)
+	}
+	if v == nil {
+		return "missing"
+	}
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+// orderProblems puts problems in the order of the file: the defaults,
+// each policy in turn, the template sets, then the rest; within a part,
+// in the order they were found.
+func orderProblems(errs field.ErrorList) field.ErrorList {
+	rank := func(e *field.Error) (int, int) {
+		switch {
+		case strings.HasPrefix(e.Field, "defaults"):
+			return 0, 0
+		case policyIndex.MatchString(e.Field):
+			n, _ := strconv.Atoi(policyIndex.FindStringSubmatch(e.Field)[1])
+			return 1, n
+		case strings.HasPrefix(e.Field, "templateSets"):
+			return 2, 0
+		}
+		return 3, 0
+	}
+	sort.SliceStable(errs, func(i, j int) bool {
+		a1, a2 := rank(errs[i])
+		b1, b2 := rank(errs[j])
+		return a1 < b1 || (a1 == b1 && a2 < b2)
+	})
+	return errs
+}
+
+func validateSpec(where *field.Path, spec PolicySpec) field.ErrorList {
+	var errs field.ErrorList
+	name := where.Child("name")
+	switch {
+	case spec.Name == "":
+		errs = append(errs, field.Required(name, "a policy needs a name"))
+	case len(validation.IsDNS1123Label(spec.Name)) > 0:
+		errs = append(errs, field.Invalid(name, spec.Name, fmt.Sprintf("%q: %s", spec.Name, strings.Join(validation.IsDNS1123Label(spec.Name), "; "))))
+	case spec.Name == DefaultPolicyName:
+		errs = append(errs, field.Invalid(name, spec.Name, fmt.Sprintf("%q is reserved for the defaults", DefaultPolicyName)))
+	}
+	if len(spec.Namespaces) == 0 && spec.NamespaceSelector == nil {
+		errs = append(errs, field.Required(where, "a policy needs namespaces, a namespaceSelector, or both"))
+	}
+	for i, n := range spec.Namespaces {
+		if msgs := validation.IsDNS1123Label(n); len(msgs) > 0 {
+			errs = append(errs, field.Invalid(where.Child("namespaces").Index(i), n, fmt.Sprintf("%q is not a namespace name: %s", n, strings.Join(msgs, "; "))))
+		}
+	}
+	return errs
 }
 
 // compileLayer layers one file layer (at where in the file) over a base
@@ -310,23 +410,23 @@ func compileLayer(where *field.Path, name string, index int, l Layer, settingsBa
 	p := &Policy{Name: name, Index: index, TemplateSet: baseTemplateSet, Origin: origin}
 	if l.TemplateSet != "" {
 		if _, ok := sets[l.TemplateSet]; !ok {
-			return nil, field.ErrorList{problem(field.ErrorTypeNotFound, where.Child("templateSet"), l.TemplateSet,
-				fmt.Sprintf("no template set named %q in templateSets", l.TemplateSet))}
+			errs = append(errs, problem(field.ErrorTypeNotFound, where.Child("templateSet"), l.TemplateSet,
+				fmt.Sprintf("no template set named %q in templateSets", l.TemplateSet)))
 		}
 		p.TemplateSet = l.TemplateSet
 		origin["templateSet"] = source
 	} else if _, ok := origin["templateSet"]; !ok {
 		origin["templateSet"] = SourceBuiltin
 	}
-	if errs := decodeSection(merged, &p.Settings, settingsPath); len(errs) > 0 {
-		return nil, errs
+	if derrs := decodeSection(merged, &p.Settings, settingsPath); len(derrs) > 0 {
+		return nil, append(errs, derrs...)
 	}
-	if errs := decodeSection(mergedBounds, &p.Bounds, boundsPath); len(errs) > 0 {
-		return nil, errs
+	if derrs := decodeSection(mergedBounds, &p.Bounds, boundsPath); len(derrs) > 0 {
+		return nil, append(errs, derrs...)
 	}
 	errs = append(errs, p.Settings.Validate(settingsPath)...)
 	errs = append(errs, p.Bounds.Validate(boundsPath)...)
-	if len(errs) == 0 {
+	if len(errs) == 0 || (len(errs) == 1 && errs[0].Field == where.Child("templateSet").String()) {
 		// A policy's own settings must lie within its own bounds, or
 		// every pod would be refused.
 		if err := p.Bounds.Check(&p.Settings); err != nil {

@@ -161,6 +161,11 @@ func TestBrokenPolicies(t *testing.T) {
 		{"settings outside own bounds", "defaults: {podOverrides: {maxProxyCPU: 500m}}\n", []string{"outside this layer's own podOverrides bounds", "maxProxyCPU 500m"}},
 		{"proxy ready timeout of zero", "defaults: {settings: {lifecycle: {proxyReadyTimeout: 0s}}}\n", []string{"lifecycle.proxyReadyTimeout", "under 1s"}},
 		{"request above limit", "defaults: {settings: {proxy: {resources: {requests: {cpu: \"4\"}, limits: {cpu: \"1\"}}}}}\n", []string{"requests.cpu: 4 exceeds the limit 1"}},
+		{"IPv4-only listeners while IPv6 is captured", "policies:\n- {name: v4, namespaces: [a], settings: {envoy: {listenAddress: 0.0.0.0}}}\n",
+			[]string{`policies[0] (v4): settings.envoy.listenAddress: "0.0.0.0" accepts IPv4 only, but init.ipv6 is "auto", so IPv6 connections would be captured and then refused; use "::" (both families), or set init.ipv6: off`}},
+		{"image prefix that ends inside a name", "defaults: {podOverrides: {allowedProxyImages: [registry.corp.example/mesh/, \"registry.corp.\", \"mesh//\"]}}\n",
+			[]string{`defaults: podOverrides.allowedProxyImages[1]: "registry.corp." is not a registry, repository or image prefix such as registry.example.com/mesh/ (a prefix matches only up to a /, : or @)`,
+				`podOverrides.allowedProxyImages[2]: "mesh//" is not a registry`}},
 		{"two problems at once", "policies:\n- {name: a, namespaces: [x], settings: {proxy: {logLevel: loud}}}\n- {name: b}\n",
 			[]string{"policies[0] (a)", "policies[1] (b)"}},
 	} {
@@ -176,6 +181,13 @@ func TestBrokenPolicies(t *testing.T) {
 			}
 		})
 	}
+}
+
+// An IPv4-only listener is for nodes without IPv6, where nothing is
+// captured for IPv6 either.
+func TestIPv4OnlyListenersNeedIPv6Off(t *testing.T) {
+	c := mustParse(t, "defaults: {settings: {envoy: {listenAddress: 0.0.0.0}, init: {ipv6: \"off\"}}}\n")
+	assert.Equal(t, "0.0.0.0", c.Default.Settings.Envoy.ListenAddress)
 }
 
 // Bounds on what pods may change, checked against the effective settings.
@@ -293,7 +305,47 @@ func TestUnknownKeysWarnAndOursWinOverAliases(t *testing.T) {
 	assert.Equal(t, []string{
 		"sidecar.istio.io/proxyCPU is ignored because sidecar-injector.io/proxy-cpu is also set",
 		"unknown annotation sidecar-injector.io/prxy-cpu is ignored; see the README for the supported keys",
+		"traffic.sidecar.istio.io/other is an Istio annotation this injector does not support; it has no effect (the README lists the Istio annotations it honours)",
 	}, warnings)
+}
+
+// Istio annotations that change the capture or the proxy and are not
+// honoured say so at admission, never a silent full capture; the ones
+// that are aliases apply.
+func TestUnsupportedIstioAnnotationsWarn(t *testing.T) {
+	s := Defaults()
+	applied, warnings, err := ApplyAnnotations(&s, map[string]string{
+		"sidecar.istio.io/interceptionMode":          "TPROXY",
+		"proxy.istio.io/config":                      "{holdApplicationUntilProxyStarts: true}",
+		"traffic.sidecar.istio.io/excludeInterfaces": "net1",
+		"sidecar.istio.io/proxyImage":                "registry.example.com/istio/envoy:v1.37.0",
+		"sidecar.istio.io/inject":                    "true",
+		"sidecar.istio.io/status":                    "{}",
+	})
+	require.NoError(t, err)
+	require.Len(t, applied, 1)
+	assert.Equal(t, "registry.example.com/istio/envoy:v1.37.0", s.Proxy.Image, "sidecar.istio.io/proxyImage is an alias of proxy-image")
+	assert.Equal(t, []string{
+		`proxy.istio.io/config: "{holdApplicationUntilProxyStarts: true}" is not supported and has no effect: Istio's ProxyConfig is not read: the proxy is configured by the namespace's policy and this injector's sidecar-injector.io/ annotations`,
+		`sidecar.istio.io/interceptionMode: "TPROXY" is not supported and has no effect: Istio's interception mode (REDIRECT, TPROXY or NONE) is not supported: every pod is captured with REDIRECT, within the capture annotations; to capture nothing, opt the pod out`,
+		"sidecar.istio.io/status is an Istio annotation this injector does not support; it has no effect (the README lists the Istio annotations it honours)",
+		`traffic.sidecar.istio.io/excludeInterfaces: "net1" is not supported and has no effect: interfaces cannot be excluded from capture: traffic on every interface is captured`,
+	}, warnings)
+}
+
+// The chart must send exactly the pods whose Istio label opts in, and
+// label selectors match values exactly: every casing is listed.
+func TestIstioOptInValues(t *testing.T) {
+	v := IstioOptInValues()
+	assert.Len(t, v, 2+8+16+4)
+	for _, s := range v {
+		assert.True(t, IstioOptIn(s), s)
+	}
+	for _, s := range []string{"", "false", "no", "1", "enabled", "tru"} {
+		assert.False(t, IstioOptIn(s), s)
+	}
+	assert.Contains(t, v, "TrUe")
+	assert.Contains(t, v, "Y")
 }
 
 func TestCheckImage(t *testing.T) {
@@ -393,4 +445,144 @@ policies:
 	}, got)
 	var one *field.Error
 	require.ErrorAs(t, err, &one, "each problem unwraps as a *field.Error")
+}
+
+// One run reports every problem in the file, each at its own path, and a
+// problem with a policy's own fields names the policy by place and name.
+func TestEveryProblemInOneRun(t *testing.T) {
+	_, err := Parse([]byte(header + `
+defaults:
+  settings:
+    envoy: {outbound: {connectTimeout: soon}, inbound: {connectTimeout: -1s}}
+    proxy: {imag: x, resources: {limits: {cpu: lots}}}
+policies:
+- {name: a, namespaces: shop, settings: {proxy: {logLevel: loud}}}
+- {name: b, namespace: [b], namespaces: [Bad_1, ok, Bad_2], templateSet: nope, settings: {proxy: {concurrency: 1000}}}
+- {name: 5, namespaces: [c]}
+- {name: d, namespaces: [d], settings: {lifecycle: {drainSeconds: soon, shutdownSeconds: later}}}
+- name: e
+  namespaces: [e]
+  namespaceSelector: {matchLabels: {team: [x]}}
+`))
+	require.Error(t, err)
+	assert.Equal(t, `defaults: settings: envoy.inbound.connectTimeout: "-1s" is negative; a duration here is 0 or more, such as 5s
+defaults: settings: envoy.outbound.connectTimeout: "soon" is not a duration such as 5s or 1m30s
+defaults: settings: unknown field "proxy.imag"
+defaults: settings: proxy.resources.limits.cpu: quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'
+policies[0] (a): namespaces: expected a list of strings, got a JSON string
+policies[1] (b): unknown field "namespace"
+policies[2]: name: expected string, got a JSON number
+policies[3] (d): settings: lifecycle.drainSeconds: expected int32, got a JSON string
+policies[3] (d): settings: lifecycle.shutdownSeconds: expected int32, got a JSON string
+policies[4] (e): namespaceSelector.matchLabels[team]: expected string, got a JSON array`, err.Error())
+
+	// Once its shape is right, a policy's own fields and its settings are
+	// checked in the same run.
+	_, err = Parse([]byte(header + `
+policies:
+- {name: a, namespaces: [shop], settings: {proxy: {logLevel: loud}}}
+- {name: b, namespaces: [Bad_1, ok, Bad_2], templateSet: nope, settings: {proxy: {concurrency: 1000}}}
+- {name: a, namespaces: [x]}
+`))
+	require.Error(t, err)
+	assert.Equal(t, `policies[0] (a): settings.proxy.logLevel: "loud" is not one of trace, debug, info, warning, warn, error, critical, off
+policies[1] (b): namespaces[0]: "Bad_1" is not a namespace name: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')
+policies[1] (b): namespaces[2]: "Bad_2" is not a namespace name: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')
+policies[1] (b): templateSet: no template set named "nope" in templateSets
+policies[1] (b): settings.proxy.concurrency: 1000 is not between 0 (all cores) and 64
+policies[2] (a): name: the name "a" is already used by policies[0]`, err.Error())
+	var fe *FileError
+	require.ErrorAs(t, err, &fe)
+	assert.Equal(t, "policies[1].namespaces[2]", fe.Problems[2].Field)
+}
+
+// Legal values that are probably mistakes load, with a warning each,
+// reported once where they were written.
+func TestLoadWarnings(t *testing.T) {
+	c := mustParse(t, `
+defaults:
+  settings:
+    envoy:
+      outbound: {connectTimeout: 5ms, circuitBreakers: {maxPendingRequests: 0}}
+policies:
+- name: slow
+  namespaces: [slow, kube-system]
+  settings: {envoy: {protocolDetectionTimeout: 45s, inbound: {circuitBreakers: {maxConnections: 0}}}}
+- name: everything
+  namespaceSelector: {}
+- name: shop
+  namespaces: [shop, slow]
+  templateSet: hardened
+- name: team
+  namespaceSelector: {matchLabels: {team: a}}
+templateSets:
+  hardened: {sidecar.yaml: x}
+  forgotten: {sidecar.yaml: x}
+`)
+	var got []string
+	for _, w := range c.Warnings {
+		got = append(got, w.String())
+	}
+	assert.Equal(t, []string{
+		"defaults: settings.envoy.outbound.connectTimeout: 5ms is under 10ms: a healthy destination on another node, or one under load, often takes longer to accept, so connections would fail (Envoy's own default is 5s, this injector's 2s outbound and 1s inbound)",
+		"defaults: settings.envoy.outbound.circuitBreakers.maxPendingRequests: 0 does not mean none or unlimited: the threshold is left out and Envoy's default of 1024 applies to the whole pod's outbound traffic; write the number you mean",
+		"policies[0] (slow): settings.envoy.inbound.circuitBreakers.maxConnections: 0 does not mean none or unlimited: the threshold is left out and Envoy's default of 1024 applies to the whole pod's inbound traffic; write the number you mean",
+		"policies[0] (slow): settings.envoy.protocolDetectionTimeout: 45s is over 30s: every connection of a server-first protocol (MySQL, SMTP, FTP) waits this long before its first byte; the default is 100ms",
+		"policies[0] (slow): namespaces: kube-system is a Kubernetes system namespace, which is never injected: the policy has no effect there",
+		"policies[1] (everything): namespaceSelector: an empty selector matches every namespace, so the selectors of later policies never choose a namespace: policies[3] (team); put the catch-all last, or give it labels to match",
+		"policies[2] (shop): namespaces: namespace slow is also named by policies[0] (slow), which wins (the first in file order): this policy never applies there",
+		"templateSets.forgotten: no policy uses this template set (templateSet), so it is neither checked nor ever rendered",
+	}, got)
+
+	// A warning about a file default concerns every policy that inherits
+	// it, and no policy that sets its own value.
+	c = mustParse(t, `
+defaults: {settings: {envoy: {outbound: {connectTimeout: 5ms}}}}
+policies:
+- {name: inherits, namespaces: [a]}
+- {name: own, namespaces: [b], settings: {envoy: {outbound: {connectTimeout: 1s}}}}
+`)
+	require.Len(t, c.Warnings, 1)
+	assert.True(t, c.Warnings[0].Concerns(c.Default))
+	assert.True(t, c.Warnings[0].Concerns(c.Select("a", nil).Policy))
+	assert.False(t, c.Warnings[0].Concerns(c.Select("b", nil).Policy))
+
+	// The built-in defaults and sensible values warn about nothing.
+	assert.Empty(t, mustParse(t, "policies:\n- {name: a, namespaces: [a], settings: {envoy: {outbound: {connectTimeout: 10ms}}}}\n").Warnings)
+}
+
+// An allowed image prefix matches only at a boundary of the reference, so
+// a registry's name cannot be extended into another registry's.
+func TestImagePrefixMatchesAtABoundary(t *testing.T) {
+	for _, tc := range []struct {
+		prefix, image string
+		want          bool
+	}{
+		{"registry.corp.example", "registry.corp.example/mesh/envoy:v1.36.2", true},
+		{"registry.corp.example", "registry.corp.example.attacker.io/mesh/envoy:v1.36.2", false},
+		{"registry.corp.example", "registry.corp.example-evil/envoy", false},
+		{"registry.corp.example", "registry.corp.example:5000/envoy", true},
+		{"registry.corp.example/", "registry.corp.example/envoy", true},
+		{"registry.corp.example/mesh", "registry.corp.example/mesh/envoy", true},
+		{"registry.corp.example/mesh", "registry.corp.example/meshy/envoy", false},
+		{"registry.corp.example/mesh/envoy", "registry.corp.example/mesh/envoy:v1", true},
+		{"registry.corp.example/mesh/envoy", "registry.corp.example/mesh/envoy@sha256:" + strings.Repeat("a", 64), true},
+		{"registry.corp.example/mesh/envoy", "registry.corp.example/mesh/envoy-debug:v1", false},
+		{"registry.corp.example/mesh/envoy:", "registry.corp.example/mesh/envoy:anything", true},
+		{"registry.corp.example/mesh/envoy:v1.36", "registry.corp.example/mesh/envoy:v1.36.2", false},
+		{"registry.corp.example/mesh/envoy:v1.36", "registry.corp.example/mesh/envoy:v1.36", true},
+	} {
+		b := DefaultBounds()
+		b.AllowedProxyImages = []string{tc.prefix}
+		require.Empty(t, b.Validate(nil), tc.prefix)
+		s := Defaults()
+		_, _, err := ApplyAnnotations(&s, map[string]string{"sidecar-injector.io/proxy-image": tc.image})
+		require.NoError(t, err, tc.image)
+		berr := b.Check(&s)
+		assert.Equal(t, tc.want, berr == nil, "%s under %s: %v", tc.image, tc.prefix, berr)
+		if !tc.want && berr != nil {
+			assert.Equal(t, "proxy.image", berr.Field)
+			assert.Contains(t, berr.Problem, "a prefix matches up to a /, : or @")
+		}
+	}
 }

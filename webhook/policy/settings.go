@@ -5,6 +5,7 @@ import (
 	"maps"
 	"math"
 	"slices"
+	"regexp"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -40,6 +41,12 @@ type Proxy struct {
 	GID int64 `json:"gid"`
 	// Ports the proxy listens on. They are fixed per policy, never per pod.
 	Ports ProxyPorts `json:"ports"`
+	// EnvoyVersion is the Envoy release the image runs, such as "1.37",
+	// for an image whose tag does not say (a digest, a mirror's own
+	// tags). Bootstraps are validated with Envoy 1.36's rules either way;
+	// it only decides whether the load warns (docs/envoy.md "Version
+	// pairing").
+	EnvoyVersion string `json:"envoyVersion,omitempty"`
 }
 
 // ProxyPorts are the proxy's listening ports.
@@ -226,6 +233,11 @@ type Checks struct {
 	ProxyUIDConflict ConflictAction `json:"proxyUIDConflict"`
 	// ProxyPortConflict: an app container declares a port the proxy needs.
 	ProxyPortConflict ConflictAction `json:"proxyPortConflict"`
+	// PodSecurity: the namespace enforces a Pod Security level that what
+	// the injector adds violates, so the API server would reject the pod
+	// after injection. warn is for namespaces exempt in the API server's
+	// PodSecurity configuration, which the injector cannot see.
+	PodSecurity ConflictAction `json:"podSecurity"`
 }
 
 func q(s string) *resource.Quantity {
@@ -312,7 +324,7 @@ func Defaults() Settings {
 			ProtocolDetectionTimeout: meshinit.Duration(100 * time.Millisecond),
 			MaxConnectionDuration:    meshinit.Duration(60 * time.Second),
 		},
-		Checks: Checks{ProxyUIDConflict: Refuse, ProxyPortConflict: Refuse},
+		Checks: Checks{ProxyUIDConflict: Refuse, ProxyPortConflict: Refuse, PodSecurity: Refuse},
 	}
 }
 
@@ -341,6 +353,9 @@ func (s *Settings) Validate(path *field.Path) field.ErrorList {
 		default:
 			errs = append(errs, problem(field.ErrorTypeNotSupported, pp.path, pp.value, fmt.Sprintf("%q is not Always, IfNotPresent or Never", pp.value)))
 		}
+	}
+	if v := s.Proxy.EnvoyVersion; v != "" && !envoyVersion.MatchString(v) {
+		invalid(path.Child("proxy", "envoyVersion"), v, fmt.Sprintf("%q is not an Envoy version such as 1.37", v))
 	}
 	if !validLogLevel(s.Proxy.LogLevel) {
 		invalid(path.Child("proxy", "logLevel"), s.Proxy.LogLevel, fmt.Sprintf("%q is not one of %s", s.Proxy.LogLevel, logLevelList))
@@ -413,6 +428,12 @@ func (s *Settings) Validate(path *field.Path) field.ErrorList {
 	errs = append(errs, s.Envoy.Inbound.validate(path.Child("envoy", "inbound"))...)
 	if a := s.Envoy.ListenAddress; a != "::" && a != "0.0.0.0" {
 		invalid(path.Child("envoy", "listenAddress"), a, fmt.Sprintf("%q is not \"::\" (both families) or \"0.0.0.0\" (IPv4 only)", a))
+	} else if a == "0.0.0.0" && s.Init.IPv6 != meshinit.IPv6Off {
+		// ip6tables would redirect the pod's IPv6 connections to a port
+		// with no IPv6 listener, which refuses them (seeds/003).
+		invalid(path.Child("envoy", "listenAddress"), a, fmt.Sprintf(
+			"\"0.0.0.0\" accepts IPv4 only, but init.ipv6 is %q, so IPv6 connections would be captured and then refused; use \"::\" (both families), or set init.ipv6: off on nodes without IPv6",
+			s.Init.IPv6))
 	}
 	if t := s.Envoy.ProtocolDetectionTimeout; t <= 0 {
 		invalid(path.Child("envoy", "protocolDetectionTimeout"), t.String(), "must be positive, such as 100ms (0 would stall server-first protocols forever)")
@@ -430,13 +451,28 @@ func (s *Settings) Validate(path *field.Path) field.ErrorList {
 	for _, c := range []struct {
 		name  string
 		value ConflictAction
-	}{{"proxyUIDConflict", s.Checks.ProxyUIDConflict}, {"proxyPortConflict", s.Checks.ProxyPortConflict}} {
+	}{{"proxyUIDConflict", s.Checks.ProxyUIDConflict}, {"proxyPortConflict", s.Checks.ProxyPortConflict}, {"podSecurity", s.Checks.PodSecurity}} {
 		if c.value != Refuse && c.value != Warn {
 			errs = append(errs, problem(field.ErrorTypeNotSupported, path.Child("checks", c.name), c.value, fmt.Sprintf("%q is not refuse or warn", c.value)))
 		}
 	}
 	return sortProblems(errs)
 }
+
+// relatedFields are the other fields of a rule across fields, by the
+// field its problem is reported at: a request above its limit is reported
+// at the request, and the limit is as much to blame.
+var relatedFields = map[string][]string{
+	"proxy.resources.requests.cpu":    {"proxy.resources.limits.cpu"},
+	"proxy.resources.requests.memory": {"proxy.resources.limits.memory"},
+	"init.resources.requests.cpu":     {"init.resources.limits.cpu"},
+	"init.resources.requests.memory":  {"init.resources.limits.memory"},
+	"envoy.listenAddress":             {"init.ipv6"},
+}
+
+// RelatedFields are the settings a problem reported at fieldPath (a path
+// of Settings.Validate(nil)) involves besides fieldPath itself.
+func RelatedFields(fieldPath string) []string { return relatedFields[fieldPath] }
 
 func (r Resources) validate(path *field.Path) field.ErrorList {
 	var errs field.ErrorList
@@ -507,6 +543,8 @@ func wholeMillis(path *field.Path, d meshinit.Duration) field.ErrorList {
 	}
 	return nil
 }
+
+var envoyVersion = regexp.MustCompile(`^v?\d{1,4}\.\d{1,4}(\.\d{1,4})?$`)
 
 var logLevels = []string{"trace", "debug", "info", "warning", "warn", "error", "critical", "off"}
 

@@ -71,3 +71,14 @@ float), so templates can compare durations and size the grace period.
 {{- end -}}
 {{- $total -}}
 {{- end -}}
+
+{{/*
+istioOptIn lists every value of the sidecar.istio.io/inject label that opts
+a pod in, as Istio reads it (y, yes, true, on, in any case): label selectors
+match values exactly, so every casing is listed, and the injector's CLI and
+explain read the same set (webhook/policy.IstioOptInValues; a test compares
+them).
+*/}}
+{{- define "sidecar-injector.istioOptIn" -}}
+["ON", "On", "TRUE", "TRUe", "TRuE", "TRue", "TrUE", "TrUe", "TruE", "True", "Y", "YES", "YEs", "YeS", "Yes", "oN", "on", "tRUE", "tRUe", "tRuE", "tRue", "trUE", "trUe", "truE", "true", "y", "yES", "yEs", "yeS", "yes"]
+{{- end -}}

@@ -323,7 +323,19 @@ func (n *Nacos) answer(w http.ResponseWriter, r *http.Request, ignore bool) {
 				list = append(list, instanceJSON(n.effective(*i)))
 			}
 		}
-		b, _ := json.Marshal(map[string]any{"list": list, "count": len(list)})
+		// One page of pageSize, as CatalogController.instanceList cuts
+		// the cluster's list; count is the whole list's length.
+		count := len(list)
+		pageNo, _ := strconv.Atoi(form(r, "pageNo"))
+		pageSize, _ := strconv.Atoi(form(r, "pageSize"))
+		if pageNo < 1 {
+			pageNo = 1
+		}
+		if pageSize < 1 {
+			pageSize = 10
+		}
+		from, to := min((pageNo-1)*pageSize, count), min(pageNo*pageSize, count)
+		b, _ := json.Marshal(map[string]any{"list": list[from:to], "count": count})
 		jsonAnswer(w, 200, string(b))
 	case v3 && p == "/nacos/v3/admin/ns/instance" && r.Method == http.MethodGet:
 		if !n.authorised(w, r, true) {

@@ -80,13 +80,8 @@ type Standin struct {
 	// Name appears in the Server header and in messages.
 	Name string
 
-	// OnRequest, when set before the stand-in serves, is called with each
-	// request before it is answered: a test changes the registry's state
-	// at a chosen point of a hook's conversation (the app registers again
-	// on the third poll).
-	OnRequest func(Request)
-
-	mu       sync.Mutex
+	mu        sync.Mutex
+	onRequest func(Request)
 	faults   []*Fault
 	requests []Request
 	release  chan struct{}
@@ -96,6 +91,16 @@ type Standin struct {
 
 func newStandin(name string) *Standin {
 	return &Standin{Name: name, release: make(chan struct{}), one: make(chan struct{}), held: make(chan Request, 64)}
+}
+
+// OnRequest sets a function called with each request before it is
+// answered (nil: none): a test changes the registry's state at a chosen
+// point of a hook's conversation (the app registers again on the third
+// poll). It must not call the stand-in's request methods' answers itself.
+func (s *Standin) OnRequest(f func(Request)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onRequest = f
 }
 
 // AnswerOne lets one request that Slow is holding answer (the next one to
@@ -199,9 +204,10 @@ func (s *Standin) serve(w http.ResponseWriter, r *http.Request, next func(w http
 	s.mu.Lock()
 	s.requests = append(s.requests, rec)
 	release := s.release
+	on := s.onRequest
 	s.mu.Unlock()
-	if s.OnRequest != nil {
-		s.OnRequest(rec)
+	if on != nil {
+		on(rec)
 	}
 	w.Header().Set("Server", "registry-standin ("+s.Name+")")
 	hold := func() {

@@ -101,7 +101,7 @@ func (t *tool) undo(ctx context.Context, p meshinit.PostStart) {
 	if err != nil {
 		t.appLogf("could not read the offline record %s (%v); bringing the instance back online anyway", p.Record, err)
 	}
-	t.logf("found %s: %s took %s offline at %s (%s); this container restarted in place, so it is brought back online", p.Record, rec.Registry, rec.Key, rec.At.Format(time.RFC3339), rec.State)
+	t.logf("found %s: %s took %s offline at %s (%s); this container restarted in place", p.Record, rec.Registry, rec.Key, rec.At.Format(time.RFC3339), rec.State)
 	what := string(p.Registry.Preset) + " online"
 	reg, err := t.env.resolve(p.Registry)
 	if err != nil || reg == nil {

@@ -82,11 +82,11 @@ type Standin struct {
 
 	mu        sync.Mutex
 	onRequest func(Request)
-	faults   []*Fault
-	requests []Request
-	release  chan struct{}
-	one      chan struct{}
-	held     chan Request
+	faults    []*Fault
+	requests  []Request
+	release   chan struct{}
+	one       chan struct{}
+	held      chan Request
 }
 
 func newStandin(name string) *Standin {

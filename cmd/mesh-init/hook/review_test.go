@@ -124,6 +124,9 @@ func TestUndoWaitsForTheNewRegistration(t *testing.T) {
 				t.Errorf("request %d (%s %s) lifted the override before the app registered again (request %d)\n%s", i+1, q.Method, q.Path, registeredAt, logs)
 			}
 		}
+		if registeredAt < 0 {
+			t.Errorf("the hook finished before the app registered again\n%s", logs)
+		}
 		if st, ov, _ := c.Status(0, app, id); r.code != ExitOK || st != "UP" || ov != "" || !strings.Contains(r.stdout, "registered again") {
 			t.Errorf("exit %d, status %s override %q\n%s", r.code, st, ov, logs)
 		}
@@ -250,9 +253,12 @@ func TestReadBacksOfBigRegistries(t *testing.T) {
 	t.Run("nacos catalog of 300 instances", func(t *testing.T) {
 		t.Parallel()
 		n := registry.NewNacos("2.5.1")
+		// Dubbo providers register every method in their metadata: a few
+		// KiB an instance, so the whole list is megabytes.
+		methods := strings.Repeat("placeOrder,cancelOrder,queryOrder,listOrders,", 100)
 		for i := 0; i < 300; i++ {
 			n.Register(registry.NacosInstance{Service: "orders", IP: fmt.Sprintf("10.1.%d.%d", i/250, i%250+1), Port: 8080,
-				Metadata: map[string]string{"preserved.register.source": "SPRING_CLOUD", "version": "1.2.3"}})
+				Metadata: map[string]string{"preserved.register.source": "SPRING_CLOUD", "methods": methods}})
 		}
 		// Listed last: on the fourth page of 100.
 		inst := registry.NacosInstance{Service: "orders", IP: "10.200.0.7", Port: 8080, Weight: 2}

@@ -241,7 +241,7 @@ func TestJobCommandsAreWrappedInClassicModeOnly(t *testing.T) {
 // lowered.
 func TestGracePeriod(t *testing.T) {
 	pods := injectedPods(t)
-	assert.Equal(t, int64(55), *pods["grace-period-raised"].Spec.TerminationGracePeriodSeconds)
+	assert.Equal(t, int64(60), *pods["grace-period-raised"].Spec.TerminationGracePeriodSeconds)
 	assert.Equal(t, int64(60), *pods["existing-prestop-exec"].Spec.TerminationGracePeriodSeconds, "60 >= 5+5+20 stays")
 	assert.Nil(t, pods["plain"].Spec.TerminationGracePeriodSeconds, "5+20 fits the default 30: untouched")
 	def := policy.Defaults().Lifecycle

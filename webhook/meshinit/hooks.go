@@ -988,8 +988,20 @@ func NacosBaseURL(entry string) (string, error) {
 		s = "http://" + s
 	}
 	u, err := url.Parse(s)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || u.RawQuery != "" || u.Fragment != "" {
-		return "", fmt.Errorf("%q is not host, host:port or an http or https URL", RedactURL(entry))
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("%q is not host, host:port ([host]:port for IPv6) or an http or https URL", RedactURL(entry))
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "", fmt.Errorf("%q: the scheme %s is not http or https", RedactURL(entry), u.Scheme)
+	case u.Hostname() == "":
+		return "", fmt.Errorf("%q names no host", RedactURL(entry))
+	case u.RawQuery != "" || u.Fragment != "":
+		return "", fmt.Errorf("%q has a query or fragment; give the server's address only", RedactURL(entry))
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || !IsPort(int64(n)) {
+			return "", fmt.Errorf("%q: the port %s is not a port (%s)", RedactURL(entry), p, PortRangeText)
+		}
 	}
 	if bare && u.Port() == "" {
 		u.Host = net.JoinHostPort(u.Hostname(), NacosDefaultPort)

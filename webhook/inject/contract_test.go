@@ -278,6 +278,9 @@ func TestEveryRenderedHookParses(t *testing.T) {
 			if preset == meshinit.PresetHTTP && o.Name != "offline-http-url" {
 				ann[policy.Prefix+"offline-http-url"] = "http://127.0.0.1:8080/offline"
 			}
+			if preset == meshinit.PresetHTTP && o.Name == "offline-http-check-body" {
+				ann[policy.Prefix+"offline-http-check-url"] = "http://127.0.0.1:8080/registration"
+			}
 			pod := &corev1.Pod{
 				ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "shop", Annotations: ann},
 				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app:1",

@@ -485,6 +485,11 @@ var Overrides = []Override{
 			}
 			return nil
 		}, func(s *Settings) *string { return &s.Lifecycle.Registry.HTTP.Body }),
+	textOverride("offline-http-check-url", "lifecycle.registry.http.checkURL",
+		"an http(s) URL read (GET) after the request to confirm the instance is offline: it must answer 2xx (containing offline-http-check-body when set); without it the http preset confirms nothing",
+		"http://127.0.0.1:8080/registration", checkURL, func(s *Settings) *string { return &s.Lifecycle.Registry.HTTP.CheckURL }),
+	textOverride("offline-http-check-body", "lifecycle.registry.http.checkBody", "text the check's answer must contain", "DOWN",
+		nil, func(s *Settings) *string { return &s.Lifecycle.Registry.HTTP.CheckBody }),
 	{
 		Name: "offline-http-expect-status", Field: "lifecycle.registry.http.expectStatus",
 		Accepts: "a comma-separated list of HTTP status codes", Example: "200,204",

@@ -93,12 +93,21 @@ func (a answer) shownBody() string {
 	if a.hideBody {
 		return "(not shown: it holds credentials)"
 	}
-	return redactBody(a.body)
+	// A log line shows the start of a body: only that much is redacted
+	// (a secret cut at the end is hidden too).
+	b := a.body
+	if len(b) > shownMax {
+		b = b[:shownMax]
+	}
+	return redactBody(b)
 }
+
+// shownMax is how much of a body shownBody looks at.
+const shownMax = 4 << 10
 
 // secretField matches a JSON string field, or a form or query parameter,
 // whose value redactBody may have to hide.
-var secretField = regexp.MustCompile(`("([A-Za-z0-9_.-]+)"\s*:\s*")((?:[^"\\]|\\.)*)(")|\b([A-Za-z0-9_.-]+)=([^&\s"]+)`)
+var secretField = regexp.MustCompile(`("([A-Za-z0-9_.-]+)"\s*:\s*")((?:[^"\\]|\\.)*)("?)|\b([A-Za-z0-9_.-]+)=([^&\s"]+)`)
 
 // redactBody hides the values of secret fields (accessToken, password,
 // signature, ...) in an answer's body before it is logged.

@@ -56,6 +56,13 @@ func TestSecretsNeverLogged(t *testing.T) {
 			}
 		})
 	}
+	t.Run("a token cut at the end of what a line shows", func(t *testing.T) {
+		t.Parallel()
+		a := answer{status: 200, body: strings.Repeat(" ", shownMax-20) + `{"accessToken":"` + strings.Repeat("a", 100) + `"}`}
+		if strings.Contains(a.String(), "aaaa") || strings.Contains(a.shownBody(), "aaaa") {
+			t.Errorf("the cut token shows: %q", a.shownBody()[shownMax-40:])
+		}
+	})
 	t.Run("access key", func(t *testing.T) {
 		t.Parallel()
 		n := registry.NewNacos("2.5.1")

@@ -36,6 +36,9 @@ type EurekaCluster struct {
 	Peers []*EurekaPeer
 	// Now is the clock registrations are stamped with (the app's).
 	Now func() time.Time
+	// NoTimestamps leaves lastDirtyTimestamp and leaseInfo out of the
+	// instance, as a server that shows no registration time would.
+	NoTimestamps bool
 
 	mu       sync.Mutex
 	isolated map[int]bool
@@ -168,6 +171,12 @@ func (p *EurekaPeer) answer(w http.ResponseWriter, r *http.Request, ignore bool)
 			"lastDirtyTimestamp": fmt.Sprint(inst.lastDirty.UnixMilli()), "lastUpdatedTimestamp": fmt.Sprint(inst.registered.UnixMilli()),
 			"leaseInfo": map[string]any{"renewalIntervalInSecs": 30, "durationInSecs": 90, "registrationTimestamp": inst.registered.UnixMilli(),
 				"lastRenewalTimestamp": inst.registered.UnixMilli(), "evictionTimestamp": 0, "serviceUpTimestamp": inst.registered.UnixMilli()}}}
+		if c.NoTimestamps {
+			in := body["instance"].(map[string]any)
+			delete(in, "lastDirtyTimestamp")
+			delete(in, "lastUpdatedTimestamp")
+			delete(in, "leaseInfo")
+		}
 		if !strings.Contains(r.Header.Get("Accept"), "json") {
 			w.Header().Set("Content-Type", "application/xml")
 			fmt.Fprintf(w, "<instance><instanceId>%s</instanceId><status>%s</status><overriddenstatus>%s</overriddenstatus></instance>", parts[1], inst.status, orUnknown(inst.overridden))

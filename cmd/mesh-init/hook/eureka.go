@@ -3,6 +3,7 @@ package hook
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -174,6 +175,10 @@ type eurekaStatus struct {
 	LeaseInfo          struct {
 		RegistrationTimestamp flexMillis `json:"registrationTimestamp"`
 	} `json:"leaseInfo"`
+	// Port is the registered port ({"$":8080,"@enabled":"true"}).
+	Port struct {
+		Value int `json:"$"`
+	} `json:"port"`
 	// date is the server's clock when it answered.
 	date time.Time
 }
@@ -214,7 +219,7 @@ func (st eurekaStatus) registeredSince(since, now time.Time) (bool, string) {
 		serverSince := st.date.Add(-now.Sub(since)).Add(-time.Second)
 		return !st.LeaseInfo.RegistrationTimestamp.time().Before(serverSince), "registrationTimestamp on the server's clock"
 	}
-	return true, "no registration time shown"
+	return false, ""
 }
 
 // get reads the instance from server; found is false on 404.
@@ -309,6 +314,13 @@ func (r *eureka) online(s *step) (bool, string) {
 				}
 				seen = true
 				isNew, how := st.registeredSince(since, s.t.clock.Now())
+				if how == "" {
+					// A server that shows no registration time: the
+					// restarted app answering on its port in this pod is
+					// the sign (the dead process listens on nothing).
+					addrs := r.appAddrs(s.t.env, st.Port.Value)
+					isNew, how = s.t.env.listening(addrs), "no registration time shown; the app on "+strings.Join(addrs, " or ")
+				}
 				if !isNew && !absent[server+" "+id] {
 					old = append(old, fmt.Sprintf("%s shows the registration from before the restart (%s), status %s", name, how, st.Status))
 					break
@@ -365,6 +377,24 @@ func (r *eureka) online(s *step) (bool, string) {
 			return false, "not done in time: " + said
 		}
 	}
+}
+
+// appAddrs are where the app serves in this pod: the registered port (else
+// the app's server port, else 8080) on the pod's IPs and loopback.
+func (r *eureka) appAddrs(e environment, port int) []string {
+	if port <= 0 {
+		var ignored []string
+		if port, _ = e.propPort(&ignored, "server.port"); port == 0 {
+			port = 8080
+		}
+	}
+	var addrs []string
+	for _, ip := range append(e.podIPs(), "127.0.0.1") {
+		if a := net.JoinHostPort(ip, strconv.Itoa(port)); !slices.Contains(addrs, a) {
+			addrs = append(addrs, a)
+		}
+	}
+	return addrs
 }
 
 // eurekaInstanceIDs lists the instance ids to try, most likely first.

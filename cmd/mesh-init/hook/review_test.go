@@ -138,6 +138,40 @@ func TestUndoWaitsForTheNewRegistration(t *testing.T) {
 			t.Errorf("exit %d, status %s override %q\n%s", r.code, st, ov, logs)
 		}
 	})
+	t.Run("eureka without registration times: the app's port", func(t *testing.T) {
+		t.Parallel()
+		clk := newFakeClock()
+		c := registry.NewEurekaCluster(1)
+		c.NoTimestamps = true
+		const app, id = "cart", "cart-1:cart:8080"
+		c.Register(0, app, id)
+		srv := serve(t, c.Peers[0])
+		var mu sync.Mutex
+		dials, upAt := 0, -1
+		h := harness{vars: map[string]string{"EUREKA_CLIENT_SERVICEURL_DEFAULTZONE": srv.URL + "/eureka", "SPRING_APPLICATION_NAME": app, "HOSTNAME": "cart-1", "SERVER_PORT": "8080"},
+			files: map[string]string{}, clock: clk,
+			dial: func(addr string) bool {
+				mu.Lock()
+				defer mu.Unlock()
+				if dials++; dials == 3 && strings.HasSuffix(addr, ":8080") {
+					upAt = len(c.Peers[0].Requests())
+				}
+				return upAt >= 0
+			}}
+		if r := h.run("prestop", "--sleep=30s", "--record="+record, "--registry=eureka"); r.code != ExitOK {
+			t.Fatalf("prestop: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+		r := runPostStart(h, "--registry=eureka")
+		logs := r.stdout + r.stderr + r.appLog
+		for i, q := range c.Peers[0].Requests() {
+			if q.Method == http.MethodDelete && i < upAt {
+				t.Errorf("the override was lifted (request %d) before the app answered on its port (request %d)\n%s", i+1, upAt, logs)
+			}
+		}
+		if st, _, _ := c.Status(0, app, id); r.code != ExitOK || st != "UP" || upAt < 0 {
+			t.Errorf("exit %d, status %s\n%s", r.code, st, logs)
+		}
+	})
 	t.Run("nacos 1.x: the re-registration enables it; nothing is written", func(t *testing.T) {
 		t.Parallel()
 		clk := newFakeClock()

@@ -40,6 +40,10 @@ type Actuator struct {
 	Endpoint    string // "serviceregistry" when empty; "service-registry" before 2020.0
 	Registered  bool
 	Nacos1x     bool
+	// Unlisted is Spring Cloud Alibaba not finding this instance in its
+	// client's list (another ip or port than it registered): GET answers
+	// 200 with nothing, whatever the status.
+	Unlisted bool
 
 	mu                 sync.Mutex
 	status, overridden string
@@ -104,7 +108,7 @@ func (a *Actuator) answer(w http.ResponseWriter, r *http.Request, ignore bool) {
 		case Netflix:
 			jsonAnswer(w, 200, fmt.Sprintf(`{"status":%q,"overriddenStatus":%q}`, a.status, orUnknown(a.overridden)))
 		case Alibaba:
-			if a.Nacos1x && a.status == "DOWN" {
+			if a.Unlisted || (a.Nacos1x && a.status == "DOWN") {
 				w.WriteHeader(http.StatusOK)
 				return
 			}
@@ -164,6 +168,11 @@ func (a *Actuator) answer(w http.ResponseWriter, r *http.Request, ignore bool) {
 type ConsulAgent struct {
 	*Standin
 	Token string
+	// Port is the port every service registers (0: 8080).
+	Port int
+	// OtherServices is how many other services with a check each the
+	// agent has: a busy agent, whose /v1/agent/checks is long.
+	OtherServices int
 
 	mu       sync.Mutex
 	services map[string]string // id -> name
@@ -262,21 +271,53 @@ func (c *ConsulAgent) answer(w http.ResponseWriter, r *http.Request, ignore bool
 			text(w, http.StatusNotFound, fmt.Sprintf("unknown service ID: %s", id))
 			return
 		}
-		jsonAnswer(w, 200, fmt.Sprintf(`{"ID":%q,"Service":%q,"Port":8080,"ContentHash":"standin"}`, id, name))
+		port := c.Port
+		if port == 0 {
+			port = 8080
+		}
+		jsonAnswer(w, 200, fmt.Sprintf(`{"ID":%q,"Service":%q,"Address":"","Port":%d,"ContentHash":"standin"}`, id, name, port))
+	case strings.HasPrefix(p, "/v1/agent/health/service/id/") && r.Method == http.MethodGet:
+		// agentHealthService: the service's checks (the maintenance one
+		// included) and their aggregate; 200 passing, 429 warning, 503
+		// anything worse (maintenance too); 404 for an unknown id.
+		id, _ := url.PathUnescape(strings.TrimPrefix(p, "/v1/agent/health/service/id/"))
+		name, ok := c.services[id]
+		if !ok {
+			text(w, http.StatusNotFound, fmt.Sprintf("ServiceId %s not found", id))
+			return
+		}
+		checks := []any{map[string]string{"CheckID": "service:" + id, "Name": "Service '" + name + "' check", "Status": "passing", "ServiceID": id}}
+		status, code := "passing", http.StatusOK
+		if _, m := c.maint[id]; m {
+			checks = append(checks, c.maintCheck(id))
+			status, code = "maintenance", http.StatusServiceUnavailable
+		}
+		b, _ := json.Marshal(map[string]any{"AggregatedStatus": status, "Service": map[string]any{"ID": id, "Service": name}, "Checks": checks})
+		jsonAnswer(w, code, string(b))
 	case p == "/v1/agent/checks" && r.Method == http.MethodGet:
 		checks := map[string]any{}
-		for id, reason := range c.maint {
-			if reason == "" {
-				reason = "Maintenance mode is enabled for this service, but no reason was provided. This is a default message."
-			}
-			checks["_service_maintenance:"+id] = map[string]string{"CheckID": "_service_maintenance:" + id, "Name": "Service Maintenance Mode",
-				"Status": "critical", "Notes": reason, "ServiceID": id}
+		for i := 0; i < c.OtherServices; i++ {
+			id := fmt.Sprintf("other-service-%05d", i)
+			checks["service:"+id] = map[string]string{"CheckID": "service:" + id, "Name": "Service 'other' check", "Status": "passing",
+				"Notes": "", "Output": "HTTP GET http://10.0.0.1:8080/actuator/health: 200 OK Output: {\"status\":\"UP\"}", "ServiceID": id, "ServiceName": "other"}
+		}
+		for id := range c.maint {
+			checks["_service_maintenance:"+id] = c.maintCheck(id)
 		}
 		b, _ := json.Marshal(checks)
 		jsonAnswer(w, 200, string(b))
 	default:
 		text(w, http.StatusNotFound, "404 page not found")
 	}
+}
+
+func (c *ConsulAgent) maintCheck(id string) map[string]string {
+	reason := c.maint[id]
+	if reason == "" {
+		reason = "Maintenance mode is enabled for this service, but no reason was provided. This is a default message."
+	}
+	return map[string]string{"CheckID": "_service_maintenance:" + id, "Name": "Service Maintenance Mode",
+		"Status": "critical", "Notes": reason, "ServiceID": id}
 }
 
 // DubboQoS is a stand-in for Dubbo's QoS HTTP port, of Version "2.7" or

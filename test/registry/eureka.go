@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 )
 
 // eurekaStatuses are Eureka's InstanceStatus names.
@@ -13,65 +14,94 @@ var eurekaStatuses = map[string]bool{"UP": true, "DOWN": true, "STARTING": true,
 
 type eurekaInstance struct {
 	status, overridden string
+	// lastDirty is the client's lastDirtyTimestamp (the app's clock),
+	// registered the server's registrationTimestamp (the peer's clock).
+	lastDirty, registered time.Time
 }
 
 // EurekaCluster is a stand-in for a cluster of Eureka server peers
 // (Netflix eureka-core's InstanceResource). A client registers with one
 // peer; the others learn the instance by replication, which the stand-in
 // holds back until Replicate, so a peer can answer 404 for an instance
-// another peer knows. Status changes replicate at once to the peers that
-// know the instance. The override map survives a re-registration with the
-// same id when the old process never cancelled (restart in place).
+// another peer knows. Each peer keeps its own status override map
+// (overriddenInstanceStatusMap): a status change or override removal on
+// one peer replicates to the peers that know the instance, unless
+// replication to them is cut (Isolate); a registration takes the override
+// from the receiving peer's own map, so a peer that missed the removal
+// brings OUT_OF_SERVICE back. A re-registration with the same id after
+// the old process died without cancelling keeps the override (restart in
+// place). Each instance shows its lastDirtyTimestamp (set by the client,
+// on Now) and leaseInfo.registrationTimestamp.
 type EurekaCluster struct {
 	Peers []*EurekaPeer
+	// Now is the clock registrations are stamped with (the app's).
+	Now func() time.Time
+	// NoTimestamps leaves lastDirtyTimestamp and leaseInfo out of the
+	// instance, as a server that shows no registration time would.
+	NoTimestamps bool
 
-	mu sync.Mutex
-	// overrides is the status override map (overriddenInstanceStatusMap),
-	// by app and id; replication keeps it the same on every peer here.
-	overrides map[string]string
+	mu       sync.Mutex
+	isolated map[int]bool
 }
 
 // EurekaPeer is one server of the cluster, served under /eureka.
 type EurekaPeer struct {
 	*Standin
-	cluster *EurekaCluster
-	apps    map[string]*eurekaInstance // by APP/id
+	cluster   *EurekaCluster
+	index     int
+	apps      map[string]*eurekaInstance // by APP/id
+	overrides map[string]string          // by APP/id
 }
 
 // NewEurekaCluster returns n peers.
 func NewEurekaCluster(n int) *EurekaCluster {
-	c := &EurekaCluster{overrides: map[string]string{}}
+	c := &EurekaCluster{Now: time.Now, isolated: map[int]bool{}}
 	for i := 0; i < n; i++ {
-		c.Peers = append(c.Peers, &EurekaPeer{Standin: newStandin(fmt.Sprintf("eureka peer %d", i)), cluster: c, apps: map[string]*eurekaInstance{}})
+		c.Peers = append(c.Peers, &EurekaPeer{Standin: newStandin(fmt.Sprintf("eureka peer %d", i)), cluster: c, index: i,
+			apps: map[string]*eurekaInstance{}, overrides: map[string]string{}})
 	}
 	return c
 }
 
 func eurekaKey(app, id string) string { return strings.ToUpper(app) + "/" + id }
 
+// Isolate cuts replication to peer (status changes made on other peers no
+// longer reach it), or restores it.
+func (c *EurekaCluster) Isolate(peer int, cut bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.isolated[peer] = cut
+}
+
 // Register registers an instance with peer (index) only, as a client's
-// first registration; Replicate spreads it. A remembered override applies.
+// registration does; Replicate spreads it. The peer's remembered override
+// applies ("Storing overridden status from map").
 func (c *EurekaCluster) Register(peer int, app, id string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	k := eurekaKey(app, id)
-	inst := &eurekaInstance{status: "UP"}
-	if o, ok := c.overrides[k]; ok {
-		inst.status, inst.overridden = o, o
-	}
-	c.Peers[peer].apps[k] = inst
+	now := c.Now()
+	c.Peers[peer].register(eurekaKey(app, id), now, now)
 }
 
-// Replicate gives every peer the instances any peer has.
+func (p *EurekaPeer) register(k string, lastDirty, at time.Time) {
+	inst := &eurekaInstance{status: "UP", lastDirty: lastDirty, registered: at}
+	if o, ok := p.overrides[k]; ok {
+		inst.status, inst.overridden = o, o
+	}
+	p.apps[k] = inst
+}
+
+// Replicate gives every peer the registrations it lacks or holds an older
+// one of (each peer registers it with its own override map).
 func (c *EurekaCluster) Replicate() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	now := c.Now()
 	for _, p := range c.Peers {
 		for k, inst := range p.apps {
 			for _, q := range c.Peers {
-				if _, ok := q.apps[k]; !ok {
-					cp := *inst
-					q.apps[k] = &cp
+				if got, ok := q.apps[k]; !ok || got.lastDirty.Before(inst.lastDirty) {
+					q.register(k, inst.lastDirty, now)
 				}
 			}
 		}
@@ -79,14 +109,14 @@ func (c *EurekaCluster) Replicate() {
 }
 
 // Cancel is a gracefully stopping client's DELETE /apps/{app}/{id}: the
-// instance and its override go.
+// instance and its override go from every peer.
 func (c *EurekaCluster) Cancel(app, id string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	k := eurekaKey(app, id)
-	delete(c.overrides, k)
 	for _, p := range c.Peers {
 		delete(p.apps, k)
+		delete(p.overrides, k)
 	}
 }
 
@@ -134,8 +164,19 @@ func (p *EurekaPeer) answer(w http.ResponseWriter, r *http.Request, ignore bool)
 			w.WriteHeader(http.StatusNotFound)
 			return
 		}
+		// As EurekaJacksonCodec writes it: the instance's timestamps as
+		// strings, the lease's as numbers.
 		body := map[string]any{"instance": map[string]any{"instanceId": parts[1], "app": strings.ToUpper(parts[0]),
-			"status": inst.status, "overriddenStatus": orUnknown(inst.overridden)}}
+			"status": inst.status, "overriddenStatus": orUnknown(inst.overridden),
+			"lastDirtyTimestamp": fmt.Sprint(inst.lastDirty.UnixMilli()), "lastUpdatedTimestamp": fmt.Sprint(inst.registered.UnixMilli()),
+			"leaseInfo": map[string]any{"renewalIntervalInSecs": 30, "durationInSecs": 90, "registrationTimestamp": inst.registered.UnixMilli(),
+				"lastRenewalTimestamp": inst.registered.UnixMilli(), "evictionTimestamp": 0, "serviceUpTimestamp": inst.registered.UnixMilli()}}}
+		if c.NoTimestamps {
+			in := body["instance"].(map[string]any)
+			delete(in, "lastDirtyTimestamp")
+			delete(in, "lastUpdatedTimestamp")
+			delete(in, "leaseInfo")
+		}
 		if !strings.Contains(r.Header.Get("Accept"), "json") {
 			w.Header().Set("Content-Type", "application/xml")
 			fmt.Fprintf(w, "<instance><instanceId>%s</instanceId><status>%s</status><overriddenstatus>%s</overriddenstatus></instance>", parts[1], inst.status, orUnknown(inst.overridden))
@@ -154,8 +195,7 @@ func (p *EurekaPeer) answer(w http.ResponseWriter, r *http.Request, ignore bool)
 			return
 		}
 		if !ignore {
-			c.overrides[k] = v
-			c.apply(k, func(i *eurekaInstance) { i.status, i.overridden = v, v })
+			c.apply(p.index, k, func(q *EurekaPeer, i *eurekaInstance) { q.overrides[k] = v; i.status, i.overridden = v, v })
 		}
 		w.WriteHeader(http.StatusOK)
 	case status && r.Method == http.MethodDelete:
@@ -168,8 +208,7 @@ func (p *EurekaPeer) answer(w http.ResponseWriter, r *http.Request, ignore bool)
 			v = "UNKNOWN" // until the client's next renew registers it again
 		}
 		if !ignore {
-			delete(c.overrides, k)
-			c.apply(k, func(i *eurekaInstance) { i.status, i.overridden = v, "" })
+			c.apply(p.index, k, func(q *EurekaPeer, i *eurekaInstance) { delete(q.overrides, k); i.status, i.overridden = v, "" })
 		}
 		w.WriteHeader(http.StatusOK)
 	default:
@@ -177,11 +216,16 @@ func (p *EurekaPeer) answer(w http.ResponseWriter, r *http.Request, ignore bool)
 	}
 }
 
-// apply changes the instance on every peer that knows it (replication).
-func (c *EurekaCluster) apply(k string, f func(*eurekaInstance)) {
+// apply changes the instance on peer from, and by replication on every
+// other peer that knows it and is not cut off (a peer that does not know
+// the instance answers the replicated change 404 and keeps its map).
+func (c *EurekaCluster) apply(from int, k string, f func(*EurekaPeer, *eurekaInstance)) {
 	for _, q := range c.Peers {
+		if q.index != from && c.isolated[q.index] {
+			continue
+		}
 		if inst, ok := q.apps[k]; ok {
-			f(inst)
+			f(q, inst)
 		}
 	}
 }

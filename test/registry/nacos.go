@@ -317,13 +317,29 @@ func (n *Nacos) answer(w http.ResponseWriter, r *http.Request, ignore bool) {
 			text(w, 404, fmt.Sprintf("caused: service %s@@%s is not found!;", key.Group, key.Service))
 			return
 		}
-		var list []map[string]any
+		var all []*NacosInstance
 		for _, i := range n.sorted() {
 			if orPublic(i.Namespace) == orPublic(key.Namespace) && i.Group == key.Group && i.Service == key.Service && i.Cluster == key.Cluster {
-				list = append(list, instanceJSON(n.effective(*i)))
+				all = append(all, i)
 			}
 		}
-		b, _ := json.Marshal(map[string]any{"list": list, "count": len(list)})
+		// One page of pageSize, as CatalogController.instanceList cuts
+		// the cluster's list; count is the whole list's length.
+		count := len(all)
+		pageNo, _ := strconv.Atoi(form(r, "pageNo"))
+		pageSize, _ := strconv.Atoi(form(r, "pageSize"))
+		if pageNo < 1 {
+			pageNo = 1
+		}
+		if pageSize < 1 {
+			pageSize = 10
+		}
+		from, to := min((pageNo-1)*pageSize, count), min(pageNo*pageSize, count)
+		list := []map[string]any{}
+		for _, i := range all[from:to] {
+			list = append(list, instanceJSON(n.effective(*i)))
+		}
+		b, _ := json.Marshal(map[string]any{"list": list, "count": count})
 		jsonAnswer(w, 200, string(b))
 	case v3 && p == "/nacos/v3/admin/ns/instance" && r.Method == http.MethodGet:
 		if !n.authorised(w, r, true) {

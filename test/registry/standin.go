@@ -47,6 +47,10 @@ const (
 	// IgnoreWrites answers writes as the registry answers a successful
 	// one and changes nothing: the lying registry a read-back must catch.
 	IgnoreWrites Mode = "ignore-writes"
+	// AppliedThenStalled does what the registry does (a write is applied),
+	// then sends the status, headers and part of the answer and holds the
+	// rest until the client gives up: the answer is lost, the write is not.
+	AppliedThenStalled Mode = "applied-then-stalled"
 )
 
 // Fault disturbs the requests it matches.
@@ -76,15 +80,39 @@ type Standin struct {
 	// Name appears in the Server header and in messages.
 	Name string
 
-	mu       sync.Mutex
-	faults   []*Fault
-	requests []Request
-	release  chan struct{}
-	held     chan Request
+	mu        sync.Mutex
+	onRequest func(Request)
+	faults    []*Fault
+	requests  []Request
+	release   chan struct{}
+	one       chan struct{}
+	held      chan Request
 }
 
 func newStandin(name string) *Standin {
-	return &Standin{Name: name, release: make(chan struct{}), held: make(chan Request, 64)}
+	return &Standin{Name: name, release: make(chan struct{}), one: make(chan struct{}), held: make(chan Request, 64)}
+}
+
+// OnRequest sets a function called with each request before it is
+// answered (nil: none): a test changes the registry's state at a chosen
+// point of a hook's conversation (the app registers again on the third
+// poll). It must not call the stand-in's request methods' answers itself.
+func (s *Standin) OnRequest(f func(Request)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onRequest = f
+}
+
+// AnswerOne lets one request that Slow is holding answer (the next one to
+// be held, when none is yet); the others stay held. It gives up when ctx
+// ends.
+func (s *Standin) AnswerOne(done <-chan struct{}) bool {
+	select {
+	case s.one <- struct{}{}:
+		return true
+	case <-done:
+		return false
+	}
 }
 
 // SetFault adds a fault; the first matching fault applies.
@@ -176,7 +204,11 @@ func (s *Standin) serve(w http.ResponseWriter, r *http.Request, next func(w http
 	s.mu.Lock()
 	s.requests = append(s.requests, rec)
 	release := s.release
+	on := s.onRequest
 	s.mu.Unlock()
+	if on != nil {
+		on(rec)
+	}
 	w.Header().Set("Server", "registry-standin ("+s.Name+")")
 	hold := func() {
 		select {
@@ -194,10 +226,25 @@ func (s *Standin) serve(w http.ResponseWriter, r *http.Request, next func(w http
 		select {
 		case <-after:
 		case <-release:
+		case <-s.one:
 		case <-r.Context().Done():
 			return
 		}
 		next(w, r, false)
+	case AppliedThenStalled:
+		rec := &recorder{header: http.Header{}}
+		next(rec, r, false)
+		for k, v := range rec.header {
+			w.Header()[k] = v
+		}
+		w.Header().Set("Content-Length", fmt.Sprint(len(rec.body)+4096))
+		w.WriteHeader(rec.status())
+		_, _ = w.Write(rec.body[:len(rec.body)/2])
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+		hold()
+		<-r.Context().Done()
 	case Error500:
 		w.Header().Set("Content-Type", "text/plain;charset=UTF-8")
 		w.WriteHeader(http.StatusInternalServerError)
@@ -229,6 +276,31 @@ func (s *Standin) serve(w http.ResponseWriter, r *http.Request, next func(w http
 	default:
 		next(w, r, mode == IgnoreWrites)
 	}
+}
+
+// recorder keeps an answer so AppliedThenStalled can send part of it.
+type recorder struct {
+	header http.Header
+	code   int
+	body   []byte
+}
+
+func (r *recorder) Header() http.Header { return r.header }
+func (r *recorder) WriteHeader(code int) {
+	if r.code == 0 {
+		r.code = code
+	}
+}
+func (r *recorder) Write(b []byte) (int, error) {
+	r.WriteHeader(http.StatusOK)
+	r.body = append(r.body, b...)
+	return len(b), nil
+}
+func (r *recorder) status() int {
+	if r.code == 0 {
+		return http.StatusOK
+	}
+	return r.code
 }
 
 // text writes a plain-text answer, as the Java registries do.

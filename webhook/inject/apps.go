@@ -163,11 +163,11 @@ func registryContainer(pod *corev1.Pod, s policy.Settings) (name, warning string
 			chosen = dc
 		}
 	}
-	what := "none of its app containers carries"
+	what := "none of its app containers carries the registry's settings in its environment"
 	if len(carriers) > 1 {
-		what = fmt.Sprintf("%s all carry", strings.Join(carriers, ", "))
+		what = fmt.Sprintf("%s all carry the registry's settings in their environment", strings.Join(carriers, ", "))
 	}
-	return chosen, fmt.Sprintf("the %s offline step is for container %q only: %s the registry's settings in its environment; the other containers only drain. Name the right one with %sregistry-container",
+	return chosen, fmt.Sprintf("the %s offline step is for container %q only: %s; the other containers only drain. Name the right one with %sregistry-container",
 		preset, chosen, what, policy.Prefix), nil
 }
 

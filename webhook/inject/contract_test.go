@@ -241,7 +241,7 @@ func TestJobCommandsAreWrappedInClassicModeOnly(t *testing.T) {
 // lowered.
 func TestGracePeriod(t *testing.T) {
 	pods := injectedPods(t)
-	assert.Equal(t, int64(55), *pods["grace-period-raised"].Spec.TerminationGracePeriodSeconds)
+	assert.Equal(t, int64(60), *pods["grace-period-raised"].Spec.TerminationGracePeriodSeconds)
 	assert.Equal(t, int64(60), *pods["existing-prestop-exec"].Spec.TerminationGracePeriodSeconds, "60 >= 5+5+20 stays")
 	assert.Nil(t, pods["plain"].Spec.TerminationGracePeriodSeconds, "5+20 fits the default 30: untouched")
 	def := policy.Defaults().Lifecycle
@@ -277,6 +277,9 @@ func TestEveryRenderedHookParses(t *testing.T) {
 			}
 			if preset == meshinit.PresetHTTP && o.Name != "offline-http-url" {
 				ann[policy.Prefix+"offline-http-url"] = "http://127.0.0.1:8080/offline"
+			}
+			if preset == meshinit.PresetHTTP && o.Name == "offline-http-check-body" {
+				ann[policy.Prefix+"offline-http-check-url"] = "http://127.0.0.1:8080/registration"
 			}
 			pod := &corev1.Pod{
 				ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "shop", Annotations: ann},

@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/sidecar-injector/injector/webhook/meshinit"
 	"github.com/sidecar-injector/injector/webhook/policy"
 )
 
@@ -18,13 +20,19 @@ import (
 // containers. The volumes go last.
 func addContainersAndVolumes(pod *corev1.Pod, r *Rendered, ch *Changes) {
 	container := func(list List, i int, c *corev1.Container) Insert {
-		return Insert{List: list, Index: i, Container: c, JSON: r.json["container/"+c.Name]}
+		in := Insert{List: list, Index: i, Container: c}
+		if c == &r.Init || c == &r.Proxy {
+			// The policy's rendering, marshalled once; a container made
+			// for this pod is marshalled with the response.
+			in.JSON = r.json["container/"+c.Name]
+		}
+		return in
 	}
 	if r.Native {
 		ch.Inserts = append(ch.Inserts, container(InitContainers, 0, &r.Init), container(InitContainers, 1, &r.Proxy))
 		ch.Status.InitContainers = []string{r.Init.Name, r.Proxy.Name}
 	} else {
-		ch.Inserts = append(ch.Inserts, container(InitContainers, len(pod.Spec.InitContainers), &r.Init), container(Containers, 0, &r.Proxy))
+		ch.Inserts = append(ch.Inserts, container(InitContainers, len(pod.Spec.InitContainers), &r.Init), container(Containers, 0, classicProxy(pod, r, ch)))
 		ch.Status.InitContainers = []string{r.Init.Name}
 		ch.Status.Containers = []string{r.Proxy.Name}
 	}
@@ -33,6 +41,37 @@ func addContainersAndVolumes(pod *corev1.Pod, r *Rendered, ch *Changes) {
 		ch.Inserts = append(ch.Inserts, Insert{List: Volumes, Index: len(pod.Spec.Volumes) + i, Volume: v, JSON: r.json["volume/"+v.Name]})
 		ch.Status.Volumes = append(ch.Status.Volumes, v.Name)
 	}
+}
+
+// classicProxy is the classic-mode proxy for this pod. Kubelet runs every
+// container's preStop at once, and the app's own preStop handler runs
+// after the registry offline step and the drain: the proxy must keep
+// serving until that handler is done too (it may call out, and the app's
+// shutdown after it as well). The policy's rendering waits offline +
+// drain, the same for every pod; a pod whose app containers have their
+// own preStop gets a copy whose --wait adds the longest of them (a sleep
+// exactly, exec and httpGet with the allowance). The rendering and its
+// cache stay per policy: only this pod's copy differs.
+func classicProxy(pod *corev1.Pod, r *Rendered, ch *Changes) *corev1.Container {
+	p := &r.Proxy
+	own, _ := originalPreStopSeconds(pod, ch)
+	if own == 0 || p.Lifecycle == nil || p.Lifecycle.PreStop == nil || p.Lifecycle.PreStop.Exec == nil {
+		return p
+	}
+	for i, a := range p.Lifecycle.PreStop.Exec.Command {
+		v, ok := strings.CutPrefix(a, "--wait=")
+		if !ok {
+			continue
+		}
+		var d meshinit.Duration
+		if d.UnmarshalText([]byte(v)) != nil {
+			return p
+		}
+		c := p.DeepCopy()
+		c.Lifecycle.PreStop.Exec.Command[i] = "--wait=" + (d + meshinit.Duration(own)*meshinit.Duration(time.Second)).String()
+		return c
+	}
+	return p
 }
 
 // raisePodLevel makes the pod's own bounds fit what is added: pod-level
@@ -55,10 +94,22 @@ func raisePodLevel(pod *corev1.Pod, r *Rendered, ch *Changes) []string {
 	}
 
 	drain := s.Lifecycle.Drain()
-	if p, ok := policy.RegistryPropagation[s.Lifecycle.Registry.Preset]; ok && drain < p.Seconds && offlineBudget(s) > 0 {
+	registry, behind := s.Lifecycle.Registry.Preset, ""
+	if registry == meshinit.PresetSpringCloud {
+		// The endpoint's propagation is that of the registry behind it,
+		// which the registering container's environment shows.
+		if name, _, err := registryContainer(pod, s); err == nil {
+			if c, ok := usesContainer(pod, name); ok {
+				if b := registryBehindSpring(c); b != "" {
+					registry, behind = b, fmt.Sprintf(" (behind spring-cloud, as %q's environment shows)", name)
+				}
+			}
+		}
+	}
+	if p, ok := policy.RegistryPropagation[registry]; ok && drain < p.Seconds && offlineBudget(s) > 0 {
 		warnings = append(warnings, fmt.Sprintf(
-			"the drain sleep (%ds) is shorter than the %s registry's propagation time (%ds: %s); consumers may keep sending requests after the app stops; see docs/lifecycle-hooks.md",
-			drain, s.Lifecycle.Registry.Preset, p.Seconds, p.Why))
+			"the drain sleep (%ds) is shorter than the %s registry's propagation time%s (%ds: %s); consumers may keep sending requests after the app stops; see docs/lifecycle-hooks.md",
+			drain, registry, behind, p.Seconds, p.Why))
 	}
 	// The app's own preStop handler runs after the drain sleep and before
 	// SIGTERM, so its time counts too: a sleep handler exactly, an exec or
@@ -82,6 +133,28 @@ func raisePodLevel(pod *corev1.Pod, r *Rendered, ch *Changes) []string {
 			current, need, offlineBudget(s).Seconds(), drain, own, s.Lifecycle.ShutdownSeconds))
 	}
 	return warnings
+}
+
+// registryBehindSpring names the registry a Spring Cloud app registers
+// with, by the variables that configure it: Eureka (EUREKA_*), Nacos
+// (SPRING_CLOUD_NACOS_*, NACOS_*) or Consul (SPRING_CLOUD_CONSUL_*,
+// CONSUL_*); empty when none or several show.
+func registryBehindSpring(c *corev1.Container) meshinit.Preset {
+	found := map[meshinit.Preset]bool{}
+	for _, e := range c.Env {
+		for _, p := range []meshinit.Preset{meshinit.PresetEureka, meshinit.PresetNacos, meshinit.PresetConsul} {
+			if hasAnyPrefix(e.Name, registryEnv[p]) {
+				found[p] = true
+			}
+		}
+	}
+	if len(found) != 1 {
+		return ""
+	}
+	for p := range found {
+		return p
+	}
+	return ""
 }
 
 // OriginalHandlerAllowanceSeconds is what the grace period counts for an

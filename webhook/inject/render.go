@@ -107,8 +107,10 @@ func (e *Engine) TemplateDataFor(s policy.Settings) TemplateData {
 		Drain:    meshinit.Duration(int64(s.Lifecycle.ShutdownSeconds) * 1e9),
 		AdminURL: admin,
 	}.Args())
+	reg := s.Lifecycle.Registry
+	reg.Timeout = offlineBudget(s)
 	d.AppPreStopCommand = toolCommand(d.Paths.Tool, "prestop", meshinit.PreStop{
-		Registry: s.Lifecycle.Registry,
+		Registry: reg,
 		Sleep:    meshinit.Duration(int64(s.Lifecycle.Drain()) * 1e9),
 	}.Args())
 	return d
@@ -119,15 +121,12 @@ func toolCommand(tool, hook string, args []string) []string {
 }
 
 // offlineBudget is the time the offline step may take: nothing for "none",
-// and the hook tool's own default when the settings leave it at zero.
+// and the preset's own default (sized to its requests, see
+// meshinit.DefaultOfflineTimeouts) when the settings leave it at zero.
+// The prestop hook is rendered with it, so the hook, the grace period and
+// the proxy's wait count the same budget.
 func offlineBudget(s policy.Settings) meshinit.Duration {
-	if s.Lifecycle.Registry.Preset == meshinit.PresetNone || s.Lifecycle.Registry.Preset == "" {
-		return 0
-	}
-	if s.Lifecycle.Registry.Timeout == 0 {
-		return meshinit.Duration(meshinit.DefaultOfflineTimeout)
-	}
-	return s.Lifecycle.Registry.Timeout
+	return meshinit.Duration(s.Lifecycle.Registry.OfflineTimeout())
 }
 
 // captureConfig maps settings onto mesh-init's capture flags.

@@ -189,6 +189,12 @@ type HTTPCall struct {
 	Body string `json:"body,omitempty"`
 	// ExpectStatus lists acceptable response codes (default: any 2xx).
 	ExpectStatus []int `json:"expectStatus,omitempty"`
+	// CheckURL, when set, is read (GET) after the request to confirm the
+	// instance is offline: the answer must be 2xx and, when CheckBody is
+	// set, contain it. Without it the http preset cannot confirm anything.
+	CheckURL string `json:"checkURL,omitempty"`
+	// CheckBody is text the check's answer must contain, such as DOWN.
+	CheckBody string `json:"checkBody,omitempty"`
 }
 
 // Duration is a time.Duration written as "5s" in YAML, JSON and flags.
@@ -367,6 +373,8 @@ func (r Registry) presetArgs() []string {
 			}
 			add("http-expect-status", strings.Join(codes, ","))
 		}
+		add("http-check-url", r.HTTP.CheckURL)
+		add("http-check-body", r.HTTP.CheckBody)
 	}
 	return args
 }
@@ -480,6 +488,8 @@ func registryFlags(fs *flag.FlagSet, r *Registry) (finish func() error) {
 	fs.Var(multiFlag{&headers}, "http-header", `header "Name: value", repeatable`)
 	fs.StringVar(&r.HTTP.Body, "http-body", "", "HTTP body")
 	fs.StringVar(&expect, "http-expect-status", "", "comma-separated acceptable status codes")
+	fs.StringVar(&r.HTTP.CheckURL, "http-check-url", "", "URL read back to confirm the offline step")
+	fs.StringVar(&r.HTTP.CheckBody, "http-check-body", "", "text the read-back must contain")
 	return func() error {
 		if len(headers) > 0 {
 			r.HTTP.Headers = map[string]string{}
@@ -794,7 +804,13 @@ func (r Registry) Validate() error {
 		return checkURL("edas url", r.EDAS.URL)
 	case PresetHTTP:
 		if r.HTTP.URL == "" {
-			return errors.New("the http preset needs a URL")
+			return errors.New("the http preset needs the URL to call: set lifecycle.registry.http.url, or the annotation sidecar-injector.io/offline-http-url")
+		}
+		if r.HTTP.CheckBody != "" && r.HTTP.CheckURL == "" {
+			return errors.New("http check body needs a check URL (lifecycle.registry.http.checkURL, annotation sidecar-injector.io/offline-http-check-url)")
+		}
+		if err := checkURL("http check url", r.HTTP.CheckURL); err != nil {
+			return err
 		}
 		if m := r.HTTP.Method; m != "" && (!isToken(m) || strings.ToUpper(m) != m) {
 			return fmt.Errorf("http method %q is not an upper-case HTTP method such as POST", m)
@@ -975,8 +991,20 @@ func NacosBaseURL(entry string) (string, error) {
 		s = "http://" + s
 	}
 	u, err := url.Parse(s)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || u.RawQuery != "" || u.Fragment != "" {
-		return "", fmt.Errorf("%q is not host, host:port or an http or https URL", RedactURL(entry))
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("%q is not host, host:port ([host]:port for IPv6) or an http or https URL", RedactURL(entry))
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "", fmt.Errorf("%q: the scheme %s is not http or https", RedactURL(entry), u.Scheme)
+	case u.Hostname() == "":
+		return "", fmt.Errorf("%q names no host", RedactURL(entry))
+	case u.RawQuery != "" || u.Fragment != "":
+		return "", fmt.Errorf("%q has a query or fragment; give the server's address only", RedactURL(entry))
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || !IsPort(int64(n)) {
+			return "", fmt.Errorf("%q: the port %s is not a port (%s)", RedactURL(entry), p, PortRangeText)
+		}
 	}
 	if bare && u.Port() == "" {
 		u.Host = net.JoinHostPort(u.Hostname(), NacosDefaultPort)
@@ -987,19 +1015,125 @@ func NacosBaseURL(entry string) (string, error) {
 	return strings.TrimRight(u.String(), "/"), nil
 }
 
-// RedactURL hides credentials in a URL (Eureka service URLs often carry
-// them), for messages and logs.
+// RedactURL hides credentials in a URL, for messages and logs: the
+// password of user:password@ (Eureka service URLs often carry one), and the
+// value of every query parameter that carries a secret (Nacos's
+// accessToken, the access-key signature's ak, data and signature, and any
+// parameter whose name says token, secret, password, key or sign).
 func RedactURL(target string) string {
 	u, err := url.Parse(target)
 	if err != nil {
-		return target
+		// Not a URL: still hide what looks like a secret parameter.
+		return redactQueryText(target)
+	}
+	if u.RawQuery != "" {
+		u.RawQuery = redactQueryText(u.RawQuery)
 	}
 	return u.Redacted()
 }
 
-// DefaultOfflineTimeout bounds the offline step when Registry.Timeout is
-// zero; the injector counts it into the grace period.
+// Redacted is what a hidden secret is replaced with.
+const Redacted = "xxxxx"
+
+// SecretParam reports whether a query parameter (or JSON field) of that
+// name carries a secret.
+func SecretParam(name string) bool {
+	n := strings.ToLower(name)
+	switch n {
+	case "ak", "sk", "data", "signature", "sign", "sig", "auth", "authorization", "credential", "credentials":
+		return true
+	}
+	for _, w := range []string{"token", "secret", "password", "passwd", "pwd", "accesskey", "access_key", "apikey", "api_key", "signature"} {
+		if strings.Contains(n, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// redactQueryText hides the values of secret parameters in a query
+// string (or in text holding one), keeping everything else as written.
+func redactQueryText(q string) string {
+	if !strings.ContainsAny(q, "=") {
+		return q
+	}
+	// Split on the separators a query uses, keeping them.
+	var b strings.Builder
+	start := 0
+	flush := func(end int) {
+		part := q[start:end]
+		if k, _, ok := strings.Cut(part, "="); ok {
+			name := k
+			if i := strings.LastIndexAny(name, "?&; \t\"'"); i >= 0 {
+				name = name[i+1:]
+			}
+			if un, err := url.QueryUnescape(name); err == nil {
+				name = un
+			}
+			if SecretParam(name) {
+				part = k + "=" + Redacted
+			}
+		}
+		b.WriteString(part)
+	}
+	for i := 0; i < len(q); i++ {
+		if q[i] == '&' || q[i] == ';' {
+			flush(i)
+			b.WriteByte(q[i])
+			start = i + 1
+		}
+	}
+	flush(len(q))
+	return b.String()
+}
+
+// DefaultOfflineTimeout bounds the offline step of a preset without a
+// budget of its own in DefaultOfflineTimeouts.
 const DefaultOfflineTimeout = 5 * time.Second
+
+// SlowAnswer is the answer time each preset's default budget is sized
+// for: a registry answering every request in 2s must still be taken
+// offline and read back within the preset's default budget.
+const SlowAnswer = 2 * time.Second
+
+// DefaultOfflineTimeouts bound the offline step when Registry.Timeout is
+// zero, per preset: the requests the preset sends in turn when nothing
+// fails, at SlowAnswer each, plus room for one more read (a registry that
+// applies a write a moment later) and the pauses. The injector counts the
+// same budget into the grace period and the proxy's wait.
+//
+//	nacos         server generation (v3 state, v1 state), login, read,
+//	              write, read-back: 6 requests -> 15s
+//	spring-cloud  read, OUT_OF_SERVICE, read, DOWN, read: 5 -> 15s
+//	eureka        write, read-back (a second server or id: +2): 4 -> 10s
+//	consul        find, write, read-back: 3 -> 10s
+//	dubbo         offline, ls (3.x shows it ~1s later: +1): 3 -> 10s
+//	http          write, optional check: 2 -> 5s
+//	edas          write: 1 -> 5s
+var DefaultOfflineTimeouts = map[Preset]time.Duration{
+	PresetNacos:       15 * time.Second,
+	PresetSpringCloud: 15 * time.Second,
+	PresetEureka:      10 * time.Second,
+	PresetConsul:      10 * time.Second,
+	PresetDubbo:       10 * time.Second,
+	PresetHTTP:        5 * time.Second,
+	PresetEDAS:        5 * time.Second,
+}
+
+// OfflineTimeout is the bound of the offline step: Timeout when set, else
+// the preset's default; zero for none.
+func (r Registry) OfflineTimeout() time.Duration {
+	switch {
+	case r.Preset == PresetNone || r.Preset == "":
+		return 0
+	case r.Timeout > 0:
+		return time.Duration(r.Timeout)
+	}
+	if d, ok := DefaultOfflineTimeouts[r.Preset]; ok {
+		return d
+	}
+	return DefaultOfflineTimeout
+}
 
 // registryUsage lists the preset flags prestop and poststart share.
 const registryUsage = `  --dubbo-port=22222           Dubbo QoS port
@@ -1012,6 +1146,7 @@ const registryUsage = `  --dubbo-port=22222           Dubbo QoS port
   --edas-url=URL
   --http-method=POST --http-url=URL --http-header="Name: value" (repeatable)
   --http-body=TEXT --http-expect-status=200,204
+  --http-check-url=URL --http-check-body=TEXT   read back: GET URL must answer 2xx (containing TEXT)
 `
 
 // HookUsage is the help text of each `mesh-init hook` command, by command

@@ -29,7 +29,8 @@ func fullPreStops() []PreStop {
 			UsernameEnv: "NACOS_USER", PasswordEnv: "NACOS_PW", AccessKeyEnv: "AK", SecretKeyEnv: "SK"}}, Sleep: d("10s"), Record: "/var/run/mesh-state/app.json"},
 		{Registry: Registry{Preset: PresetConsul, Consul: Consul{Address: "http://10.0.0.1:8500", ServiceID: "orders-8080", Mode: ConsulDeregister, TokenEnv: "CONSUL_TOKEN"}}, Sleep: d("40s")},
 		{Registry: Registry{Preset: PresetEDAS, EDAS: EDAS{URL: "http://localhost:54199/offline"}}, Sleep: d("30s")},
-		{Registry: Registry{Preset: PresetHTTP, HTTP: HTTPCall{Method: "PUT", URL: "https://registry.local/self?down=1", Headers: map[string]string{"Authorization": "Bearer a:b", "X-Y": "z"}, Body: `{"up":false}`, ExpectStatus: []int{200, 204}}}, Sleep: d("15s")},
+		{Registry: Registry{Preset: PresetHTTP, HTTP: HTTPCall{Method: "PUT", URL: "https://registry.local/self?down=1", Headers: map[string]string{"Authorization": "Bearer a:b", "X-Y": "z"}, Body: `{"up":false}`, ExpectStatus: []int{200, 204},
+			CheckURL: "https://registry.local/self?token=t", CheckBody: `"status":"DOWN"`}}, Sleep: d("15s")},
 	}
 }
 
@@ -235,5 +236,22 @@ func TestParseURLFlags(t *testing.T) {
 	// The password in a bad URL is not echoed.
 	if _, err := ParseWaitReady([]string{"--url=ftp://u:s3cret@h/x"}); err == nil || strings.Contains(err.Error(), "s3cret") {
 		t.Errorf("err = %v", err)
+	}
+}
+
+// Logged URLs hide every secret: the user's password, Nacos's accessToken,
+// the access-key signature's ak, data and signature, and any parameter
+// whose name says token, secret, password or key; the rest stays.
+func TestRedactURL(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"http://u:pw@eureka:8761/eureka": "http://u:xxxxx@eureka:8761/eureka",
+		"http://nacos:8848/nacos/v1/ns/instance?serviceName=o&accessToken=eyJ.x&ip=10.0.0.7":     "http://nacos:8848/nacos/v1/ns/instance?serviceName=o&accessToken=xxxxx&ip=10.0.0.7",
+		"http://n/nacos/v1/ns/catalog?ak=AKID&data=1700%40%40G%40%40s&signature=abc%3D&pageNo=1": "http://n/nacos/v1/ns/catalog?ak=xxxxx&data=xxxxx&signature=xxxxx&pageNo=1",
+		"https://h/x?api_key=1&client_secret=2&password=3&X-Consul-Token=4&keep=5":               "https://h/x?api_key=xxxxx&client_secret=xxxxx&password=xxxxx&X-Consul-Token=xxxxx&keep=5",
+	} {
+		if got := RedactURL(in); got != want {
+			t.Errorf("RedactURL(%q)\n got %q\nwant %q", in, got, want)
+		}
 	}
 }

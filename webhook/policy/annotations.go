@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 
@@ -229,24 +230,49 @@ func checkURL(v string) error {
 	return nil
 }
 
+// checkNacosServers reads each entry as the hook tool does
+// (meshinit.NacosBaseURL), [::1]:8848 included, so what the hook accepts
+// is accepted here and what it refuses is refused with why.
 func checkNacosServers(v string) error {
-	for _, s := range strings.Split(v, ",") {
-		s = strings.TrimSpace(s)
-		if strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://") {
-			continue
-		}
-		// host[:port]; without a port the Nacos client's 8848, as the hook
-		// tool does for the flag and the environment.
-		host, port, ok := strings.Cut(s, ":")
-		if host == "" || strings.ContainsAny(host, " /?#") {
-			return fmt.Errorf("%q is neither an http(s) URL nor host[:port]", s)
-		}
-		if n, err := strconv.Atoi(port); ok && (err != nil || !meshinit.IsPort(int64(n))) {
-			return fmt.Errorf("%q has no valid port", s)
+	entries := meshinit.SplitList(v)
+	if len(entries) == 0 {
+		return fmt.Errorf("no server address")
+	}
+	for _, s := range entries {
+		if _, err := meshinit.NacosBaseURL(s); err != nil {
+			return err
 		}
 	}
 	return nil
 }
+
+// nacosName checks a Nacos name against the characters the Nacos server
+// takes (a registration with others fails there, and the hook would fail
+// at every stop): cluster names 0-9a-zA-Z- (Cluster.validate), service and
+// group names 0-9a-zA-Z.:_- (Service.setName), namespace ids letters,
+// digits, '_' and '-'.
+func nacosName(what, allowed string, ok func(rune) bool) func(string) error {
+	return func(v string) error {
+		if v == "" {
+			return fmt.Errorf("empty")
+		}
+		for _, c := range v {
+			if !ok(c) {
+				return fmt.Errorf("%q is not allowed in a Nacos %s, which has only %s", string(c), what, allowed)
+			}
+		}
+		return nil
+	}
+}
+
+func alnum(c rune) bool { return c < 128 && (unicode.IsLetter(c) || unicode.IsDigit(c)) }
+
+var (
+	checkNacosCluster   = nacosName("cluster name", "letters, digits and '-' (one cluster per instance)", func(c rune) bool { return alnum(c) || c == '-' })
+	checkNacosService   = nacosName("service name", "letters, digits and '.', ':', '_', '-' (GROUP@@service names the group too)", func(c rune) bool { return alnum(c) || strings.ContainsRune(".:_-@", c) })
+	checkNacosGroup     = nacosName("group name", "letters, digits and '.', ':', '_', '-'", func(c rune) bool { return alnum(c) || strings.ContainsRune(".:_-", c) })
+	checkNacosNamespace = nacosName("namespace id", "letters, digits, '_' and '-'", func(c rune) bool { return alnum(c) || c == '_' || c == '-' })
+)
 
 // checkEnvName is the contract's rule for a variable name, so what the
 // hook would refuse is refused at admission.
@@ -424,16 +450,16 @@ var Overrides = []Override{
 	textOverride("eureka-instance-id", "lifecycle.registry.eureka.instanceID", "an instance id", "orders-0:orders:8080",
 		checkName, func(s *Settings) *string { return &s.Lifecycle.Registry.Eureka.InstanceID }),
 	textOverride("nacos-server-url", "lifecycle.registry.nacos.serverURL",
-		"an http(s) URL or a comma-separated host[:port] list (port 8848 when absent), as Nacos's own server-addr",
+		"an http(s) URL or a comma-separated host[:port] list ([host]:port for IPv6; port 8848 when absent), as Nacos's own server-addr",
 		"http://nacos:8848", checkNacosServers, func(s *Settings) *string { return &s.Lifecycle.Registry.Nacos.ServerURL }),
-	textOverride("nacos-service-name", "lifecycle.registry.nacos.serviceName", "a service name", "orders",
-		checkName, func(s *Settings) *string { return &s.Lifecycle.Registry.Nacos.ServiceName }),
-	textOverride("nacos-group", "lifecycle.registry.nacos.groupName", "a group name", "DEFAULT_GROUP",
-		checkName, func(s *Settings) *string { return &s.Lifecycle.Registry.Nacos.GroupName }),
-	textOverride("nacos-namespace", "lifecycle.registry.nacos.namespaceID", "a namespace id", "prod",
-		checkName, func(s *Settings) *string { return &s.Lifecycle.Registry.Nacos.NamespaceID }),
-	textOverride("nacos-cluster", "lifecycle.registry.nacos.clusterName", "a cluster name", "DEFAULT",
-		checkName, func(s *Settings) *string { return &s.Lifecycle.Registry.Nacos.ClusterName }),
+	textOverride("nacos-service-name", "lifecycle.registry.nacos.serviceName", "a Nacos service name (letters, digits, '.', ':', '_', '-')", "orders",
+		checkNacosService, func(s *Settings) *string { return &s.Lifecycle.Registry.Nacos.ServiceName }),
+	textOverride("nacos-group", "lifecycle.registry.nacos.groupName", "a Nacos group name (letters, digits, '.', ':', '_', '-')", "DEFAULT_GROUP",
+		checkNacosGroup, func(s *Settings) *string { return &s.Lifecycle.Registry.Nacos.GroupName }),
+	textOverride("nacos-namespace", "lifecycle.registry.nacos.namespaceID", "a Nacos namespace id (letters, digits, '_', '-')", "prod",
+		checkNacosNamespace, func(s *Settings) *string { return &s.Lifecycle.Registry.Nacos.NamespaceID }),
+	textOverride("nacos-cluster", "lifecycle.registry.nacos.clusterName", "one Nacos cluster name (letters, digits, '-')", "DEFAULT",
+		checkNacosCluster, func(s *Settings) *string { return &s.Lifecycle.Registry.Nacos.ClusterName }),
 	registryPortOverride("nacos-port", "lifecycle.registry.nacos.port", "8080", func(s *Settings) *int32 { return &s.Lifecycle.Registry.Nacos.Port }),
 	textOverride("nacos-username-env", "lifecycle.registry.nacos.usernameEnv", "the name of an environment variable of the app container (set it from a Secret)", "NACOS_USERNAME",
 		checkEnvName, func(s *Settings) *string { return &s.Lifecycle.Registry.Nacos.UsernameEnv }),
@@ -496,6 +522,11 @@ var Overrides = []Override{
 			}
 			return nil
 		}, func(s *Settings) *string { return &s.Lifecycle.Registry.HTTP.Body }),
+	textOverride("offline-http-check-url", "lifecycle.registry.http.checkURL",
+		"an http(s) URL read (GET) after the request to confirm the instance is offline: it must answer 2xx (containing offline-http-check-body when set); without it the http preset confirms nothing",
+		"http://127.0.0.1:8080/registration", checkURL, func(s *Settings) *string { return &s.Lifecycle.Registry.HTTP.CheckURL }),
+	textOverride("offline-http-check-body", "lifecycle.registry.http.checkBody", "text the check's answer must contain", "DOWN",
+		nil, func(s *Settings) *string { return &s.Lifecycle.Registry.HTTP.CheckBody }),
 	{
 		Name: "offline-http-expect-status", Field: "lifecycle.registry.http.expectStatus",
 		Accepts: "a comma-separated list of HTTP status codes", Example: "200,204",

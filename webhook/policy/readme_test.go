@@ -47,6 +47,16 @@ func defaultOf(m map[string]any, path string) string {
 		}
 		return "the registry's (`lifecycle.registryDrainSeconds`: " + strings.Join(parts, ", ") + ")"
 	}
+	if path == "lifecycle.registry.timeout" {
+		// Zero by default: the preset's own budget, sized to its requests.
+		var parts []string
+		for _, p := range meshinit.Presets {
+			if d, ok := meshinit.DefaultOfflineTimeouts[p]; ok {
+				parts = append(parts, fmt.Sprintf("%s %s", p, d))
+			}
+		}
+		return "the preset's (" + strings.Join(parts, ", ") + ")"
+	}
 	var v any = m
 	for _, k := range strings.Split(path, ".") {
 		mm, ok := v.(map[string]any)

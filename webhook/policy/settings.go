@@ -289,7 +289,7 @@ func Defaults() Settings {
 			ProxyReadyTimeout:              meshinit.Duration(60e9),
 			RegistryDrainSeconds:           DefaultRegistryDrainSeconds(),
 			ShutdownSeconds:                20,
-			Registry:                       meshinit.Registry{Preset: meshinit.PresetNone, Timeout: meshinit.Duration(5e9)},
+			Registry:                       meshinit.Registry{Preset: meshinit.PresetNone}, // timeout 0: the preset's own (meshinit.DefaultOfflineTimeouts)
 		},
 		Envoy: Envoy{
 			Outbound: ClusterPolicy{

@@ -1,11 +1,12 @@
 package hook
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -24,6 +25,7 @@ type consul struct {
 	base      string
 	ids       []string
 	id        string
+	svc       agentService
 	mode      string
 	header    http.Header
 	notesList []string
@@ -152,9 +154,16 @@ func (r *consul) key() string {
 	return fmt.Sprintf("service id %s on agent %s", id, meshinit.RedactURL(r.base))
 }
 
+// agentService is what GET /v1/agent/service/{id} says of the service.
+type agentService struct {
+	Address string `json:"Address"`
+	Port    int    `json:"Port"`
+}
+
 // registered reports whether the agent has the service (GET
 // /v1/agent/service/{id}: 200, or 404 "unknown service ID").
-func (r *consul) registered(s *step, id string) (bool, error) {
+func (r *consul) registered(s *step, id string) (bool, agentService, error) {
+	var svc agentService
 	res := s.do(call{method: http.MethodGet, bases: []string{r.base}, path: "/v1/agent/service/" + url.PathEscape(id), header: r.header, quiet: true,
 		judge: func(a answer) verdict {
 			if a.status == http.StatusNotFound {
@@ -163,48 +172,80 @@ func (r *consul) registered(s *step, id string) (bool, error) {
 			return judgeStatus(a.status)
 		}})
 	if res.v != accepted {
-		return false, errors.New(s.last)
+		return false, svc, errors.New(s.last)
 	}
-	return res.a.status == http.StatusOK, nil
+	if res.a.status != http.StatusOK {
+		return false, svc, nil
+	}
+	_ = decodeJSON(res.a, &svc)
+	return true, svc, nil
 }
 
-// inMaintenance reads the agent's checks: maintenance mode is the check
-// "_service_maintenance:<id>".
+// inMaintenance reads the health of this one service (GET
+// /v1/agent/health/service/id/{id}, Consul 1.2.3+): maintenance mode is
+// its check "_service_maintenance:<id>", and the aggregated status says
+// "maintenance". It answers 200, 429 or 503 by that status, with the same
+// JSON. Asking for the one service keeps the answer small however many
+// services the agent has (its /v1/agent/checks lists them all).
 func (r *consul) inMaintenance(s *step) (bool, error) {
-	res := s.do(call{method: http.MethodGet, bases: []string{r.base}, path: "/v1/agent/checks", header: r.header, quiet: true})
+	res := s.do(call{method: http.MethodGet, bases: []string{r.base}, path: "/v1/agent/health/service/id/" + url.PathEscape(r.id), header: r.header, quiet: true,
+		judge: func(a answer) verdict {
+			switch a.status {
+			case http.StatusOK, http.StatusTooManyRequests, http.StatusServiceUnavailable:
+				return accepted // the status is the service's health
+			}
+			return judgeStatus(a.status)
+		}})
 	if res.v != accepted {
 		return false, errors.New(s.last)
 	}
-	var checks map[string]json.RawMessage
-	if err := decodeJSON(res.a, &checks); err != nil {
-		return false, fmt.Errorf("the checks read-back is %v", err)
+	var health struct {
+		AggregatedStatus string `json:"AggregatedStatus"`
+		Checks           []struct {
+			CheckID string `json:"CheckID"`
+		} `json:"Checks"`
 	}
-	_, ok := checks["_service_maintenance:"+r.id]
-	return ok, nil
+	if err := decodeJSON(res.a, &health); err != nil {
+		return false, fmt.Errorf("the service's health read-back is %v", err)
+	}
+	if health.AggregatedStatus == "maintenance" {
+		return true, nil
+	}
+	for _, c := range health.Checks {
+		if c.CheckID == "_service_maintenance:"+r.id {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // find picks the candidate id the agent has.
 func (r *consul) find(s *step) (bool, string) {
 	for _, id := range r.ids {
-		ok, err := r.registered(s, id)
+		ok, svc, err := r.registered(s, id)
 		if err != nil {
 			return false, err.Error()
 		}
 		if ok {
-			r.id = id
+			r.id, r.svc = id, svc
 			return true, ""
 		}
 	}
 	return false, fmt.Sprintf("the agent has no service %s (404); set --consul-service-id (annotation sidecar-injector.io/consul-service-id) to the registered id, and make sure this is the agent the app registered with", strings.Join(r.ids, " or "))
 }
 
-func (r *consul) maintenance(s *step, enable bool) bool {
+// maintenance turns maintenance mode on or off. It reports whether the
+// read-back should decide, and the line of a lost answer.
+func (r *consul) maintenance(s *step, enable bool) (bool, string) {
 	q := url.Values{"enable": {strconv.FormatBool(enable)}}
 	if enable {
 		q.Set("reason", "mesh-init prestop: taken offline before the pod stops")
 	}
-	res := s.do(call{method: http.MethodPut, bases: []string{r.base}, path: "/v1/agent/service/maintenance/" + url.PathEscape(r.id) + "?" + q.Encode(), header: r.header, keep: s.budget / 5})
-	return res.v == accepted
+	res, readBack := s.write(call{method: http.MethodPut, bases: []string{r.base}, path: "/v1/agent/service/maintenance/" + url.PathEscape(r.id) + "?" + q.Encode(), header: r.header, keep: s.budget / 5})
+	if !readBack {
+		return false, ""
+	}
+	return true, s.lostAnswer(res)
 }
 
 // until reads with read until it reports want, or the budget ends.
@@ -225,30 +266,42 @@ func (r *consul) offline(s *step) (bool, string) {
 		return false, said
 	}
 	if r.mode == meshinit.ConsulDeregister {
-		res := s.do(call{method: http.MethodPut, bases: []string{r.base}, path: "/v1/agent/service/deregister/" + url.PathEscape(r.id), header: r.header, keep: s.budget / 5})
-		if res.v != accepted {
+		res, readBack := s.write(call{method: http.MethodPut, bases: []string{r.base}, path: "/v1/agent/service/deregister/" + url.PathEscape(r.id), header: r.header, keep: s.budget / 5})
+		if !readBack {
 			return false, s.last
 		}
-		ok, err := r.until(s, false, func() (bool, error) { return r.registered(s, r.id) })
+		writeLine := s.lostAnswer(res)
+		ok, err := r.until(s, false, func() (bool, error) { ok, _, err := r.registered(s, r.id); return ok, err })
 		if !ok {
-			return false, "the agent accepted the deregistration but still has the service" + errSuffix(err)
+			return false, withWrite(writeLine, "the agent still has the service"+errSuffix(err))
 		}
 		return true, "the agent no longer has the service (404)"
 	}
-	if !r.maintenance(s, true) {
+	readBack, writeLine := r.maintenance(s, true)
+	if !readBack {
 		return false, s.last
 	}
 	ok, err := r.until(s, true, func() (bool, error) { return r.inMaintenance(s) })
 	if !ok {
-		return false, fmt.Sprintf("the agent accepted maintenance mode but still lists no _service_maintenance:%s check%s", r.id, errSuffix(err))
+		return false, withWrite(writeLine, fmt.Sprintf("the agent lists no _service_maintenance:%s check%s", r.id, errSuffix(err)))
 	}
 	return true, "the agent lists the check _service_maintenance:" + r.id
 }
 
-// online turns maintenance off once the restarted app has registered again
-// (maintenance is persistent: it can survive the service's
-// re-registration). A deregistered service comes back by itself when the
-// app registers at start.
+// online turns maintenance off once the restarted app is back
+// (maintenance is persistent: the agent keeps the check when a service
+// registers again without replace-existing-checks, as Spring Cloud Consul
+// registers). A deregistered service comes back by itself when the app
+// registers at start.
+//
+// The agent shows nothing that tells a re-registration from the dead
+// process's registration: the same definition keeps its content hash, and
+// the service's checks take their status back from the agent's snapshot
+// (agent.go addServiceInternal). What tells the restarted app is up is
+// the app itself: its registered port accepts connections again in this
+// pod (the dead process is not listening; Spring Cloud Consul registers
+// when its web server has started). Since the registration is the same
+// either way, maintenance is lifted then.
 func (r *consul) online(s *step) (bool, string) {
 	if r.mode == meshinit.ConsulDeregister {
 		return noUndo("the restarted app registers its service with the agent again")
@@ -267,14 +320,46 @@ func (r *consul) online(s *step) (bool, string) {
 	if !on {
 		return true, "not in maintenance: nothing was left to undo"
 	}
-	if !r.maintenance(s, false) {
+	addrs := r.appAddrs(s.t.env)
+	if len(addrs) > 0 {
+		for !s.t.env.listening(addrs) {
+			if s.left() <= time.Second || !s.t.clock.Sleep(s.ctx, time.Second) {
+				return false, fmt.Sprintf("the restarted app does not answer on %s yet, so the registration may still be the dead process's; maintenance is kept", strings.Join(addrs, " or "))
+			}
+		}
+		s.t.logf("%s: the restarted app listens on %s again", s.what, strings.Join(addrs, " or "))
+	}
+	readBack, writeLine := r.maintenance(s, false)
+	if !readBack {
 		return false, s.last
 	}
 	ok, err := r.until(s, false, func() (bool, error) { return r.inMaintenance(s) })
 	if !ok {
-		return false, "the agent accepted maintenance off but still lists the check" + errSuffix(err)
+		return false, withWrite(writeLine, "the agent still lists the check"+errSuffix(err))
 	}
 	return true, "the agent no longer lists _service_maintenance:" + r.id
+}
+
+// appAddrs are where the registered service is served from in this pod:
+// its registered address and port, and the same port on loopback and the
+// pod's IPs. None when the registration names no port.
+func (r *consul) appAddrs(e environment) []string {
+	if r.svc.Port <= 0 {
+		return nil
+	}
+	port := strconv.Itoa(r.svc.Port)
+	var addrs []string
+	add := func(h string) {
+		if a := net.JoinHostPort(h, port); h != "" && !slices.Contains(addrs, a) {
+			addrs = append(addrs, a)
+		}
+	}
+	add(r.svc.Address)
+	for _, ip := range e.podIPs() {
+		add(ip)
+	}
+	add("127.0.0.1")
+	return addrs
 }
 
 // errSuffix adds the last read error, if any, to a message.

@@ -3,6 +3,7 @@ package hook
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -83,7 +84,7 @@ func (r *eureka) path(id string) string {
 }
 
 // notHere404 reads Eureka's 404 (this server does not know the instance)
-// as "ask the next server".
+// as "ask the next one".
 func notHere404(a answer) verdict {
 	if a.status == http.StatusNotFound {
 		return notHere
@@ -91,31 +92,95 @@ func notHere404(a answer) verdict {
 	return judgeStatus(a.status)
 }
 
+// offline sets the override on the first server that knows the instance.
+// Every server is asked for every candidate id (a 404 moves on to the next
+// id at once); a server that fails is left for a later round, after a
+// pause, so one peer that is down costs one try per round, not the
+// candidates the other peers could have answered. Only a 404 for every id
+// from every server that answered means the id is unknown.
 func (r *eureka) offline(s *step) (bool, string) {
-	for _, id := range r.ids {
-		res := s.do(call{method: http.MethodPut, bases: r.servers, path: r.path(id) + "/status?value=OUT_OF_SERVICE", header: jsonAccept, judge: notHere404, keep: s.budget / 5})
-		switch res.v {
-		case notHere:
-			continue
-		case accepted:
-			r.id, r.server = id, res.base
-			return r.confirm(s, func(st eurekaStatus) bool {
-				return st.overridden() == "OUT_OF_SERVICE" && st.Status == "OUT_OF_SERVICE"
-			}, "OUT_OF_SERVICE")
-		default:
-			return false, s.last
+	pending := append([]string(nil), r.servers...)
+	unknown := map[string]bool{} // server+" "+id answered 404
+	failures := map[string]string{}
+	backoff := backoffStart
+	for round := 1; ; round++ {
+		var retry []string
+		for i, server := range pending {
+			for _, id := range r.ids {
+				if unknown[server+" "+id] {
+					continue
+				}
+				c := call{method: http.MethodPut, bases: []string{server}, path: r.path(id) + "/status?value=OUT_OF_SERVICE", header: jsonAccept,
+					judge: notHere404, attempts: 1, keep: s.budget / 5}
+				// Leave the servers after this one a share of the time.
+				c.perTry = s.perTry(c, len(pending)-1-i)
+				res, readBack := s.write(c)
+				switch {
+				case res.v == notHere:
+					unknown[server+" "+id] = true
+					continue
+				case res.v == rejected:
+					return false, s.last
+				case readBack:
+					writeLine := s.lostAnswer(res)
+					if writeLine != "" {
+						// The server got the request; its registry says
+						// whether it knows the id and took the change.
+						if _, found, err := r.get(s, server, id); err == nil && !found {
+							unknown[server+" "+id] = true
+							continue
+						}
+					}
+					r.id, r.server = id, server
+					ok, said := r.confirm(s, func(st eurekaStatus) bool {
+						return st.overridden() == "OUT_OF_SERVICE" && st.Status == "OUT_OF_SERVICE"
+					}, "OUT_OF_SERVICE")
+					return ok, withWrite(writeLine, said)
+				}
+				// Transient: this server is asked again next round.
+				failures[server] = s.last
+				retry = append(retry, server)
+				break
+			}
 		}
+		if len(retry) == 0 {
+			break
+		}
+		if round >= 3 || s.left()-s.budget/5 <= backoff || !s.t.clock.Sleep(s.ctx, backoff) {
+			var failed []string
+			for _, srv := range retry {
+				failed = append(failed, failures[srv])
+			}
+			return false, fmt.Sprintf("no server took the change: %s", strings.Join(failed, "; "))
+		}
+		backoff *= 2
+		pending = retry
 	}
 	return false, fmt.Sprintf("every server answered 404 for %s: Eureka knows no such instance; set --eureka-instance-id (annotation sidecar-injector.io/eureka-instance-id) or EUREKA_INSTANCE_INSTANCEID to the registered id", strings.Join(r.ids, " and "))
 }
 
 // eurekaStatus is the part of GET /apps/{app}/{id} the hook reads. Eureka's
 // JSON codec writes overriddenStatus; its XML and legacy codecs write
-// overriddenstatus.
+// overriddenstatus. The timestamps tell one registration from the next:
+// lastDirtyTimestamp is set by the client (the app's own clock, which is
+// this container's) whenever its instance info changes, a new process's
+// first one included; leaseInfo.registrationTimestamp is set by the server
+// at each registration. The codec writes the instance's timestamps as
+// strings and the lease's as numbers; both are read either way.
 type eurekaStatus struct {
-	Status            string `json:"status"`
-	OverriddenStatus  string `json:"overriddenStatus"`
-	OverriddenStatus2 string `json:"overriddenstatus"`
+	Status             string     `json:"status"`
+	OverriddenStatus   string     `json:"overriddenStatus"`
+	OverriddenStatus2  string     `json:"overriddenstatus"`
+	LastDirtyTimestamp flexMillis `json:"lastDirtyTimestamp"`
+	LeaseInfo          struct {
+		RegistrationTimestamp flexMillis `json:"registrationTimestamp"`
+	} `json:"leaseInfo"`
+	// Port is the registered port ({"$":8080,"@enabled":"true"}).
+	Port struct {
+		Value int `json:"$"`
+	} `json:"port"`
+	// date is the server's clock when it answered.
+	date time.Time
 }
 
 func (st eurekaStatus) overridden() string {
@@ -123,6 +188,38 @@ func (st eurekaStatus) overridden() string {
 		return st.OverriddenStatus
 	}
 	return st.OverriddenStatus2
+}
+
+// flexMillis is a time in Unix milliseconds, as a JSON number or string.
+type flexMillis int64
+
+func (m *flexMillis) UnmarshalJSON(b []byte) error {
+	v, err := strconv.ParseInt(strings.Trim(string(b), `"`), 10, 64)
+	if err != nil {
+		return nil // not a time: as if absent
+	}
+	*m = flexMillis(v)
+	return nil
+}
+
+func (m flexMillis) time() time.Time { return time.UnixMilli(int64(m)) }
+
+// registeredSince reports whether the registration Eureka shows was made
+// at or after since (the poststart's start, on this container's clock),
+// and how it knows. The client's lastDirtyTimestamp is on this
+// container's clock; a server's registrationTimestamp is compared through
+// that server's Date header, to the second.
+func (st eurekaStatus) registeredSince(since, now time.Time) (bool, string) {
+	if st.LastDirtyTimestamp > 0 {
+		return !st.LastDirtyTimestamp.time().Before(since), "lastDirtyTimestamp " + st.LastDirtyTimestamp.time().UTC().Format(time.RFC3339Nano)
+	}
+	if st.LeaseInfo.RegistrationTimestamp > 0 && !st.date.IsZero() {
+		// The server's clock at since, less a second for the Date
+		// header's resolution.
+		serverSince := st.date.Add(-now.Sub(since)).Add(-time.Second)
+		return !st.LeaseInfo.RegistrationTimestamp.time().Before(serverSince), "registrationTimestamp on the server's clock"
+	}
+	return false, ""
 }
 
 // get reads the instance from server; found is false on 404.
@@ -146,6 +243,7 @@ func (r *eureka) get(s *step, server, id string) (st eurekaStatus, found bool, e
 	if err := decodeJSON(res.a, &body); err != nil {
 		return st, false, fmt.Errorf("the instance read-back is %v", err)
 	}
+	body.Instance.date = res.a.date
 	return body.Instance, true, nil
 }
 
@@ -157,13 +255,13 @@ func (r *eureka) confirm(s *step, done func(eurekaStatus) bool, want string) (bo
 		st, found, err := r.get(s, r.server, r.id)
 		switch {
 		case err != nil:
-			said = "the status change was accepted but the read-back failed: " + err.Error()
+			said = "the read-back failed: " + err.Error()
 		case !found:
-			said = "the status change was accepted but the read-back finds no instance (404)"
+			said = "the read-back finds no instance (404)"
 		case done(st):
 			return true, fmt.Sprintf("Eureka at %s shows status %s, override %s", meshinit.RedactURL(r.server), st.Status, orNone(st.overridden()))
 		default:
-			said = fmt.Sprintf("Eureka accepted the change but still shows status %s, override %s (want %s)", st.Status, orNone(st.overridden()), want)
+			said = fmt.Sprintf("Eureka still shows status %s, override %s (want %s)", st.Status, orNone(st.overridden()), want)
 		}
 		if s.left() <= backoffStart || !s.t.clock.Sleep(s.ctx, backoffStart) {
 			return false, said
@@ -178,39 +276,125 @@ func orNone(s string) string {
 	return s
 }
 
-// online removes the override once the restarted app has registered again:
-// DELETE .../status?value=UP makes it UP at once (without value, Eureka
-// sets UNKNOWN until the client's next heartbeat re-registers it).
+// online removes the override once the restarted app has registered
+// again, on every server.
+//
+//   - It waits for the new registration: one made since the hook started
+//     (lastDirtyTimestamp, see registeredSince), or one that appears after
+//     a look found none. Until then the instance Eureka lists is the dead
+//     process's, and lifting its override would send traffic to it.
+//   - Every server keeps its own override map, and a peer that learns the
+//     registration later takes the override from its own map; so each
+//     server that shows the new registration with the override gets
+//     DELETE .../status?value=UP (idempotent; UP at once, where a DELETE
+//     without value means UNKNOWN until the next heartbeat), and each is
+//     read back. Servers that cannot be reached are named in the result.
 func (r *eureka) online(s *step) (bool, string) {
+	since := s.t.clock.Now()
+	absent := map[string]bool{} // server+" "+id found absent since the start
+	deleted := map[string]bool{}
 	said := "no server knows the instance yet"
+	settle := 0
 	for {
-		for _, id := range r.ids {
-			for _, server := range r.servers {
+		var fresh, old, unreachable, lifted, missing []string
+		overridden := false
+		for _, server := range r.servers {
+			name := meshinit.RedactURL(server)
+			seen := false
+			for _, id := range r.ids {
 				st, found, err := r.get(s, server, id)
 				if err != nil {
-					said = err.Error()
-					continue
+					unreachable = append(unreachable, name+" ("+err.Error()+")")
+					seen = true
+					break
 				}
 				if !found {
+					absent[server+" "+id] = true
 					continue
+				}
+				seen = true
+				isNew, how := st.registeredSince(since, s.t.clock.Now())
+				if how == "" {
+					// A server that shows no registration time: the
+					// restarted app answering on its port in this pod is
+					// the sign (the dead process listens on nothing).
+					addrs := r.appAddrs(s.t.env, st.Port.Value)
+					isNew, how = s.t.env.listening(addrs), "no registration time shown; the app on "+strings.Join(addrs, " or ")
+				}
+				if !isNew && !absent[server+" "+id] {
+					old = append(old, fmt.Sprintf("%s shows the registration from before the restart (%s), status %s", name, how, st.Status))
+					break
 				}
 				r.id, r.server = id, server
 				if st.overridden() != "OUT_OF_SERVICE" && st.Status != "OUT_OF_SERVICE" {
-					return true, fmt.Sprintf("already %s with override %s: nothing was left to undo", st.Status, orNone(st.overridden()))
+					fresh = append(fresh, fmt.Sprintf("%s %s (override %s)", name, st.Status, orNone(st.overridden())))
+					if deleted[server] {
+						lifted = append(lifted, name)
+					}
+					break
 				}
-				res := s.do(call{method: http.MethodDelete, bases: []string{server}, path: r.path(id) + "/status?value=UP", header: jsonAccept, keep: s.budget / 10})
-				if res.v != accepted {
+				overridden = true
+				if deleted[server] {
+					said = fmt.Sprintf("%s still shows status %s, override %s after the DELETE", name, st.Status, orNone(st.overridden()))
+				}
+				res := s.do(call{method: http.MethodDelete, bases: []string{server}, path: r.path(id) + "/status?value=UP", header: jsonAccept, attempts: 1})
+				if res.v == rejected {
 					return false, s.last
 				}
-				return r.confirm(s, func(st eurekaStatus) bool {
-					return st.Status == "UP" && st.overridden() != "OUT_OF_SERVICE"
-				}, "UP")
+				deleted[server] = true
+				break
+			}
+			if !seen {
+				missing = append(missing, name)
 			}
 		}
+		switch {
+		case len(fresh) > 0 && len(old) == 0 && !overridden:
+			// Peers that do not list it yet get it by replication; give
+			// them a moment, then take what is known.
+			if len(missing) == 0 || settle >= 2 {
+				out := "the restarted app registered again; " + strings.Join(fresh, ", ")
+				if len(lifted) > 0 {
+					out += "; override removed on " + strings.Join(lifted, ", ")
+				} else {
+					out += "; nothing was written"
+				}
+				if len(missing) > 0 {
+					out += "; not listed yet on " + strings.Join(missing, ", ")
+				}
+				if len(unreachable) > 0 {
+					out += "; not reachable: " + strings.Join(unreachable, "; ")
+				}
+				return true, out
+			}
+			settle++
+		case len(old) > 0:
+			said = "waiting for the restarted app to register: " + strings.Join(old, "; ")
+		case len(unreachable) > 0 && len(fresh) == 0:
+			said = "no server could be asked: " + strings.Join(unreachable, "; ")
+		}
 		if s.left() <= time.Second || !s.t.clock.Sleep(s.ctx, time.Second) {
-			return false, "the app did not register again in time: " + said
+			return false, "not done in time: " + said
 		}
 	}
+}
+
+// appAddrs are where the app serves in this pod: the registered port (else
+// the app's server port, else 8080) on the pod's IPs and loopback.
+func (r *eureka) appAddrs(e environment, port int) []string {
+	if port <= 0 {
+		var ignored []string
+		if port, _ = e.propPort(&ignored, "server.port"); port == 0 {
+			port = 8080
+		}
+	}
+	var addrs []string
+	for _, ip := range append(e.podIPs(), "127.0.0.1") {
+		if a := net.JoinHostPort(ip, strconv.Itoa(port)); !slices.Contains(addrs, a) {
+			addrs = append(addrs, a)
+		}
+	}
+	return addrs
 }
 
 // eurekaInstanceIDs lists the instance ids to try, most likely first.

@@ -320,6 +320,8 @@ type harness struct {
 	real    bool
 	// headers receives "METHOD host/path" each time an answer's headers arrive.
 	headers chan string
+	// dial says whether something listens at an address (nil: always).
+	dial func(addr string) bool
 }
 
 // outcome is one run of the tool.
@@ -382,6 +384,7 @@ func (h harness) env(fsys *memFS, appLog *syncWriter) environment {
 			return nil
 		},
 		appLog: func(line string) { _, _ = appLog.Write([]byte(line)) },
+		dial:   h.dial,
 	}
 }
 

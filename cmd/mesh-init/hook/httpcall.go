@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"time"
 
@@ -72,8 +73,55 @@ type answer struct {
 	// not finish in time: the server received the request, so a write may
 	// have happened even though the answer is incomplete.
 	stalled bool
+	// truncated is set when the body was longer than the hook reads: it
+	// is not the whole answer, and is never read as one.
+	truncated bool
+	// hideBody keeps the body off every line (a login answer holds a
+	// token).
+	hideBody bool
+	// date is the server's Date header (its clock, to the second).
+	date time.Time
+	// notSent is set when no time was left to send the request at all.
+	notSent bool
 	err     error
 	took    time.Duration
+}
+
+// shownBody is the body as a log line may show it: secrets in it hidden,
+// or nothing at all when the call said so.
+func (a answer) shownBody() string {
+	if a.hideBody {
+		return "(not shown: it holds credentials)"
+	}
+	// A log line shows the start of a body: only that much is redacted
+	// (a secret cut at the end is hidden too).
+	b := a.body
+	if len(b) > shownMax {
+		b = b[:shownMax]
+	}
+	return redactBody(b)
+}
+
+// shownMax is how much of a body shownBody looks at.
+const shownMax = 4 << 10
+
+// secretField matches a JSON string field, or a form or query parameter,
+// whose value redactBody may have to hide.
+var secretField = regexp.MustCompile(`("([A-Za-z0-9_.-]+)"\s*:\s*")((?:[^"\\]|\\.)*)("?)|\b([A-Za-z0-9_.-]+)=([^&\s"]+)`)
+
+// redactBody hides the values of secret fields (accessToken, password,
+// signature, ...) in an answer's body before it is logged.
+func redactBody(body string) string {
+	return secretField.ReplaceAllStringFunc(body, func(m string) string {
+		g := secretField.FindStringSubmatch(m)
+		switch {
+		case g[2] != "" && meshinit.SecretParam(g[2]):
+			return g[1] + meshinit.Redacted + g[4]
+		case g[5] != "" && meshinit.SecretParam(g[5]):
+			return g[5] + "=" + meshinit.Redacted
+		}
+		return m
+	})
 }
 
 // isRedirect reports an answer that is a redirect the client did not follow.
@@ -85,13 +133,15 @@ func (a answer) String() string {
 	took := fmtDuration(a.took)
 	switch {
 	case a.stalled:
-		return fmt.Sprintf("%d %s, then the body stalled after %d bytes (%q) and was cut off after %s", a.status, http.StatusText(a.status), len(a.body), oneLine(a.body, 60), took)
+		return fmt.Sprintf("%d %s, then the body stalled after %d bytes (%q) and was cut off after %s", a.status, http.StatusText(a.status), len(a.body), oneLine(a.shownBody(), 60), took)
+	case a.truncated:
+		return fmt.Sprintf("%d %s with a body longer than the %d KiB the hook reads (%q...) in %s; a cut answer is not read as the whole one", a.status, http.StatusText(a.status), maxBody>>10, oneLine(a.shownBody(), 60), took)
 	case a.isRedirect():
 		return fmt.Sprintf("%d %s redirecting to %q (not followed) in %s", a.status, http.StatusText(a.status), meshinit.RedactURL(a.location), took)
 	case a.err == nil && a.via != "":
 		return fmt.Sprintf("%d (after a redirect to %s) in %s", a.status, meshinit.RedactURL(a.via), took)
 	case a.err == nil && a.body != "":
-		return fmt.Sprintf("%d %q in %s", a.status, oneLine(a.body, 100), took)
+		return fmt.Sprintf("%d %q in %s", a.status, oneLine(a.shownBody(), 100), took)
 	case a.err == nil:
 		return fmt.Sprintf("%d in %s", a.status, took)
 	case errors.Is(a.err, context.DeadlineExceeded):
@@ -105,9 +155,13 @@ func (a answer) String() string {
 	return fmt.Sprintf("error: %v (after %s)", err, took)
 }
 
+// maxBody is how much of an answer the hook reads. The read-backs ask for
+// one instance, check or page, so a longer answer is a surprise: it is
+// marked truncated and never taken for the whole answer.
+const maxBody = 1 << 20
+
 // exchange sends one request bounded by timeout (none when zero) on t's
-// clock and reads up to 64 KiB of the answer (registry read-backs list
-// instances).
+// clock and reads up to maxBody of the answer.
 func (t *tool) exchange(ctx context.Context, timeout time.Duration, method, target string, header http.Header, body string) answer {
 	return t.exchangeWith(httpClient, ctx, timeout, method, target, header, body)
 }
@@ -155,8 +209,14 @@ func (t *tool) exchangeWith(client *http.Client, ctx context.Context, timeout ti
 	if t.onHeaders != nil {
 		t.onHeaders(method, req.URL.Host+req.URL.Path)
 	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
 	a := answer{status: resp.StatusCode, body: string(b), took: t.since(start)}
+	if d, err := http.ParseTime(resp.Header.Get("Date")); err == nil {
+		a.date = d
+	}
+	if len(b) > maxBody {
+		a.body, a.truncated = a.body[:maxBody], true
+	}
 	if err != nil {
 		// The status came, the body did not: say so, rather than "no
 		// answer", because the server did receive the request.

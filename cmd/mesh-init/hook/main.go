@@ -68,6 +68,13 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			rename: os.Rename,
 			remove: os.Remove,
 			appLog: writeAppLog,
+			dial: func(addr string) bool {
+				c, err := net.DialTimeout("tcp", addr, time.Second)
+				if err == nil {
+					c.Close()
+				}
+				return err == nil
+			},
 		},
 	}
 	return t.main(args)

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -76,6 +77,11 @@ func (e environment) nacos(c meshinit.Nacos) (*nacos, error) {
 	var v, vf string
 	v, vf = e.prop("spring.cloud.nacos.discovery.group")
 	n.group, _ = orDefault(c.GroupName, "--nacos-group", v, vf)
+	if g, svc, ok := strings.Cut(n.service, "@@"); ok {
+		// "GROUP@@service" names the group itself, as Nacos reads a
+		// service name that already holds one (ServiceNameFilter).
+		n.group, n.service = g, svc
+	}
 	if n.group == "" {
 		n.group = "DEFAULT_GROUP"
 	}
@@ -102,6 +108,8 @@ func (e environment) nacos(c meshinit.Nacos) (*nacos, error) {
 		n.cluster, n.clusterFrom = "DEFAULT", "default"
 	}
 	n.ip, n.ipFrom = e.prop("spring.cloud.nacos.discovery.ip")
+	// A bracketed IPv6 address ([fd00::7]) is the same address.
+	n.ip = strings.TrimSuffix(strings.TrimPrefix(n.ip, "["), "]")
 	if n.ip == "" {
 		if ips := e.podIPs(); len(ips) > 0 {
 			n.ip, n.ipFrom = ips[0], "pod address"
@@ -132,6 +140,9 @@ func (e environment) nacos(c meshinit.Nacos) (*nacos, error) {
 	case c.PasswordEnv != "" && n.password == "":
 		notes = append(notes, fmt.Sprintf("%s (the password variable the pod names) is empty", c.PasswordEnv))
 	}
+	if net.ParseIP(n.ip) == nil {
+		return nil, fmt.Errorf("the instance IP %q (%s) is not an IP address", n.ip, n.ipFrom)
+	}
 	n.notesList = append(notes, fmt.Sprintf("server %s (%s), service %s (%s), group %s, namespace %s (%s), cluster %s (%s), ip %s (%s), port %d (%s)%s",
 		meshinit.RedactURL(n.servers[0]), from, n.service, n.serviceFrom, n.group, n.namespaceShown, nsFrom, n.cluster, n.clusterFrom, n.ip, n.ipFrom, n.port, n.portFrom, n.authNote()))
 	return n, nil
@@ -158,7 +169,19 @@ func (n *nacos) authNote() string {
 func (n *nacos) notes() []string { return n.notesList }
 
 func (n *nacos) key() string {
-	return fmt.Sprintf("instance %s:%d of service %s@@%s, cluster %s, namespace %s", n.ip, n.port, n.group, n.service, n.cluster, n.namespaceShown)
+	return fmt.Sprintf("instance %s of service %s@@%s, cluster %s, namespace %s", net.JoinHostPort(n.ip, strconv.Itoa(n.port)), n.group, n.service, n.cluster, n.namespaceShown)
+}
+
+// sameIP compares addresses as addresses: Nacos keeps the string the
+// client registered, and a Java client writes IPv6 in full
+// (fd00:10:244:0:0:0:0:7), where Go writes fd00:10:244::7.
+func sameIP(a, b string) bool {
+	strip := func(s string) string { return strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(s), "["), "]") }
+	x, y := net.ParseIP(strip(a)), net.ParseIP(strip(b))
+	if x == nil || y == nil {
+		return strip(a) == strip(b)
+	}
+	return x.Equal(y)
 }
 
 // detect asks once which generation the server is: 3.x serves
@@ -242,7 +265,7 @@ func (n *nacos) login(s *step) error {
 	for _, p := range paths {
 		// As the Nacos client sends it: username in the query, password in
 		// the form body (so it stays out of access logs).
-		r := s.do(call{method: http.MethodPost, bases: []string{n.serverUsed}, path: p + "?username=" + url.QueryEscape(n.user), header: hdr, body: form,
+		r := s.do(call{method: http.MethodPost, bases: []string{n.serverUsed}, path: p + "?username=" + url.QueryEscape(n.user), header: hdr, body: form, hideBody: true,
 			judge: func(a answer) verdict {
 				if a.status == http.StatusNotFound {
 					return notHere
@@ -304,6 +327,11 @@ type nacosInstance struct {
 	ClusterName string  `json:"clusterName"`
 }
 
+// nacosPageSize is how many instances one catalog read asks for: a page
+// stays far below what the hook reads of an answer, however large the
+// service, and the pages are walked until the instance is found.
+const nacosPageSize = 100
+
 // read finds the instance. found is false when the registry does not know
 // it (said then lists what it knows); err is a failed read.
 func (n *nacos) read(s *step, quiet bool) (inst nacosInstance, found bool, said string, err error) {
@@ -320,7 +348,7 @@ func (n *nacos) read(s *step, quiet bool) (inst nacosInstance, found bool, said 
 			return inst, false, "", errors.New(s.last)
 		}
 		if r.a.status == http.StatusNotFound {
-			return inst, false, fmt.Sprintf("Nacos knows no such instance (%s)", oneLine(r.a.body, 120)), nil
+			return inst, false, fmt.Sprintf("Nacos knows no such instance (%s)", oneLine(r.a.shownBody(), 120)), nil
 		}
 		var body struct {
 			Code int           `json:"code"`
@@ -331,38 +359,61 @@ func (n *nacos) read(s *step, quiet bool) (inst nacosInstance, found bool, said 
 		}
 		return body.Data, true, "", nil
 	}
-	q := n.query("pageNo", "1", "pageSize", "1000")
-	r := s.do(call{method: http.MethodGet, bases: []string{n.serverUsed}, path: "/v1/ns/catalog/instances?" + q.Encode(), header: jsonAccept, judge: judge, quiet: quiet})
-	if r.v != accepted {
-		return inst, false, "", errors.New(s.last)
-	}
-	if r.a.status == http.StatusNotFound {
-		return inst, false, fmt.Sprintf("Nacos knows no such service or cluster (%s)", oneLine(r.a.body, 120)), nil
-	}
-	var body struct {
-		List []nacosInstance `json:"list"`
-	}
-	if err := decodeJSON(r.a, &body); err != nil {
-		return inst, false, "", fmt.Errorf("the catalog read-back is %v", err)
-	}
+	// 1.x and 2.x: the catalog is the read that lists disabled instances
+	// with "enabled" (the detail GET has no such field, the list API drops
+	// disabled ones); it has no ip filter, so it is read page by page.
 	var others []string
-	for _, i := range body.List {
-		if i.IP == n.ip && i.Port == n.port {
-			return i, true, "", nil
+	for page := 1; ; page++ {
+		q := n.query("pageNo", strconv.Itoa(page), "pageSize", strconv.Itoa(nacosPageSize))
+		r := s.do(call{method: http.MethodGet, bases: []string{n.serverUsed}, path: "/v1/ns/catalog/instances?" + q.Encode(), header: jsonAccept, judge: judge, quiet: quiet})
+		if r.v != accepted {
+			return inst, false, "", errors.New(s.last)
 		}
-		others = append(others, fmt.Sprintf("%s:%d", i.IP, i.Port))
+		if r.a.status == http.StatusNotFound {
+			return inst, false, fmt.Sprintf("Nacos knows no such service or cluster (%s)", oneLine(r.a.shownBody(), 120)), nil
+		}
+		var body struct {
+			List  []nacosInstance `json:"list"`
+			Count int             `json:"count"`
+		}
+		if err := decodeJSON(r.a, &body); err != nil {
+			return inst, false, "", fmt.Errorf("the catalog read-back is %v", err)
+		}
+		for _, i := range body.List {
+			if sameIP(i.IP, n.ip) && i.Port == n.port {
+				return i, true, "", nil
+			}
+			if len(others) < 10 {
+				others = append(others, net.JoinHostPort(i.IP, strconv.Itoa(i.Port)))
+			}
+		}
+		if len(body.List) < nacosPageSize || page*nacosPageSize >= body.Count {
+			total := max(body.Count, (page-1)*nacosPageSize+len(body.List))
+			switch {
+			case total == 0:
+				return inst, false, "Nacos lists no instance in that service and cluster", nil
+			case total > len(others):
+				return inst, false, fmt.Sprintf("Nacos lists %d other instances in that service and cluster, such as %s", total, strings.Join(others, ", ")), nil
+			}
+			return inst, false, "Nacos lists only " + strings.Join(others, ", ") + " in that service and cluster", nil
+		}
+		if s.left() <= 0 {
+			return inst, false, "", fmt.Errorf("no time left to read page %d of the catalog", page+1)
+		}
 	}
-	if len(others) == 0 {
-		return inst, false, "Nacos lists no instance in that service and cluster", nil
-	}
-	return inst, false, "Nacos lists only " + strings.Join(others, ", ") + " in that service and cluster", nil
 }
 
-// write sets enabled, keeping the instance's current weight (a PATCH or a
-// partial update without one resets it to 1.0).
-func (n *nacos) write(s *step, enabled bool, weight float64) error {
-	w := strconv.FormatFloat(weight, 'f', -1, 64)
-	q := n.query("ip", n.ip, "port", strconv.Itoa(n.port), "enabled", strconv.FormatBool(enabled), "weight", w)
+// writeCall sets enabled on the instance as Nacos lists it (its own IP
+// string, which may be the Java client's long IPv6 form), keeping its
+// current weight (a PATCH or a partial update without one resets it to
+// 1.0).
+func (n *nacos) writeCall(s *step, inst nacosInstance, enabled bool) call {
+	ip := inst.IP
+	if ip == "" {
+		ip = n.ip
+	}
+	w := strconv.FormatFloat(inst.Weight, 'f', -1, 64)
+	q := n.query("ip", ip, "port", strconv.Itoa(n.port), "enabled", strconv.FormatBool(enabled), "weight", w)
 	c := call{bases: []string{n.serverUsed}, keep: s.budget / 5}
 	if n.generation == 3 {
 		c.method, c.path, c.header = http.MethodPut, "/v3/admin/ns/instance/partial?"+q.Encode(), jsonAccept
@@ -389,10 +440,7 @@ func (n *nacos) write(s *step, enabled bool, weight float64) error {
 			return judgeStatus(a.status)
 		}
 	}
-	if r := s.do(c); r.v != accepted {
-		return errors.New(s.last)
-	}
-	return nil
+	return c
 }
 
 // prepare detects the server and logs in.
@@ -414,28 +462,29 @@ func (n *nacos) offline(s *step) (bool, string) {
 	case !found:
 		return false, said + "; check the instance key (annotations sidecar-injector.io/nacos-*, or the app's SPRING_CLOUD_NACOS_DISCOVERY_* variables)"
 	}
-	if err := n.write(s, false, inst.Weight); err != nil {
-		return false, err.Error()
+	r, readBack := s.write(n.writeCall(s, inst, false))
+	if !readBack {
+		return false, s.last
 	}
-	return n.confirm(s, false, "disabled")
+	writeLine := s.lostAnswer(r)
+	ok, said := n.confirm(s, false, "disabled")
+	return ok, withWrite(writeLine, said)
 }
 
 // confirm reads the instance back until enabled is want.
 func (n *nacos) confirm(s *step, want bool, word string) (bool, string) {
-	var last nacosInstance
 	var said string
 	for {
 		inst, found, msg, err := n.read(s, true)
 		switch {
 		case err != nil:
-			return false, "the write was accepted but the read-back failed: " + err.Error()
+			said = "the read-back failed: " + err.Error()
 		case !found:
-			said = "the write was accepted, but the read-back no longer finds the instance: " + msg
+			said = "the read-back no longer finds the instance: " + msg
 		case inst.Enabled == want:
-			return true, fmt.Sprintf("Nacos %s shows it %s (enabled=%t, weight %s) on %s", n.version, word, inst.Enabled, strconv.FormatFloat(inst.Weight, 'f', -1, 64), n.serverUsed)
+			return true, fmt.Sprintf("Nacos %s shows it %s (enabled=%t, weight %s) on %s", n.version, word, inst.Enabled, strconv.FormatFloat(inst.Weight, 'f', -1, 64), meshinit.RedactURL(n.serverUsed))
 		default:
-			last = inst
-			said = fmt.Sprintf("Nacos answered the write but still shows enabled=%t", last.Enabled)
+			said = fmt.Sprintf("Nacos still shows enabled=%t after the write", inst.Enabled)
 		}
 		if s.left() <= backoffStart || !s.t.clock.Sleep(s.ctx, backoffStart) {
 			return false, said
@@ -443,24 +492,43 @@ func (n *nacos) confirm(s *step, want bool, word string) (bool, string) {
 	}
 }
 
+// online brings the instance back once the restarted app has registered
+// again. What that takes depends on the generation:
+//
+//   - 1.x: a registration replaces the whole instance, enabled=true
+//     included, so the restarted app undoes the offline step itself. A
+//     disabled instance in the catalog is the dead process's old one, and
+//     enabling it would send traffic to a process that is not there: the
+//     hook writes nothing and waits until the catalog shows it enabled.
+//   - 2.x/3.x: the override is keyed by ip:port:cluster and applies to
+//     whichever instance registers there. The dead client's ephemeral
+//     instance went with its connection, so the instance the catalog
+//     lists is the restarted app's registration; the override is lifted
+//     once it is listed (the write needs an instance to exist).
 func (n *nacos) online(s *step) (bool, string) {
 	if err := n.prepare(s); err != nil {
 		return false, err.Error()
 	}
-	// Wait for the restarted app to register (a JVM takes a while).
+	said := ""
 	for {
-		inst, found, said, err := n.read(s, true)
-		if err == nil && found {
-			if inst.Enabled {
-				return true, "already enabled: the registry restored it when the app registered again"
-			}
-			if err := n.write(s, true, inst.Weight); err != nil {
-				return false, err.Error()
-			}
-			return n.confirm(s, true, "enabled")
-		}
-		if err != nil {
+		inst, found, msg, err := n.read(s, true)
+		switch {
+		case err != nil:
 			said = err.Error()
+		case !found:
+			said = msg
+		case inst.Enabled:
+			return true, fmt.Sprintf("Nacos %s shows it enabled again: the restarted app's registration restored it, nothing was written", n.version)
+		case n.generation == 1:
+			said = "Nacos 1.x still lists the old, disabled registration; the restarted app's own registration enables it"
+		default:
+			r, readBack := s.write(n.writeCall(s, inst, true))
+			if !readBack {
+				return false, s.last
+			}
+			writeLine := s.lostAnswer(r)
+			ok, said := n.confirm(s, true, "enabled")
+			return ok, withWrite(writeLine, said)
 		}
 		if s.left() <= time.Second || !s.t.clock.Sleep(s.ctx, time.Second) {
 			return false, "the app did not register again in time: " + said

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,6 +23,9 @@ type offlineRecord struct {
 	Key      string    `json:"key"`
 	At       time.Time `json:"at"`
 	State    string    `json:"state"`
+	// UndoFailed is why the last poststart could not bring the instance
+	// back (kubectl exec ... cat the record to see it).
+	UndoFailed string `json:"undoFailed,omitempty"`
 }
 
 // writeRecord replaces the record atomically; a failure is logged, not
@@ -97,7 +101,7 @@ func (t *tool) undo(ctx context.Context, p meshinit.PostStart) {
 	if err != nil {
 		t.appLogf("could not read the offline record %s (%v); bringing the instance back online anyway", p.Record, err)
 	}
-	t.logf("found %s: %s took %s offline at %s (%s); this container restarted in place, so it is brought back online", p.Record, rec.Registry, rec.Key, rec.At.Format(time.RFC3339), rec.State)
+	t.logf("found %s: %s took %s offline at %s (%s); this container restarted in place", p.Record, rec.Registry, rec.Key, rec.At.Format(time.RFC3339), rec.State)
 	what := string(p.Registry.Preset) + " online"
 	reg, err := t.env.resolve(p.Registry)
 	if err != nil || reg == nil {
@@ -119,11 +123,18 @@ func (t *tool) undo(ctx context.Context, p meshinit.PostStart) {
 			return
 		}
 		// The record stays: it is still true that the instance may be
-		// offline, and the next restart tries again.
-		t.appLogf("FAILED: %s for %s: %s (the instance may still be offline in the registry; the record %s is kept)", what, reg.key(), said, p.Record)
+		// offline, and the next restart tries again. It says why, too.
+		failure := fmt.Sprintf("FAILED: %s for %s: %s", what, reg.key(), said)
+		t.appLogf("%s (the instance may still be offline in the registry; the record %s is kept and says so)", failure, p.Record)
+		rec.UndoFailed = fmt.Sprintf("%s at %s", failure, t.clock.Now().UTC().Format(time.RFC3339))
+		t.writeRecord(p.Record, rec)
 		return
 	}
-	t.logf("%s: confirmed for %s: %s", what, reg.key(), said)
+	if why, ok := strings.CutPrefix(said, errNothingToUndo); ok {
+		t.logf("%s: nothing to undo for %s: %s", what, reg.key(), why)
+	} else {
+		t.logf("%s: confirmed for %s: %s", what, reg.key(), said)
+	}
 	if err := t.env.remove(p.Record); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		t.appLogf("%s: could not remove %s: %v", what, p.Record, err)
 	}
@@ -140,13 +151,49 @@ func (t *tool) appLogf(format string, a ...any) {
 	}
 }
 
-// writeAppLog appends a line to PID 1's stderr, which the container
-// runtime captures as the container's log; best effort.
+// writeAppLog appends a line to the stderr of this container's main
+// process, which the container runtime captures as the container's log
+// (kubectl logs); best effort. A postStart hook's own output is shown
+// nowhere unless the hook fails, and this one must not fail.
 func writeAppLog(line string) {
-	f, err := os.OpenFile("/proc/1/fd/2", os.O_WRONLY|os.O_APPEND, 0)
+	f, err := os.OpenFile(appLogTarget(), os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		return
 	}
 	defer f.Close()
 	_, _ = f.WriteString(line)
+}
+
+// appLogTarget is the stderr of this container's first process. That is
+// PID 1 when the container has its own process namespace. When the pod
+// shares one (shareProcessNamespace), PID 1 is the pod's pause process,
+// whose output no one reads: the container's first process is then the
+// lowest PID in this container's own cgroup, which the hook shares.
+func appLogTarget() string {
+	const pid1 = "/proc/1/fd/2"
+	self, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return pid1
+	}
+	if c, err := os.ReadFile("/proc/1/cgroup"); err == nil && string(c) == string(self) {
+		return pid1
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return pid1
+	}
+	best := 0
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() || (best != 0 && pid >= best) {
+			continue
+		}
+		if c, err := os.ReadFile("/proc/" + e.Name() + "/cgroup"); err == nil && string(c) == string(self) {
+			best = pid
+		}
+	}
+	if best == 0 {
+		return pid1
+	}
+	return "/proc/" + strconv.Itoa(best) + "/fd/2"
 }

@@ -97,10 +97,7 @@ func (t *tool) offline(ctx context.Context, r meshinit.Registry, record string) 
 		t.logf("no registry offline step (registry none)")
 		return ""
 	}
-	budget := time.Duration(r.Timeout)
-	if budget <= 0 {
-		budget = meshinit.DefaultOfflineTimeout
-	}
+	budget := r.OfflineTimeout()
 	s, stop := t.newStep(ctx, what, budget)
 	defer stop()
 	if notes := reg.notes(); len(notes) > 0 {
@@ -112,9 +109,11 @@ func (t *tool) offline(ctx context.Context, r meshinit.Registry, record string) 
 	ok, said := reg.offline(s)
 	if ok {
 		state := "offline, confirmed"
-		if u, unconfirmable := reg.(unconfirmable); unconfirmable {
-			t.logf("%s: done for %s: %s (not confirmed: %s)", what, reg.key(), said, u.unconfirmed())
-			state = "offline, not confirmable"
+		if u, unconfirmable := reg.(unconfirmable); unconfirmable && u.unconfirmed() != "" {
+			// Said so that no one reads it as a confirmation: the request
+			// was answered, and nothing more is known.
+			t.logf("%s: NOT CONFIRMED for %s: %s; %s, so the instance may still be online", what, reg.key(), said, u.unconfirmed())
+			state = "offline requested, not confirmable"
 		} else {
 			t.logf("%s: confirmed for %s: %s", what, reg.key(), said)
 		}

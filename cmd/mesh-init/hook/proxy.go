@@ -65,7 +65,7 @@ func (t *tool) pollReady(ctx context.Context, target string, timeout time.Durati
 // answerKind is an answer without its timing, to log changes only.
 func answerKind(a answer) string {
 	if a.err == nil {
-		return fmt.Sprintf("%d %s", a.status, oneLine(a.body, 100))
+		return fmt.Sprintf("%d %s", a.status, oneLine(a.shownBody(), 100))
 	}
 	var ue *url.Error
 	if errors.As(a.err, &ue) {

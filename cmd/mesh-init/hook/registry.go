@@ -25,6 +25,21 @@ type environment struct {
 	remove    func(string) error
 	// appLog writes a line to the app container's own log.
 	appLog func(string)
+	// dial reports whether something accepts TCP connections at addr.
+	dial func(addr string) bool
+}
+
+// listening reports whether any of addrs accepts connections.
+func (e environment) listening(addrs []string) bool {
+	if e.dial == nil {
+		return true
+	}
+	for _, a := range addrs {
+		if e.dial(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // envNames are the environment variable names Spring Boot binds a
@@ -206,7 +221,7 @@ var jsonAccept = http.Header{"Accept": {"application/json"}}
 // decodeJSON reads an answer's body into v; the error says what was there.
 func decodeJSON(a answer, v any) error {
 	if err := json.Unmarshal([]byte(a.body), v); err != nil {
-		return fmt.Errorf("not the JSON expected (%q)", oneLine(a.body, 80))
+		return fmt.Errorf("not the JSON expected (%q)", oneLine(a.shownBody(), 80))
 	}
 	return nil
 }
@@ -219,6 +234,11 @@ func orDefault(v, from, def, defFrom string) (string, string) {
 	return def, defFrom
 }
 
-// noUndo is the online step of presets whose registration lives in the
-// app's own process: a restarted process registers anew.
-func noUndo(why string) (bool, string) { return true, "nothing to undo: " + why }
+// noUndo is the online step of presets with nothing to bring back: the
+// registration lives in the app's own process, which registers anew when
+// it restarts, or the preset knows no way back.
+func noUndo(why string) (bool, string) { return true, errNothingToUndo + why }
+
+// errNothingToUndo starts what noUndo says, so the log line can say that
+// nothing was done rather than that something was confirmed.
+const errNothingToUndo = "nothing to undo: "

@@ -74,18 +74,19 @@ func dubboPublished(ls string) (published, all []string) {
 }
 
 func (r *dubbo) offline(s *step) (bool, string) {
-	res := s.do(call{method: http.MethodGet, bases: []string{r.base}, path: "/offline", keep: s.budget / 5})
-	if res.v != accepted {
+	res, readBack := s.write(call{method: http.MethodGet, bases: []string{r.base}, path: "/offline", keep: s.budget / 5})
+	if !readBack {
 		return false, s.last
 	}
-	if oneOf(res.a.body, "service not found") {
+	writeLine := s.lostAnswer(res)
+	if res.v == accepted && oneOf(res.a.body, "service not found") {
 		return true, "QoS says \"service not found\": the app exports no provider service, so nothing was registered"
 	}
 	var published, all []string
 	for {
 		ls := s.do(call{method: http.MethodGet, bases: []string{r.base}, path: "/ls", quiet: true})
 		if ls.v != accepted {
-			return false, "QoS accepted offline but the ls read-back failed: " + s.last
+			return false, withWrite(writeLine, "the ls read-back failed: "+s.last)
 		}
 		published, all = dubboPublished(ls.a.body)
 		if len(published) == 0 {
@@ -93,7 +94,7 @@ func (r *dubbo) offline(s *step) (bool, string) {
 		}
 		// 3.x publishes the application-level change about 1s later.
 		if s.left() <= backoffStart || !s.t.clock.Sleep(s.ctx, backoffStart) {
-			return false, "QoS accepted offline but ls still shows registered: " + strings.Join(published, ", ")
+			return false, withWrite(writeLine, "ls still shows registered: "+strings.Join(published, ", "))
 		}
 	}
 }
@@ -128,13 +129,16 @@ func (r *edas) online(*step) (bool, string) {
 	return noUndo("the EDAS agent runs inside the app's process and registers the restarted process anew")
 }
 func (r *edas) unconfirmed() string {
-	return "the EDAS agent offers no read-back, so this is the agent's word"
+	return "the EDAS agent offers no read-back, so this is only the agent's word"
 }
 
 // httpCall is any request the user configures; success is a listed status
-// (or any 2xx). There is no generic read-back.
+// (or any 2xx). It confirms only when a check URL is given: a GET that
+// must answer 2xx (and contain the check body, when one is set).
 type httpCall struct {
-	c call
+	c         call
+	checkURL  string
+	checkBody string
 }
 
 func httpOffline(h meshinit.HTTPCall) *httpCall {
@@ -147,7 +151,7 @@ func httpOffline(h meshinit.HTTPCall) *httpCall {
 		header.Set(k, v)
 	}
 	expect := h.ExpectStatus
-	return &httpCall{c: call{method: method, bases: []string{h.URL}, header: header, body: h.Body,
+	return &httpCall{checkURL: h.CheckURL, checkBody: h.CheckBody, c: call{method: method, bases: []string{h.URL}, header: header, body: h.Body, keep: 0,
 		judge: func(a answer) verdict {
 			if len(expect) == 0 {
 				return judgeStatus(a.status)
@@ -162,17 +166,51 @@ func httpOffline(h meshinit.HTTPCall) *httpCall {
 		}}}
 }
 
-func (r *httpCall) notes() []string { return nil }
-func (r *httpCall) key() string     { return r.c.method + " " + meshinit.RedactURL(r.c.bases[0]) }
+func (r *httpCall) notes() []string {
+	if r.checkURL == "" {
+		return []string{"no check URL: the answer cannot be confirmed (set --http-check-url, annotation sidecar-injector.io/offline-http-check-url)"}
+	}
+	return []string{"check " + meshinit.RedactURL(r.checkURL)}
+}
+func (r *httpCall) key() string { return r.c.method + " " + meshinit.RedactURL(r.c.bases[0]) }
 func (r *httpCall) offline(s *step) (bool, string) {
-	if res := s.do(r.c); res.v != accepted {
+	c := r.c
+	if r.checkURL != "" {
+		c.keep = s.budget / 5
+	}
+	res, readBack := s.write(c)
+	if r.checkURL == "" {
+		if res.v != accepted {
+			return false, s.last
+		}
+		return true, "answered " + s.last
+	}
+	if !readBack {
 		return false, s.last
 	}
-	return true, "answered " + s.last
+	writeLine := s.lostAnswer(res)
+	var got string
+	for {
+		chk := s.do(call{method: http.MethodGet, bases: []string{r.checkURL}, quiet: true})
+		if chk.v == accepted && strings.Contains(chk.a.body, r.checkBody) {
+			return true, "the check " + s.last
+		}
+		got = s.last
+		if s.left() <= backoffStart || !s.t.clock.Sleep(s.ctx, backoffStart) {
+			want := "2xx"
+			if r.checkBody != "" {
+				want = fmt.Sprintf("2xx containing %q", r.checkBody)
+			}
+			return false, withWrite(writeLine, fmt.Sprintf("the check wants %s and got %s", want, got))
+		}
+	}
 }
 func (r *httpCall) online(*step) (bool, string) {
 	return noUndo("the http preset has no known way back; make the app's own start bring it online")
 }
 func (r *httpCall) unconfirmed() string {
-	return "the http preset has no read-back, so this is the endpoint's word"
+	if r.checkURL != "" {
+		return ""
+	}
+	return "the http preset without --http-check-url has no read-back, so this is only the endpoint's word"
 }

@@ -79,7 +79,14 @@ func (e environment) springCloud(c meshinit.SpringCloud) *springCloud {
 				froms = append(froms, n)
 			}
 		}
-		if mgmtPort != 0 && mgmtPort != serverPort {
+		// A separate management server is the port actually used being
+		// other than the app's own (server.port, 8080 when unset), however
+		// that port was given: by flag, annotation or variable.
+		appPort := serverPort
+		if appPort == 0 {
+			appPort = 8080
+		}
+		if port != appPort {
 			add(e.prop("management.server.base-path", "management.server.servlet.context-path"))
 		} else {
 			add(e.prop("server.servlet.context-path", "spring.webflux.base-path"))
@@ -191,11 +198,17 @@ func (r *springCloud) read(s *step) (springState, bool, string) {
 	return springState{}, false, "no service-registry endpoint answered (" + s.last + "); is it exposed? management.endpoints.web.exposure.include=serviceregistry, or service-registry before Spring Cloud 2020.0"
 }
 
-func (r *springCloud) post(s *step, status string) bool {
+// post sets the status. It reports whether the read-back should decide
+// (the write was accepted, or its answer was lost), and the line of a
+// lost answer for a failure message.
+func (r *springCloud) post(s *step, status string, keep time.Duration) (bool, string) {
 	body, _ := json.Marshal(map[string]string{"status": status})
-	res := s.do(call{method: http.MethodPost, bases: []string{r.base}, path: r.path, body: string(body), keep: s.budget / 5,
+	res, readBack := s.write(call{method: http.MethodPost, bases: []string{r.base}, path: r.path, body: string(body), keep: keep,
 		header: http.Header{"Content-Type": {"application/json"}, "Accept": {"application/json"}}})
-	return res.v == accepted
+	if !readBack {
+		return false, ""
+	}
+	return true, s.lostAnswer(res)
 }
 
 // await reads until done holds or the budget ends.
@@ -232,14 +245,27 @@ func (r *springCloud) offline(s *step) (bool, string) {
 		// Consul or Nacos: OUT_OF_SERVICE first (Nacos ignores it).
 		send = "OUT_OF_SERVICE"
 	}
-	if !r.post(s, send) {
+	// The first write leaves room for a read, a second write and its
+	// read-back (Nacos behind the endpoint needs DOWN after all).
+	keep := s.budget / 5
+	if send == "OUT_OF_SERVICE" && !st.netflix && r.status == "" {
+		keep = 2 * s.budget / 5
+	}
+	readBack, writeLine := r.post(s, send, keep)
+	if !readBack {
 		return false, s.last
 	}
+	// An empty answer means the registry client no longer lists the
+	// instance (a Nacos 1.x server lists only enabled ones): that confirms
+	// DOWN only when the endpoint was not already empty before the write.
+	// Spring Cloud Alibaba answers empty for an instance it cannot find
+	// at all, which says nothing about the write.
+	wasEmpty := st.empty
 	done := func(st springState) bool {
 		if st.netflix {
 			return st.status == "OUT_OF_SERVICE" || st.overridden == "OUT_OF_SERVICE"
 		}
-		return st.status == send || (send == "DOWN" && st.empty)
+		return st.status == send || (send == "DOWN" && st.empty && !wasEmpty)
 	}
 	if !st.netflix && r.status == "" {
 		// A short look decides between Consul and Nacos: Consul shows the
@@ -252,13 +278,14 @@ func (r *springCloud) offline(s *step) (bool, string) {
 		r.flavour = "Spring Cloud Alibaba: Nacos, which takes only UP and DOWN"
 		s.t.logf("%s: the endpoint still reads %s after OUT_OF_SERVICE, so the registry is Nacos (Spring Cloud Alibaba); sending DOWN", s.what, after)
 		send = "DOWN"
-		if !r.post(s, send) {
-			return false, s.last
+		first := writeLine
+		if readBack, writeLine = r.post(s, send, s.budget/5); !readBack {
+			return false, withWrite(first, s.last)
 		}
 	}
 	final, ok := r.await(s, done)
 	if !ok {
-		return false, fmt.Sprintf("the endpoint accepted %s but still reads %s", send, final)
+		return false, withWrite(writeLine, fmt.Sprintf("after %s the endpoint still reads %s", send, final))
 	}
 	return true, "the endpoint reads back " + final.String()
 }
@@ -286,12 +313,13 @@ func (r *springCloud) online(s *step) (bool, string) {
 	if st.netflix {
 		send = "CANCEL_OVERRIDE"
 	}
-	if !r.post(s, send) {
+	readBack, writeLine := r.post(s, send, s.budget/10)
+	if !readBack {
 		return false, s.last
 	}
 	final, ok := r.await(s, func(st springState) bool { return !isOffline(st) })
 	if !ok {
-		return false, fmt.Sprintf("the endpoint accepted %s but still reads %s", send, final)
+		return false, withWrite(writeLine, fmt.Sprintf("after %s the endpoint still reads %s", send, final))
 	}
 	return true, "the endpoint reads back " + final.String()
 }

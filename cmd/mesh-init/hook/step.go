@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/sidecar-injector/injector/webhook/meshinit"
@@ -64,6 +65,8 @@ type call struct {
 	perTry time.Duration
 	// quiet leaves accepted answers off the log (polls).
 	quiet bool
+	// hideBody keeps the answer's body off the log (a login's token).
+	hideBody bool
 }
 
 // result is how a call ended.
@@ -125,7 +128,7 @@ func (s *step) do(c call) result {
 		per := s.perTry(c, untried)
 		if per <= 0 || s.ctx.Err() != nil {
 			if r.a == (answer{}) {
-				r = result{v: transient, a: answer{err: context.DeadlineExceeded}, base: base}
+				r = result{v: transient, a: answer{err: context.DeadlineExceeded, notSent: true}, base: base}
 				s.last = fmt.Sprintf("%s %s not sent: no time left within the %s bound", c.method, meshinit.RedactURL(base+c.path), fmtDuration(s.budget))
 				s.t.logf("%s %s", s.what, s.last)
 			}
@@ -134,11 +137,16 @@ func (s *step) do(c call) result {
 		}
 		target := base + c.path
 		a := s.t.exchange(s.ctx, per, c.method, target, c.header, c.body)
+		a.hideBody = c.hideBody
 		s.requests++
 		s.last = fmt.Sprintf("%s %s -> %s", c.method, meshinit.RedactURL(target), a)
 		line := s.what + " " + s.last
 		r = result{a: a, base: base}
 		switch {
+		case a.truncated:
+			// Only part of the answer: reading it as the whole would, say,
+			// miss the instance in a long list.
+			r.v, r.why = rejected, "the answer is longer than the hook reads, and part of it is not the answer"
 		case a.stalled:
 			// The request arrived; whether it took effect is for the
 			// read-back to say. Another try is harmless (every call here
@@ -201,6 +209,47 @@ func (s *step) do(c call) result {
 		backoff *= 2
 		i++
 	}
+}
+
+// write runs a call that changes the registry. readBack reports whether
+// the read-back should decide: the write was accepted, or its answer was
+// lost on the way (the body stalled, the connection was cut or timed out
+// after the request went out), so it may well have been applied. A status
+// the registry chose (4xx, 5xx) or a server that could not be reached
+// (connection refused, a TLS problem) has decided already.
+func (s *step) write(c call) (r result, readBack bool) {
+	r = s.do(c)
+	switch {
+	case r.v == accepted:
+		return r, true
+	case r.v != transient:
+		return r, false
+	case r.a.stalled:
+		return r, true
+	case r.a.err != nil && !r.a.notSent && !errors.Is(r.a.err, syscall.ECONNREFUSED):
+		// Sent, then no answer: a timeout or a reset.
+		return r, true
+	}
+	return r, false
+}
+
+// lostAnswer is the line a preset logs when a write's answer was lost and
+// the read-back decides; it returns the write's line for a failure message.
+func (s *step) lostAnswer(r result) string {
+	if r.v == accepted {
+		return ""
+	}
+	line := s.last
+	s.t.logf("%s: the answer to the write was lost (%s); it may have been applied, so the read-back decides", s.what, line)
+	return line
+}
+
+// withWrite prefixes a failed read-back's message with a lost write's line.
+func withWrite(writeLine, said string) string {
+	if writeLine == "" {
+		return said
+	}
+	return "the write got no full answer (" + writeLine + "), and " + said
 }
 
 // poll asks until check reports done (true), the budget is spent, or the

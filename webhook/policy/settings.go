@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"maps"
 	"math"
-	"slices"
 	"regexp"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"

@@ -109,7 +109,7 @@ func run(args []string, log io.Writer) int {
 	peak, end := load.finish()
 	what := "burned"
 	if len(cmdArgs) > 0 {
-		what = fmt.Sprintf("%q exited %d after", strings.Join(cmdArgs, " "), code)
+		what = fmt.Sprintf("%q exited %d after", short(cmdArgs), code)
 	}
 	fmt.Fprintf(log, "busy: %s %s with %d burners on %d cores; 1-minute load average %s at the start, peak %.2f, %s at the end\n",
 		what, time.Since(start).Round(100*time.Millisecond), *n, runtime.NumCPU(), load.start, peak, end)
@@ -215,4 +215,13 @@ func loadAvg() string {
 		return "?"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// short is the command line, its long tail (a package list) cut.
+func short(args []string) string {
+	const max = 6
+	if len(args) <= max {
+		return strings.Join(args, " ")
+	}
+	return fmt.Sprintf("%s ... (%d more arguments)", strings.Join(args[:max], " "), len(args)-max)
 }

@@ -35,18 +35,13 @@ import (
 // that): a test that hits it says what it was waiting for and what the
 // kubelet and containerd said. Waits that can no longer succeed (a process
 // exited, an image cannot be found) end at once instead.
-// TEST_DEADLINE_SCALE raises it, and the two below, on a slower machine.
+// TEST_DEADLINE_SCALE raises it, and the one below, on a slower machine.
 var Deadline = testkit.Deadline(5 * time.Minute)
 
 // BuildDeadline bounds building the images' binaries: a cold Go build
 // cache compiles the injector and its Kubernetes dependencies (about 4
 // minutes on an idle 2-core machine), which is not a wait.
 var BuildDeadline = testkit.Deadline(20 * time.Minute)
-
-// LockDeadline bounds the wait for the machine-wide lock: not a wait for
-// this run's own work but a queue behind other node-tier runs on the
-// machine (each holds it for the images' build and its tests).
-var LockDeadline = testkit.Deadline(15 * time.Minute)
 
 // NodeName is the node's name.
 const NodeName = "node-tier"
@@ -310,7 +305,7 @@ func childPIDs() []int {
 }
 
 func (n *Node) takeLock(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, LockDeadline)
+	ctx, cancel := context.WithTimeout(ctx, Deadline)
 	defer cancel()
 	if err := os.MkdirAll(filepath.Dir(lockPath), 0o755); err != nil {
 		return err

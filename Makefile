@@ -35,7 +35,7 @@ test-node: tools ## the node tier alone: injected pods on a real kubelet, contai
 # The unit tiers (every package that needs no root, control plane or node)
 # while BUSY_N CPU burners (test/busy; default twice the cores) keep the
 # machine busy on purpose: the suite must not depend on an idle machine
-# (docs/testing.md). About 6 minutes on 2 cores, so `make test` leaves it
+# (docs/testing.md). 6 to 8 minutes on 2 cores, so `make test` leaves it
 # out. The burner is built before it starts, so the build is not slowed.
 BUSY_N    ?= $(shell echo $$((2 * $$(nproc))))
 UNIT_PKGS  = $$($(GO) list ./... | grep -v -e /test/e2e -e /test/netns -e "/test/node$$")

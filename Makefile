@@ -13,7 +13,7 @@ FUZZTIME ?= 15s
 TOOLS_ENV = eval "$$(bash test/tools/install.sh --print-env)"
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test test-node tools lint vet fmt-check unit fuzz bench clean
+.PHONY: help build run test test-node test-busy tools lint vet fmt-check unit fuzz bench clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-8s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -32,6 +32,18 @@ test: tools fmt-check unit fuzz ## run every test: gofmt, go vet and all tiers w
 # kubelet with containerd, runc and CNI. As root; `make test` runs it too.
 test-node: tools ## the node tier alone: injected pods on a real kubelet, containerd and CNI (root; first run builds the kubelet)
 	$(TOOLS_ENV) && $(GO) test -race -vet=all -count=1 -timeout 25m -v ./test/node/...
+
+# The unit tiers (every package that needs no root, control plane or node)
+# while BUSY_N CPU burners (test/busy; default twice the cores) keep the
+# machine busy on purpose: the suite must not depend on an idle machine
+# (docs/testing.md). 6 to 8 minutes on 2 cores, so `make test` leaves it
+# out. The burner is built before it starts, so the build is not slowed.
+BUSY_N    ?= $(shell echo $$((2 * $$(nproc))))
+UNIT_PKGS  = $$($(GO) list ./... | grep -v -e /test/e2e -e /test/netns -e "/test/node$$")
+
+test-busy: ## the unit tiers with -race while BUSY_N CPU burners (default 2x cores) keep the machine busy
+	$(GO) build -o $(BIN)/busy ./test/busy
+	$(BIN)/busy -n $(BUSY_N) -- $(GO) test -race -count=1 -timeout 25m $(UNIT_PKGS)
 
 tools: ## install and build the test prerequisites (cached)
 	bash test/tools/install.sh

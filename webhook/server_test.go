@@ -25,9 +25,25 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/sidecar-injector/injector/certs"
+	"github.com/sidecar-injector/injector/test/testkit"
 	"github.com/sidecar-injector/injector/test/testkit/podcases"
 	"github.com/sidecar-injector/injector/webhook/inject"
 )
+
+// deadline bounds every wait of the tests that run Serve: the server
+// becoming ready and stopping, an answer, a reload or a rotation being
+// picked up. It is stated once, here, and generous (an idle run needs
+// milliseconds to a fraction of a second for each); it says how long to
+// wait for something that must happen, never how fast it must happen.
+// TEST_DEADLINE_SCALE raises it on a slower machine.
+var deadline = testkit.Deadline(time.Minute)
+
+// eventually waits, within deadline, until cond holds, and otherwise fails
+// the test saying what it waited for.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	require.Eventually(t, cond, deadline, 20*time.Millisecond, "waited %s for %s", deadline, what)
+}
 
 func freePort(t *testing.T) string {
 	t.Helper()
@@ -91,7 +107,7 @@ func startServer(t *testing.T, ns NamespaceSource, shutdownDelay time.Duration, 
 	install(t, s.certDir, pair, ca)
 	s.configPath = filepath.Join(t.TempDir(), "policy.yaml")
 	writePolicy(t, s.configPath, "info", 11)
-	s.client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+	s.client = &http.Client{Timeout: deadline, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: s.pool}, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 16}}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
@@ -115,15 +131,15 @@ func startServer(t *testing.T, ns NamespaceSource, shutdownDelay time.Duration, 
 	case <-ready:
 	case err := <-s.done:
 		t.Fatalf("server stopped: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("server not ready after 30s")
+	case <-time.After(deadline):
+		t.Fatalf("server not ready (OnReady not called) after %s", deadline)
 	}
 	t.Cleanup(func() {
 		cancel()
 		select {
 		case <-s.done:
-		case <-time.After(30 * time.Second):
-			t.Error("server did not stop")
+		case <-time.After(deadline):
+			t.Errorf("Serve did not return within %s of its context's end", deadline)
 		}
 	})
 	return s
@@ -278,7 +294,7 @@ func TestServeCertificateRotation(t *testing.T) {
 				}
 				// New connections each time, so every handshake meets
 				// whichever certificate is current.
-				c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: s.pool}, DisableKeepAlives: true}}
+				c := &http.Client{Timeout: deadline, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: s.pool}, DisableKeepAlives: true}}
 				req, _ := http.NewRequest(http.MethodPost, "https://"+s.addr+InjectPath, strings.NewReader(string(review("u", admissionv1.Create, "shop", "Pod", plainPod, false))))
 				req.Header.Set("Content-Type", "application/json")
 				resp, err := c.Do(req)
@@ -292,12 +308,20 @@ func TestServeCertificateRotation(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(200 * time.Millisecond)
+	// Requests before, across and after the change, counted rather than
+	// timed: a busy machine makes fewer in any given time.
+	moreRequests := func(n int64) {
+		t.Helper()
+		want := total.Load() + n
+		eventually(t, fmt.Sprintf("%d more requests", n), func() bool { return total.Load() >= want })
+	}
+	moreRequests(8)
 	after := install(t, s.certDir, nextPair, nextCA)
-	require.Eventually(t, func() bool { return served().SerialNumber.Cmp(after.SerialNumber) == 0 }, 20*time.Second, 50*time.Millisecond,
-		"the server must serve the new certificate without a restart")
+	eventually(t, "the server to serve the new certificate without a restart", func() bool {
+		return served().SerialNumber.Cmp(after.SerialNumber) == 0
+	})
 	assert.NotEqual(t, before.SerialNumber, after.SerialNumber)
-	time.Sleep(200 * time.Millisecond)
+	moreRequests(8)
 	close(stop)
 	wg.Wait()
 	assert.Zero(t, failures.Load(), "no request may fail across a rotation (%d sent)", total.Load())
@@ -312,6 +336,7 @@ func TestServeReloadUnderLoad(t *testing.T) {
 	s := startServer(t, shopNS, 0)
 	var mu sync.Mutex
 	seen := map[string]int{}
+	count := func(config string) int { mu.Lock(); defer mu.Unlock(); return seen[config] }
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for i := 0; i < 4; i++ {
@@ -335,29 +360,33 @@ func TestServeReloadUnderLoad(t *testing.T) {
 			}
 		}()
 	}
+	// Each write is swapped in while the clients admit: wait until a few
+	// answers carry it (counted, not timed, so a busy machine only makes
+	// this slower).
 	for i := 0; i < 6; i++ {
-		if i%2 == 0 {
-			writePolicy(t, s.configPath, "debug", 22)
-		} else {
-			writePolicy(t, s.configPath, "info", 11)
+		level, drain, config := "debug", 22, "debug/22s"
+		if i%2 == 1 {
+			level, drain, config = "info", 11, "info/11s"
 		}
-		time.Sleep(250 * time.Millisecond)
+		want := count(config) + 4
+		writePolicy(t, s.configPath, level, drain)
+		eventually(t, "4 admissions with "+config, func() bool { return count(config) >= want })
 	}
 	// A configuration not seen before, so waiting for it proves the
 	// watcher has caught up with every write.
 	writePolicy(t, s.configPath, "debug", 33)
-	require.Eventually(t, func() bool {
+	eventually(t, "the configuration debug/33s", func() bool {
 		r, err := s.admit(t, "shop", plainPod)
 		return err == nil && configOf(t, r) == "debug/33s"
-	}, 10*time.Second, 50*time.Millisecond)
+	})
 
 	// An empty file (as seen in the middle of a non-atomic write) is
 	// rejected like any invalid one, never taken for the built-in defaults.
 	require.NoError(t, os.WriteFile(s.configPath, nil, 0o644))
-	require.Eventually(t, func() bool {
+	eventually(t, "/readyz to report the empty file", func() bool {
 		_, body := get(t, "http://"+s.metrics+"/readyz")
 		return strings.Contains(body, "is empty")
-	}, 10*time.Second, 20*time.Millisecond)
+	})
 	r, err := s.admit(t, "shop", plainPod)
 	require.NoError(t, err)
 	assert.Equal(t, "debug/33s", configOf(t, r))
@@ -366,17 +395,18 @@ func TestServeReloadUnderLoad(t *testing.T) {
 	invalid := s.configPath + ".tmp"
 	require.NoError(t, os.WriteFile(invalid, []byte("apiVersion: sidecar-injector.io/v1alpha1\nkind: InjectorConfig\ndefaults: {settings: {proxy: {logLevel: loud}}}\n"), 0o644))
 	require.NoError(t, os.Rename(invalid, s.configPath))
-	require.Eventually(t, func() bool {
+	eventually(t, "/readyz to report the invalid file", func() bool {
 		_, body := get(t, "http://"+s.metrics+"/readyz")
 		return strings.Contains(body, `"loud" is not one of`)
-	}, 10*time.Second, 20*time.Millisecond)
+	})
 	code, body := get(t, "http://"+s.metrics+"/readyz")
 	assert.Equal(t, http.StatusOK, code, "a rejected reload must not take the replica out of service")
 	assert.Contains(t, body, `"loud" is not one of`)
 	_, metrics := get(t, "http://"+s.metrics+"/metrics")
 	assert.Contains(t, metrics, "sidecar_injector_config_valid 0")
 	assert.Contains(t, metrics, `sidecar_injector_config_loads_total{result="failure"}`)
-	time.Sleep(200 * time.Millisecond)
+	want := count("debug/33s") + 4
+	eventually(t, "4 more admissions after the rejected file", func() bool { return count("debug/33s") >= want })
 	close(stop)
 	wg.Wait()
 
@@ -421,15 +451,26 @@ func TestServeGracefulShutdown(t *testing.T) {
 	<-ns.entered
 	s.cancel()
 
-	require.Eventually(t, func() bool {
+	eventually(t, "/readyz to report not ready once shutting down", func() bool {
 		resp, err := http.Get("http://" + s.metrics + "/readyz")
 		if err != nil {
 			return true
 		}
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusServiceUnavailable
-	}, 5*time.Second, 20*time.Millisecond, "not ready once shutting down")
+	})
 
+	// Past the shutdown delay the listener closes; Serve must still be
+	// waiting for the request in flight. The extra half second gives a
+	// wrong Serve time to return: a slow machine can only hide that, never
+	// fail a right one.
+	eventually(t, "the listener to close", func() bool {
+		conn, err := tls.Dial("tcp", s.addr, &tls.Config{RootCAs: s.pool})
+		if err == nil {
+			conn.Close()
+		}
+		return err != nil
+	})
 	select {
 	case err := <-s.done:
 		t.Fatalf("Serve returned with a request in flight: %v", err)
@@ -441,8 +482,8 @@ func TestServeGracefulShutdown(t *testing.T) {
 	case err := <-s.done:
 		assert.NoError(t, err)
 		s.done <- err // for the cleanup
-	case <-time.After(30 * time.Second):
-		t.Fatal("Serve did not return after the last request")
+	case <-time.After(deadline):
+		t.Fatalf("Serve did not return within %s of the last request", deadline)
 	}
 	_, err := tls.Dial("tcp", s.addr, &tls.Config{RootCAs: s.pool})
 	assert.Error(t, err, "no new connections after shutdown")

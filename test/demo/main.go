@@ -187,8 +187,8 @@ func run(out io.Writer, full, verbose bool) error {
 	case <-ready:
 	case err := <-done:
 		return fmt.Errorf("the injector did not start: %v\n%s", err, logs.Tail(4096))
-	case <-time.After(60 * time.Second):
-		return fmt.Errorf("the injector is not ready after 60s\n%s", logs.Tail(4096))
+	case <-time.After(harness.Deadline):
+		return fmt.Errorf("the injector is not ready (OnReady not called) after %s\n%s", harness.Deadline, logs.Tail(4096))
 	}
 	st := tlsMgr.Status()
 	secret, err := cs.CoreV1().Secrets(namespace).Get(ctx, release+"-tls", metav1.GetOptions{})
@@ -420,14 +420,14 @@ func (c *capture) WithGroup(name string) slog.Handler {
 
 func waitInjecting(ctx context.Context, cs kubernetes.Interface, ns string) error {
 	probe := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "probe"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "x"}}}}
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(harness.Deadline)
 	for {
 		p, err := cs.CoreV1().Pods(ns).Create(ctx, probe, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		if err == nil && p.Annotations["sidecar-injector.io/status"] != "" {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the API server does not call the webhook after 30s: %v", err)
+			return fmt.Errorf("the API server does not call the webhook (a dry-run pod is not injected) after %s: %v", harness.Deadline, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

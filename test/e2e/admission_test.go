@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -66,7 +65,7 @@ func installWebhook(t testing.TB, c *harness.ControlPlane, in *injector, suite, 
 // webhook configuration (its informer lags the write by a moment).
 func waitUntilInjecting(t testing.TB, cs kubernetes.Interface, ns string) {
 	t.Helper()
-	harness.WaitFor(t, 30*time.Second, "the API server calls the webhook", func() error {
+	harness.WaitFor(t, "the API server calls the webhook", func() error {
 		p, err := cs.CoreV1().Pods(ns).Create(context.Background(), harness.AppPod("probe"), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		if err != nil {
 			return err

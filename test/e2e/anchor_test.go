@@ -82,7 +82,7 @@ func startIstioAnchor() (*istioAnchor, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	deadline := time.Now().Add(time.Minute)
+	deadline := time.Now().Add(harness.Deadline)
 	for {
 		if b, err := os.ReadFile(ready); err == nil && len(bytes.TrimSpace(b)) > 0 {
 			a.url = "https://" + strings.TrimSpace(string(b)) + "/inject"
@@ -90,7 +90,7 @@ func startIstioAnchor() (*istioAnchor, error) {
 		}
 		if time.Now().After(deadline) {
 			a.stop()
-			return nil, fmt.Errorf("the anchor wrote no %s within a minute; its output:\n%s", ready, a.out.Tail(4<<10))
+			return nil, fmt.Errorf("the anchor wrote no %s within %s; its output:\n%s", ready, harness.Deadline, a.out.Tail(4<<10))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -116,7 +116,7 @@ func (a *istioAnchor) stop() {
 func (p *perfEnv) setIstio(tb testing.TB, a *istioAnchor) {
 	tb.Helper()
 	p.pointChartAt(tb, a.url, a.ca)
-	harness.WaitFor(tb, 30*time.Second, "the API server calls Istio's injector", func() error {
+	harness.WaitFor(tb, "the API server calls Istio's injector", func() error {
 		pod, err := p.cs.CoreV1().Pods(p.ns).Create(context.Background(), harness.AppPod("probe"), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		if err != nil {
 			return err

@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/sidecar-injector/injector/test/e2e/harness"
 	"github.com/sidecar-injector/injector/test/testkit"
@@ -37,9 +36,9 @@ func startServe(t *testing.T, name string, args ...string) *harness.Process {
 	return p
 }
 
-func waitReady(t *testing.T, p *harness.Process, timeout time.Duration) {
+func waitReady(t *testing.T, p *harness.Process) {
 	t.Helper()
-	if err := p.WaitReady(timeout); err != nil {
+	if err := p.WaitReady(harness.Deadline); err != nil {
 		t.Fatal(err)
 	}
 }

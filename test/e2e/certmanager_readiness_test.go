@@ -77,7 +77,7 @@ func TestCertManagerModeReadiness(t *testing.T) {
 	require.NoError(t, certs.WriteDirAtomic(filepath.Join(dir, "tls"), pair, ca.CertPEM))
 	p := startServe(t, "cert-manager-mode", append(args, "--cert-dir="+filepath.Join(dir, "tls"))...)
 
-	harness.WaitFor(t, 60*time.Second, "/readyz reports the Certificate", func() error {
+	harness.WaitFor(t, "/readyz reports the Certificate", func() error {
 		if err := p.Exited(); err != nil {
 			return err
 		}
@@ -91,7 +91,7 @@ func TestCertManagerModeReadiness(t *testing.T) {
 
 	serving.Status.Conditions[0].Status, serving.Status.Conditions[0].Reason, serving.Status.Conditions[0].Message = cmmeta.ConditionTrue, "Ready", "Certificate is up to date and has not expired"
 	require.NoError(t, cl.Status().Update(ctx, serving))
-	waitReady(t, p, 30*time.Second)
+	waitReady(t, p)
 	_, body, err = p.Readyz()
 	require.NoError(t, err)
 	assert.Contains(t, body, "[+] certificate ok")

@@ -213,9 +213,9 @@ func startInjector(c *harness.ControlPlane, helm string) (*injector, error) {
 	case err := <-in.done:
 		cancel()
 		return nil, fmt.Errorf("webhook.Serve: %v\n%s", err, in.logs.Tail(4096))
-	case <-time.After(60 * time.Second):
+	case <-time.After(harness.Deadline):
 		cancel()
-		return nil, fmt.Errorf("the injector is not ready after 60s (namespace watch not synced?)\n%s", in.logs.Tail(4096))
+		return nil, fmt.Errorf("the injector is not ready (OnReady not called) after %s (namespace watch not synced?)\n%s", harness.Deadline, in.logs.Tail(4096))
 	}
 	return in, nil
 }
@@ -226,7 +226,8 @@ func stopShared() {
 		inj.cancel()
 		select {
 		case <-inj.done:
-		case <-time.After(30 * time.Second):
+		case <-time.After(harness.Deadline):
+			fmt.Fprintf(os.Stderr, "e2e: the injector did not stop within %s\n", harness.Deadline)
 		}
 	}
 	if cp != nil {
@@ -261,7 +262,7 @@ func e2eValues() string {
 func httpsClient(caPEM []byte) *http.Client {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
-	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+	return &http.Client{Timeout: harness.Deadline, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
 }
 

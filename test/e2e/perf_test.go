@@ -102,7 +102,7 @@ func (p *perfEnv) setTrivial(tb testing.TB, w *trivialWebhook) {
 	tb.Helper()
 	p.pointChartAt(tb, w.url, w.ca)
 	before := w.called.Load()
-	harness.WaitFor(tb, 30*time.Second, "the API server calls the trivial webhook", func() error {
+	harness.WaitFor(tb, "the API server calls the trivial webhook", func() error {
 		if _, err := p.cs.CoreV1().Pods(p.ns).Create(context.Background(), harness.AppPod("probe"), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
 			return err
 		}
@@ -125,7 +125,7 @@ func (p *perfEnv) setWebhook(tb testing.TB, on bool) {
 	if err != nil && !apierrors.IsNotFound(err) {
 		tb.Fatal(err)
 	}
-	harness.WaitFor(tb, 30*time.Second, "the API server stops calling the webhook", func() error {
+	harness.WaitFor(tb, "the API server stops calling the webhook", func() error {
 		pod, err := p.cs.CoreV1().Pods(p.ns).Create(context.Background(), harness.AppPod("probe"), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		if err != nil {
 			return err
@@ -407,7 +407,7 @@ func (p *perfEnv) emptyNamespace(tb testing.TB) {
 	ctx := tb.Context()
 	zero := int64(0)
 	require.NoError(tb, p.cs.CoreV1().Pods(p.ns).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: &zero}, metav1.ListOptions{}))
-	harness.WaitFor(tb, time.Minute, "the namespace has no pods", func() error {
+	harness.WaitFor(tb, "the namespace has no pods", func() error {
 		l, err := p.cs.CoreV1().Pods(p.ns).List(ctx, metav1.ListOptions{Limit: 1})
 		if err != nil {
 			return err

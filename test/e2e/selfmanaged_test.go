@@ -85,8 +85,8 @@ func TestSelfManagedTLS(t *testing.T) {
 		_ = cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), mwc.Name, metav1.DeleteOptions{})
 	})
 
-	waitReady(t, a, 90*time.Second)
-	waitReady(t, b, 30*time.Second)
+	waitReady(t, a)
+	waitReady(t, b)
 	_, body, err := a.Readyz()
 	require.NoError(t, err)
 	assert.Contains(t, body, "[+] self-managed-tls ok")
@@ -99,7 +99,7 @@ func TestSelfManagedTLS(t *testing.T) {
 	for _, k := range []string{"tls.crt", "tls.key", "ca.crt", "ca.key", certs.SecretBundleKey} {
 		assert.NotEmpty(t, secret.Data[k], "Secret key %s", k)
 	}
-	harness.WaitFor(t, 10*time.Second, "caBundle patched into every webhook", func() error {
+	harness.WaitFor(t, "caBundle patched into every webhook", func() error {
 		_, err := webhookBundle(ctx, t, mwc.Name, len(mwc.Webhooks))
 		return err
 	})
@@ -110,7 +110,7 @@ func TestSelfManagedTLS(t *testing.T) {
 	served := map[*harness.Process]*seen{a: {map[string]bool{}, map[string]bool{}}, b: {map[string]bool{}, map[string]bool{}}}
 	var created, failed int
 	maxBundle, bundleShrank := 1, false
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(harness.Deadline)
 	nextDial := time.Now()
 	for i := 0; ; i++ {
 		pod, err := cs.CoreV1().Pods(appsNS).Create(ctx, harness.AppPod(fmt.Sprintf("rotation-%d", i)), metav1.CreateOptions{})
@@ -154,7 +154,11 @@ func TestSelfManagedTLS(t *testing.T) {
 			}
 		}
 		done := len(served[a].serials) >= 4 && len(served[a].issuers) >= 2 && len(served[b].issuers) >= 2 && bundleShrank
-		if done || time.Now().After(deadline) {
+		if done {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("waited %s for four serving certificates, two CAs on each replica and the old CA leaving the caBundle", harness.Deadline)
 			break
 		}
 		time.Sleep(40 * time.Millisecond)
@@ -168,7 +172,7 @@ func TestSelfManagedTLS(t *testing.T) {
 	assert.True(t, bundleShrank, "the old CA leaves the caBundle once expired")
 
 	// One lineage: both replicas end up with the Secret's material.
-	harness.WaitFor(t, 5*time.Second, "replicas agree", func() error {
+	harness.WaitFor(t, "replicas agree", func() error {
 		secret, err := cs.CoreV1().Secrets(relNS).Get(ctx, secretName, metav1.GetOptions{})
 		if err != nil {
 			return err

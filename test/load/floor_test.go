@@ -19,6 +19,7 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == floorCommand {
 		os.Exit(floorMain(os.Args[2:], os.Stderr))
 	}
+	spawnDeadline = deadline
 	os.Exit(m.Run())
 }
 
@@ -70,7 +71,7 @@ func TestFloorAnswersAsTheInjector(t *testing.T) {
 // itself as the floor server, loads it, verifies every answer and stops it.
 func TestSpawnFloor(t *testing.T) {
 	var out, errb bytes.Buffer
-	code := mainWithArgs([]string{"--spawn", "--floor", "--proto", "h1", "--json", "--rate", "100", "--duration", "1s", "--warmup", "200ms", "--timeout", "1m"}, &out, &errb)
+	code := mainWithArgs([]string{"--spawn", "--floor", "--proto", "h1", "--json", "--rate", "100", "--duration", "1s", "--warmup", "200ms", "--timeout", deadline.String()}, &out, &errb)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}

@@ -168,7 +168,9 @@ func newLoader(cfg *Config) (*loader, error) {
 	}
 	l := &loader{cfg: cfg, rv: rv}
 	l.bufs.New = func() any { return bytes.NewBuffer(make([]byte, 0, 32<<10)) }
-	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	// Connecting and the TLS handshake are part of a request (Timeout
+	// bounds it from the send), so they have no shorter bound of their own.
+	dialer := &net.Dialer{Timeout: cfg.Timeout, KeepAlive: 30 * time.Second}
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := dialer.DialContext(ctx, network, addr)
 		if err != nil {
@@ -187,7 +189,7 @@ func newLoader(cfg *Config) (*loader, error) {
 		tr := &http.Transport{
 			DialContext:         dial,
 			TLSClientConfig:     tlsCfg,
-			TLSHandshakeTimeout: 10 * time.Second,
+			TLSHandshakeTimeout: cfg.Timeout,
 			DisableCompression:  true,
 			MaxIdleConns:        0, // no global limit
 			MaxIdleConnsPerHost: 1 << 16,

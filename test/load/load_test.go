@@ -148,14 +148,19 @@ func realHandler(t testing.TB, received *atomic.Int64) http.Handler {
 	return mux
 }
 
+// deadline bounds every wait of this tier: a request's answer (the
+// client's --timeout), a spawned server becoming ready and stopping. It is
+// stated once, here, and generous: an idle run answers in milliseconds
+// and starts a server in about a second; these tests count and classify,
+// they do not time. TEST_DEADLINE_SCALE raises it on a slower machine.
+var deadline = testkit.Deadline(time.Minute)
+
 func baseConfig(srv *testkit.TLSServer) Config {
 	return Config{
-		URL:  srv.URL + webhook.InjectPath,
-		TLS:  srv.Client.Transport.(*http.Transport).TLSClientConfig,
-		Body: defaultReview,
-		// Generous: the race detector on a busy machine is slow, and these
-		// tests are about counting, not speed.
-		Timeout: time.Minute,
+		URL:     srv.URL + webhook.InjectPath,
+		TLS:     srv.Client.Transport.(*http.Transport).TLSClientConfig,
+		Body:    defaultReview,
+		Timeout: deadline,
 	}
 }
 
@@ -253,9 +258,19 @@ func fakeAnswer(uid string) map[string]any {
 // counting what it did.
 type faultyServer struct {
 	faults []string
+	stop   chan struct{} // closed when the test ends (errTimeout)
 	mu     sync.Mutex
 	n      int
 	done   map[string]int
+}
+
+func newFaultyServer(t *testing.T, faults ...string) (*faultyServer, *testkit.TLSServer) {
+	fs := &faultyServer{faults: faults, stop: make(chan struct{})}
+	srv := testkit.NewTLSServer(t, fs)
+	// Registered after the server's own cleanup, so it runs first: the
+	// held requests end before the server waits for them.
+	t.Cleanup(func() { close(fs.stop) })
+	return fs, srv
 }
 
 func (f *faultyServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -302,7 +317,16 @@ func (f *faultyServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "no_response": // counted as bad_review
 		delete(out, "response")
 	case errTimeout:
-		time.Sleep(5 * time.Second)
+		// Slow on purpose by a margin no client timeout can race: no
+		// answer until the client gives up (or the test ends), and then
+		// none either (a handler that returned normally would still send
+		// an empty 200, which an HTTP/1.1 client cancelling at that moment
+		// can read).
+		select {
+		case <-r.Context().Done():
+		case <-f.stop:
+		}
+		panic(http.ErrAbortHandler)
 	default:
 		panic(fault)
 	}
@@ -310,15 +334,17 @@ func (f *faultyServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(out)
 }
 
+// TestRunDetectsErrorsByKind: every kind of wrong answer is counted as
+// its kind, and only the wrong ones. The client's timeout is the tier's
+// deadline, so no correct answer, however slow the machine, is taken for
+// a timeout; timeouts have their own test below.
 func TestRunDetectsErrorsByKind(t *testing.T) {
-	faults := []string{"", "http_500", errUIDMismatch, "", errNotAllowed, errNoPatch, "empty_patch", errBadReview, "no_response", "", errTimeout}
+	faults := []string{"", "http_500", errUIDMismatch, "", errNotAllowed, errNoPatch, "empty_patch", errBadReview, "no_response", ""}
 	for _, proto := range []string{"h2", "h1"} {
 		t.Run(proto, func(t *testing.T) {
-			fs := &faultyServer{faults: faults}
-			srv := testkit.NewTLSServer(t, fs)
+			fs, srv := newFaultyServer(t, faults...)
 			cfg := baseConfig(srv)
 			cfg.Proto, cfg.Rate, cfg.Duration, cfg.Warmup = proto, 100, time.Second, 0
-			cfg.Timeout = 2 * time.Second
 			cfg.ErrorSamples = 100
 			rep, err := Run(context.Background(), cfg)
 			if err != nil {
@@ -350,6 +376,35 @@ func TestRunDetectsErrorsByKind(t *testing.T) {
 				if !strings.Contains(joined, s) {
 					t.Errorf("no %q in the error samples:\n%s", s, joined)
 				}
+			}
+		})
+	}
+}
+
+// TestRunCountsTimeouts: a request the server never answers is counted as
+// a timeout, on either protocol, and nothing else is. The server holds
+// every request after the preflight until the client gives up, so the
+// client's timeout cannot race an answer. The one bound on the machine's
+// speed left is the preflight's answer within timeout: a few milliseconds
+// on an idle machine (TLS handshake included), so timeout is hundreds of
+// times that, and the run costs timeout once.
+func TestRunCountsTimeouts(t *testing.T) {
+	const timeout = 3 * time.Second
+	for _, proto := range []string{"h2", "h1"} {
+		t.Run(proto, func(t *testing.T) {
+			t.Parallel()
+			fs, srv := newFaultyServer(t, errTimeout)
+			cfg := baseConfig(srv)
+			cfg.Proto, cfg.Rate, cfg.Duration, cfg.Warmup = proto, 10, time.Second, 0
+			cfg.Timeout = testkit.Deadline(timeout)
+			rep, err := Run(context.Background(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fs.mu.Lock()
+			defer fs.mu.Unlock()
+			if rep.Requests != 10 || rep.OK != 0 || fmt.Sprint(rep.Errors) != "map[timeout:10]" {
+				t.Errorf("errors %v, %d ok of %d; the server held %d: %v", rep.Errors, rep.OK, rep.Requests, fs.done[errTimeout], rep.ErrorSamples)
 			}
 		})
 	}
@@ -456,7 +511,7 @@ func TestSpawn(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, b)
 	}
 	var out, errb bytes.Buffer
-	code := mainWithArgs([]string{"--spawn", "--injector", bin, "--server-env", "GOMAXPROCS=1", "--json", "--rate", "100", "--duration", "1s", "--warmup", "200ms", "--timeout", "1m"}, &out, &errb)
+	code := mainWithArgs([]string{"--spawn", "--injector", bin, "--server-env", "GOMAXPROCS=1", "--json", "--rate", "100", "--duration", "1s", "--warmup", "200ms", "--timeout", deadline.String()}, &out, &errb)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}

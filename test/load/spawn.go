@@ -40,6 +40,11 @@ type spawnOptions struct {
 	Env []string
 }
 
+// spawnDeadline bounds how long --spawn waits for the server to answer
+// /readyz, and then to stop after SIGTERM (it is killed then). The tests
+// set their tier's deadline.
+var spawnDeadline = time.Minute
+
 // spawned is a running injector.
 type spawned struct {
 	cmd      *exec.Cmd
@@ -141,7 +146,7 @@ func spawn(ctx context.Context, o spawnOptions) (_ *spawned, err error) {
 		s.waitErr = s.cmd.Wait()
 		close(s.exited)
 	}()
-	if err := s.waitReady(ctx, addr, 60*time.Second); err != nil {
+	if err := s.waitReady(ctx, addr, spawnDeadline); err != nil {
 		return s, err
 	}
 	return s, nil
@@ -151,12 +156,17 @@ func spawn(ctx context.Context, o spawnOptions) (_ *spawned, err error) {
 func (s *spawned) PID() int { return s.cmd.Process.Pid }
 
 func (s *spawned) waitReady(ctx context.Context, addr string, timeout time.Duration) error {
-	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: s.TLS.Clone()}}
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: s.TLS.Clone()}}
 	defer c.CloseIdleConnections()
-	deadline := time.Now().Add(timeout)
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	var last error
-	for time.Now().Before(deadline) {
-		resp, err := c.Get("https://" + addr + "/readyz")
+	for wctx.Err() == nil {
+		var resp *http.Response
+		req, err := http.NewRequestWithContext(wctx, http.MethodGet, "https://"+addr+"/readyz", nil)
+		if err == nil {
+			resp, err = c.Do(req)
+		}
 		if err == nil {
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
@@ -171,10 +181,11 @@ func (s *spawned) waitReady(ctx context.Context, addr string, timeout time.Durat
 			return fmt.Errorf("%s exited before it was ready: %v", s.Args[0], s.waitErr)
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-wctx.Done():
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("%s not ready after %s: %v", s.Args[0], timeout, last)
+	return fmt.Errorf("%s not ready (/readyz answering 200) after %s: %v", s.Args[0], timeout, last)
 }
 
 // stop sends SIGTERM, waits for a graceful exit (then kills) and removes
@@ -194,10 +205,10 @@ func (s *spawned) stop() error {
 				} else if s.waitErr != nil {
 					err = fmt.Errorf("injector serve: %w", s.waitErr)
 				}
-			case <-time.After(20 * time.Second):
+			case <-time.After(spawnDeadline):
 				_ = s.cmd.Process.Kill()
 				<-s.exited
-				err = errors.New("injector serve did not stop within 20s of SIGTERM; killed")
+				err = fmt.Errorf("injector serve did not stop within %s of SIGTERM; killed", spawnDeadline)
 			}
 		}
 	}

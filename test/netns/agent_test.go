@@ -190,7 +190,7 @@ func serve(ln net.Listener, handle func(net.Conn)) {
 		}
 		go func() {
 			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			_ = c.SetDeadline(time.Now().Add(deadline))
 			handle(c)
 		}()
 	}
@@ -209,13 +209,13 @@ func proxyConn(c net.Conn, kind string, ownPorts map[uint16]bool) {
 		fmt.Fprintf(c, "proxy %s loop\n", kind)
 		return
 	}
-	up, err := net.DialTimeout("tcp", orig.String(), 2*time.Second)
+	up, err := net.DialTimeout("tcp", orig.String(), deadline)
 	if err != nil {
 		fmt.Fprintf(c, "proxy %s dial-error=%v\n", kind, err)
 		return
 	}
 	defer up.Close()
-	_ = up.SetDeadline(time.Now().Add(4 * time.Second))
+	_ = up.SetDeadline(time.Now().Add(deadline))
 	_, _ = io.Copy(c, up)
 }
 
@@ -265,12 +265,12 @@ func originalDst(c *net.TCPConn) (netip.AddrPort, error) {
 
 // dial connects to addr and returns every line the far end writes.
 func dial(addr string) dialResult {
-	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	c, err := net.DialTimeout("tcp", addr, deadline)
 	if err != nil {
 		return dialResult{Err: err.Error()}
 	}
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(4 * time.Second))
+	_ = c.SetDeadline(time.Now().Add(deadline))
 	res := dialResult{Local: c.LocalAddr().String()}
 	sc := bufio.NewScanner(c)
 	for sc.Scan() {

@@ -21,6 +21,14 @@ import (
 	"github.com/sidecar-injector/injector/test/testkit"
 )
 
+// deadline bounds every wait of this tier, in the test and in its agents
+// (the same binary, with the same environment): an agent starting, the
+// veths coming up, a connection being made and answered. It is stated
+// once, here, and generous: an idle run needs milliseconds for each, up to
+// a second for a link to come up. TEST_DEADLINE_SCALE raises it on a
+// slower machine.
+var deadline = testkit.Deadline(time.Minute)
+
 // meshInit is the mesh-init binary built once by TestMain.
 var meshInit string
 
@@ -202,15 +210,15 @@ func newTopo(t testing.TB, ipv6 bool) *topo {
 // retransmit. Called after the agents started, it rarely waits at all.
 func (tp *topo) waitLinksUp(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	upBy := time.Now().Add(deadline)
 	for _, ns := range []string{tp.pod, tp.peer} {
 		for {
 			out := run(t, "ip", "-n", ns, "-o", "link", "show", "dev", "eth0")
 			if strings.Contains(out, " state UP ") {
 				break
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("eth0 in %s is not up: %s", ns, out)
+			if time.Now().After(upBy) {
+				t.Fatalf("eth0 in %s is not up (operstate UP) after %s: %s", ns, deadline, out)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
@@ -267,9 +275,9 @@ func startAgents(t *testing.T, cfgs ...agentConfig) []*agent {
 				a.stop()
 				t.Fatalf("agent %s did not start: %v\n%s", a.name, err, a.stderr.String())
 			}
-		case <-time.After(15 * time.Second):
+		case <-time.After(deadline):
 			a.stop()
-			t.Fatalf("agent %s did not start in time\n%s", a.name, a.stderr.String())
+			t.Fatalf("agent %s did not say ready within %s\n%s", a.name, deadline, a.stderr.String())
 		}
 	}
 	return agents
@@ -281,7 +289,7 @@ func (a *agent) stop() {
 	go func() { _ = a.cmd.Wait(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(3 * time.Second):
+	case <-time.After(deadline):
 		_ = a.cmd.Process.Kill()
 		<-done
 	}

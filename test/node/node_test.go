@@ -260,8 +260,11 @@ func TestPodThatCannotStartFailsWithTheKubeletsReason(t *testing.T) {
 			t.Errorf("the error does not say %q:\n%v", want, err)
 		}
 	}
-	if took > nodeharness.Deadline/2 {
-		t.Errorf("the failure took %s; it should end the wait as soon as the kubelet reports it", took)
+	// Ended by the kubelet's reason, not by the deadline (nodeharness.Poll
+	// words a deadline "timed out after"): a property of the wait, not of
+	// the machine's speed.
+	if strings.Contains(err.Error(), "timed out after") {
+		t.Errorf("the wait ran to its deadline instead of ending when the kubelet reported the failure")
 	}
 	t.Logf("failed after %s with:\n%v", took.Round(time.Millisecond), err)
 	if err := n.DeletePod(ctx, ns, pod.Name, ptr(int64(0))); err != nil {

@@ -2,8 +2,10 @@
 // files with one -update switch and a check for golden files no test
 // compares any more (Golden, Main), skipping or failing on a missing
 // prerequisite (Need), whether the race detector is on (RaceEnabled), and
-// an HTTPS server with its own CA (TLSServer). Pod fixtures of the core
-// are in the podcases subpackage.
+// an HTTPS server with its own CA (TLSServer), and the one knob that
+// scales every tier's deadline on a slow machine (Deadline,
+// TEST_DEADLINE_SCALE). Pod fixtures of the core are in the podcases
+// subpackage.
 //
 // It imports the standard library only, so the tests of mesh-init and its
 // contract use it without pulling anything else in. Production code never

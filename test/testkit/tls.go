@@ -23,7 +23,8 @@ type TLSServer struct {
 	// CAPEM is the CA that signed the server's certificate, for a
 	// webhook configuration's caBundle.
 	CAPEM []byte
-	// Client trusts that CA only.
+	// Client trusts that CA only; a request gives up after
+	// Deadline(time.Minute).
 	Client *http.Client
 }
 
@@ -65,7 +66,8 @@ func NewTLSServer(t testing.TB, h http.Handler) *TLSServer {
 	pool.AddCert(cert)
 	client := &http.Client{
 		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true},
-		Timeout:   10 * time.Second,
+		// A bound on a test's request, not on how fast it is answered.
+		Timeout: Deadline(time.Minute),
 	}
 	return &TLSServer{Server: srv, CAPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), Client: client}
 }

@@ -11,8 +11,14 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sidecar-injector/injector/test/testkit"
 	"github.com/sidecar-injector/injector/webhook/policy"
 )
+
+// deadline bounds the waits for the file watcher (which polls every 20 ms
+// here): generous, it says how long to wait, not how fast the watcher
+// must be. TEST_DEADLINE_SCALE raises it on a slower machine.
+var deadline = testkit.Deadline(time.Minute)
 
 func writeFile(t *testing.T, path, content string) {
 	t.Helper()
@@ -53,9 +59,16 @@ func TestLoaderRecoversFromTransientErrors(t *testing.T) {
 	content, err := os.ReadFile(path)
 	require.NoError(t, err)
 	require.NoError(t, os.Remove(path))
-	require.Eventually(t, func() bool { return l.LastError() != nil }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return l.LastError() != nil }, deadline, 10*time.Millisecond, "the watcher to see the file gone")
 	require.NoError(t, os.WriteFile(path, content, 0o644))
-	require.Eventually(t, func() bool { return l.LastError() == nil }, 5*time.Second, 10*time.Millisecond)
+	// The second call, not LastError: Watch clears the error before it
+	// calls apply, so the error alone can be seen cleared before the call.
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(calls) >= 2
+	}, deadline, 10*time.Millisecond, "the watcher to see the file back")
+	require.NoError(t, l.LastError())
 	cancel()
 	mu.Lock()
 	defer mu.Unlock()

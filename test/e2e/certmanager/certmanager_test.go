@@ -194,7 +194,7 @@ func TestCertManagerModeEndToEnd(t *testing.T) {
 		}
 	}
 	require.NotNil(t, serving)
-	harness.WaitFor(t, 60*time.Second, "cert-manager issues the serving Certificate", func() error {
+	harness.WaitFor(t, "cert-manager issues the serving Certificate", func() error {
 		crt := &cmapi.Certificate{}
 		if err := cl.Get(ctx, client.ObjectKeyFromObject(serving), crt); err != nil {
 			return err
@@ -241,7 +241,7 @@ func TestCertManagerModeEndToEnd(t *testing.T) {
 			t.Logf("injector output (last 12 KiB):\n%s", p.Out.Tail(12<<10))
 		}
 	})
-	require.NoError(t, p.WaitReady(60*time.Second))
+	require.NoError(t, p.WaitReady(harness.Deadline))
 	_, body, err := p.Readyz()
 	require.NoError(t, err)
 	assert.Contains(t, body, "[+] certificate ok")
@@ -253,13 +253,13 @@ func TestCertManagerModeEndToEnd(t *testing.T) {
 	require.Equal(t, relNS+"/"+serving.Name, mwc.Annotations[certs.InjectCAFromAnnotation])
 	harness.PointAt(mwc, "https://"+p.Addr+"/inject", nil)
 	require.NoError(t, harness.ApplyWebhookConfiguration(ctx, cp.Clientset, mwc))
-	harness.WaitFor(t, 30*time.Second, "cainjector fills every webhook's caBundle", func() error {
+	harness.WaitFor(t, "cainjector fills every webhook's caBundle", func() error {
 		return bundlesAre(ctx, cp, mwc.Name, secret.Data["ca.crt"])
 	})
 	admit := func(name string) {
 		t.Helper()
 		var pod *corev1.Pod
-		harness.WaitFor(t, 30*time.Second, "the API server admits "+name+" through the webhook", func() error {
+		harness.WaitFor(t, "the API server admits "+name+" through the webhook", func() error {
 			var err error
 			pod, err = cp.Clientset.CoreV1().Pods(appsNS).Create(ctx, harness.AppPod(name), metav1.CreateOptions{})
 			return err
@@ -282,7 +282,7 @@ func TestCertManagerModeEndToEnd(t *testing.T) {
 		Message: "Certificate re-issuance manually triggered", LastTransitionTime: &metav1.Time{Time: time.Now()},
 	})
 	require.NoError(t, cl.Status().Update(ctx, crt))
-	harness.WaitFor(t, 60*time.Second, "cert-manager re-issues the Certificate", func() error {
+	harness.WaitFor(t, "cert-manager re-issues the Certificate", func() error {
 		c := &cmapi.Certificate{}
 		if err := cl.Get(ctx, client.ObjectKeyFromObject(serving), c); err != nil {
 			return err
@@ -294,7 +294,7 @@ func TestCertManagerModeEndToEnd(t *testing.T) {
 	})
 	renewed := syncVolume()
 	require.False(t, bytes.Equal(secret.Data["tls.crt"], renewed.Data["tls.crt"]), "a new certificate")
-	harness.WaitFor(t, 20*time.Second, "the server serves the renewed certificate", func() error {
+	harness.WaitFor(t, "the server serves the renewed certificate", func() error {
 		st, err := p.ServedCertificate(ctx)
 		if err != nil {
 			return err
@@ -317,7 +317,7 @@ func TestCertManagerModeEndToEnd(t *testing.T) {
 	crt.Spec.IssuerRef.Name = "missing-issuer"
 	crt.Spec.DNSNames = append(crt.Spec.DNSNames, "injector.example.com")
 	require.NoError(t, cl.Update(ctx, crt))
-	harness.WaitFor(t, 60*time.Second, "/readyz reports the Certificate not Ready", func() error {
+	harness.WaitFor(t, "/readyz reports the Certificate not Ready", func() error {
 		code, body, err := p.Readyz()
 		if err != nil {
 			return err

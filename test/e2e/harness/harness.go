@@ -29,6 +29,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
+
+	"github.com/sidecar-injector/injector/test/testkit"
 )
 
 // Versions built by test/tools/install.sh; the cache folder is named after
@@ -37,6 +39,17 @@ const (
 	KubeVersion = "v1.36.3"
 	EtcdVersion = "v3.6.8"
 )
+
+// Deadline bounds every wait of the tiers that run a control plane
+// (test/e2e, test/e2e/certmanager, `make run`): the control plane and the
+// injector starting and stopping, the API server picking up a webhook
+// configuration, cert-manager issuing, a rotation being served. It is
+// stated once, here, and generous: an idle run needs a second or two for
+// most waits and about 20 s for the longest (the control plane's start
+// under -race); a wait that runs out fails saying what it waited for.
+// TEST_DEADLINE_SCALE raises it on a slower machine. (The node tier has
+// its own, nodeharness.Deadline.)
+var Deadline = testkit.Deadline(3 * time.Minute)
 
 // BuildHint says how to get the binaries.
 const BuildHint = "build them with `bash test/tools/install.sh` (first run 5–14 minutes, then cached under ~/.cache/sidecar-injector), then `eval \"$(bash test/tools/install.sh --print-env)\"`"
@@ -154,8 +167,8 @@ func StartControlPlane(o ControlPlaneOptions) (*ControlPlane, error) {
 		BinaryAssetsDirectory:    assets,
 		CRDDirectoryPaths:        o.CRDDirs,
 		ErrorIfCRDPathMissing:    true,
-		ControlPlaneStartTimeout: 2 * time.Minute,
-		ControlPlaneStopTimeout:  time.Minute,
+		ControlPlaneStartTimeout: Deadline,
+		ControlPlaneStopTimeout:  Deadline,
 	}
 	if o.Output != nil {
 		env.AttachControlPlaneOutput = true
@@ -392,16 +405,16 @@ func ApplyWebhookConfiguration(ctx context.Context, cs kubernetes.Interface, mwc
 }
 
 // WaitFor polls cond until it returns nil, failing the test with what and
-// the last error once timeout passes.
-func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() error) {
+// cond's last error once Deadline passes.
+func WaitFor(t testing.TB, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
+	end := time.Now().Add(Deadline)
 	var err error
-	for time.Now().Before(deadline) {
+	for time.Now().Before(end) {
 		if err = cond(); err == nil {
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("%s: not after %s: %v", what, timeout, err)
+	t.Fatalf("waited %s for %s; last: %v", Deadline, what, err)
 }

@@ -87,13 +87,13 @@ func StartServe(bin, name string, args ...string) (*Process, error) {
 	return p, nil
 }
 
-// Stop sends SIGTERM and waits (killing after 20s).
+// Stop sends SIGTERM and waits (killing after Deadline).
 func (p *Process) Stop() {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-p.done:
 		p.done <- err
-	case <-time.After(20 * time.Second):
+	case <-time.After(Deadline):
 		_ = p.cmd.Process.Kill()
 	}
 }
@@ -113,7 +113,7 @@ func (p *Process) Exited() error {
 // readiness probe does (the kubelet does not verify the certificate
 // either).
 func (p *Process) Readyz() (int, string, error) {
-	c := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
+	c := &http.Client{Timeout: Deadline, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // a probe, like the kubelet's
 	resp, err := c.Get("https://" + p.Addr + "/readyz")
 	if err != nil {
@@ -124,7 +124,8 @@ func (p *Process) Readyz() (int, string, error) {
 	return resp.StatusCode, string(b), nil
 }
 
-// WaitReady polls /readyz until it answers 200.
+// WaitReady polls /readyz until it answers 200, for at most timeout (the
+// tier's deadline).
 func (p *Process) WaitReady(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	var last error
@@ -142,7 +143,7 @@ func (p *Process) WaitReady(timeout time.Duration) error {
 		last = err
 		time.Sleep(100 * time.Millisecond)
 	}
-	return fmt.Errorf("%s not ready after %s: %v", p.Name, timeout, last)
+	return fmt.Errorf("%s not ready (/readyz answering 200) after %s: %v", p.Name, timeout, last)
 }
 
 // ServedCertificate dials the server and returns the TLS state (the

@@ -78,7 +78,8 @@ func removeCgroups() error {
 	var errs []error
 	for _, d := range dirs {
 		var err error
-		for try := 0; try < 50; try++ {
+		// Until the processes killed below are gone, for up to Deadline.
+		for end := time.Now().Add(Deadline); ; {
 			if err = syscall.Rmdir(d); err == nil || errors.Is(err, syscall.ENOENT) {
 				err = nil
 				break
@@ -89,6 +90,10 @@ func removeCgroups() error {
 						_ = syscall.Kill(pid, syscall.SIGKILL)
 					}
 				}
+			}
+			if time.Now().After(end) {
+				err = fmt.Errorf("still there after %s: %w", Deadline, err)
+				break
 			}
 			time.Sleep(100 * time.Millisecond)
 		}

@@ -26,6 +26,7 @@ import (
 
 	"github.com/sidecar-injector/injector/test/e2e/harness"
 	"github.com/sidecar-injector/injector/test/node/images"
+	"github.com/sidecar-injector/injector/test/testkit"
 )
 
 // Deadline bounds every wait of the node tier: each bring-up step, a pod
@@ -34,12 +35,13 @@ import (
 // that): a test that hits it says what it was waiting for and what the
 // kubelet and containerd said. Waits that can no longer succeed (a process
 // exited, an image cannot be found) end at once instead.
-const Deadline = 5 * time.Minute
+// TEST_DEADLINE_SCALE raises it, and the one below, on a slower machine.
+var Deadline = testkit.Deadline(5 * time.Minute)
 
 // BuildDeadline bounds building the images' binaries: a cold Go build
 // cache compiles the injector and its Kubernetes dependencies (about 4
 // minutes on an idle 2-core machine), which is not a wait.
-const BuildDeadline = 20 * time.Minute
+var BuildDeadline = testkit.Deadline(20 * time.Minute)
 
 // NodeName is the node's name.
 const NodeName = "node-tier"

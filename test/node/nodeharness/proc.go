@@ -74,8 +74,8 @@ func (p *Proc) Stop(grace time.Duration) error {
 		_ = syscall.Kill(-p.PID(), syscall.SIGKILL)
 		select {
 		case <-p.done:
-		case <-time.After(10 * time.Second):
-			return fmt.Errorf("%s (pid %d) did not exit after SIGKILL", p.Name, p.PID())
+		case <-time.After(Deadline):
+			return fmt.Errorf("%s (pid %d) did not exit within %s of SIGKILL", p.Name, p.PID(), Deadline)
 		}
 	}
 	// Anything else left in its process group.

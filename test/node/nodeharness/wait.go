@@ -117,7 +117,7 @@ func (n *Node) waitControllers(ctx context.Context) error {
 // DiagnosePod says what is known about a pod: phase, conditions, each
 // container's state, its events, and the kubelet's log lines about it.
 func (n *Node) DiagnosePod(ns, name string) string {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), Deadline)
 	defer cancel()
 	var b strings.Builder
 	p, err := n.Clientset.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})

@@ -43,6 +43,10 @@ type Server struct {
 	servers   []*http.Server
 	admin     *http.Server
 	counts    map[string]int64 // "direction/family" -> connections
+
+	// drainSleep waits out a graceful drain (time.Sleep); the tests hold
+	// the drain open and check the duration it was asked for.
+	drainSleep func(time.Duration)
 }
 
 type proxyListener struct {
@@ -53,7 +57,7 @@ type proxyListener struct {
 
 // New prepares a stand-in from its options and bootstrap; Start binds.
 func New(opts Options, boot *Bootstrap, log *slog.Logger) *Server {
-	return &Server{opts: opts, boot: boot, log: log.With("proxy", Banner), quit: make(chan struct{}), counts: map[string]int64{}}
+	return &Server{opts: opts, boot: boot, log: log.With("proxy", Banner), quit: make(chan struct{}), counts: map[string]int64{}, drainSleep: time.Sleep}
 }
 
 // Quit is closed when /quitquitquit was called.
@@ -269,7 +273,7 @@ func (s *Server) adminMux() http.Handler {
 			if graceful {
 				if s.draining.CompareAndSwap(false, true) {
 					go func() {
-						time.Sleep(time.Duration(s.opts.DrainTimeSeconds) * time.Second)
+						s.drainSleep(time.Duration(s.opts.DrainTimeSeconds) * time.Second)
 						if !skipExit {
 							s.stopListeners(inboundOnly)
 						}

@@ -16,10 +16,15 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/sidecar-injector/injector/test/testkit"
 	"github.com/sidecar-injector/injector/webhook/inject"
 	"github.com/sidecar-injector/injector/webhook/meshinit"
 	"github.com/sidecar-injector/injector/webhook/policy"
 )
+
+// deadline bounds every wait of these tests (a server answering, a
+// listener stopping): generous, stated once; TEST_DEADLINE_SCALE raises it.
+var deadline = testkit.Deadline(time.Minute)
 
 // rendered injects a pod with the built-in defaults and returns the
 // bootstrap and the proxy container the injector produced.
@@ -133,7 +138,7 @@ func freePort(t *testing.T) int {
 
 // start runs a stand-in with an admin port and a readiness listener on
 // free loopback ports, and an inbound passthrough listener.
-func start(t *testing.T, drain int) (*Server, string, string, *lockedBuffer) {
+func start(t *testing.T, drain int, before ...func(*Server)) (*Server, string, string, *lockedBuffer) {
 	t.Helper()
 	admin := "127.0.0.1:" + strconv.Itoa(freePort(t))
 	ready := "127.0.0.1:" + strconv.Itoa(freePort(t))
@@ -144,6 +149,9 @@ func start(t *testing.T, drain int) (*Server, string, string, *lockedBuffer) {
 	}}
 	logs := &lockedBuffer{}
 	s := New(Options{DrainTimeSeconds: drain}, boot, slog.New(slog.NewJSONHandler(logs, nil)))
+	for _, f := range before {
+		f(s)
+	}
 	if err := s.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +181,7 @@ func (l *lockedBuffer) String() string {
 func call(t *testing.T, method, url string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest(method, url, nil)
-	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	resp, err := (&http.Client{Timeout: deadline}).Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
 	}
@@ -220,18 +228,25 @@ func TestAdminSemantics(t *testing.T) {
 	}
 	select {
 	case <-s.Quit():
-	case <-time.After(5 * time.Second):
-		t.Fatal("/quitquitquit did not make the stand-in quit")
+	case <-time.After(deadline):
+		t.Fatalf("/quitquitquit did not make the stand-in quit within %s", deadline)
 	}
 }
 
 // TestDrainListeners: inboundonly stops only INBOUND listeners; graceful
-// keeps them accepting for --drain-time-s first.
+// keeps them accepting for --drain-time-s first. The drain's sleep is held
+// open by the test (no race with the clock): the listener must accept
+// while it lasts, the sleep must be for the drain time, and the listener
+// must stop once it ends.
 func TestDrainListeners(t *testing.T) {
-	s, admin, ready, logs := start(t, 1)
+	asked := make(chan time.Duration, 1)
+	release := make(chan struct{})
+	s, admin, ready, logs := start(t, 7, func(s *Server) {
+		s.drainSleep = func(d time.Duration) { asked <- d; <-release }
+	})
 	inAddr := s.boot.Listeners[1].Address
 	dial := func() error {
-		c, err := net.DialTimeout("tcp", inAddr, time.Second)
+		c, err := net.DialTimeout("tcp", inAddr, deadline)
 		if err == nil {
 			c.Close()
 		}
@@ -240,15 +255,25 @@ func TestDrainListeners(t *testing.T) {
 	if code, _ := call(t, "POST", admin+"/drain_listeners?graceful&inboundonly"); code != 200 {
 		t.Fatalf("drain_listeners: %d", code)
 	}
-	if err := dial(); err != nil {
-		t.Errorf("the inbound listener stopped before the drain time: %v", err)
+	var d time.Duration
+	select {
+	case d = <-asked:
+	case <-time.After(deadline):
+		t.Fatalf("no drain began within %s of drain_listeners", deadline)
 	}
-	deadline := time.Now().Add(30 * time.Second) // the drain time is 1s
+	if d != 7*time.Second {
+		t.Errorf("the drain sleeps %s, want --drain-time-s=7", d)
+	}
+	if err := dial(); err != nil {
+		t.Errorf("the inbound listener stopped during the drain: %v", err)
+	}
+	close(release)
+	stopBy := time.Now().Add(deadline)
 	for dial() == nil {
-		if time.Now().After(deadline) {
-			t.Fatal("the inbound listener still accepts long after the drain time")
+		if time.Now().After(stopBy) {
+			t.Fatalf("the inbound listener still accepts %s after the drain ended", deadline)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
 	// inboundonly: the readiness listener (no direction) keeps serving.
 	if code, _ := call(t, "GET", ready+"/healthz/ready"); code != 200 {

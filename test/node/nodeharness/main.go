@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -56,6 +57,10 @@ func stopShared() (leftovers []string, err error) {
 // t.Cleanup, so the teardown must not wait for it.
 const timeoutMargin = 90 * time.Second
 
+// parallelWaits is how many parallel node-tier tests run at once by
+// default.
+const parallelWaits = 8
+
 // Main runs the tests (m.Run) and tears the shared node down afterwards,
 // on SIGINT or SIGTERM, and shortly before -test.timeout would kill the
 // process; then it checks that the host is as it was (links, iptables and
@@ -63,6 +68,14 @@ const timeoutMargin = 90 * time.Second
 // and fails the run if not. Use it from TestMain: os.Exit(nodeharness.Main(m)).
 func Main(m *testing.M) int {
 	flag.Parse()
+	// The node tier's parallel tests wait on the kubelet rather than use
+	// the CPU: unless -parallel was given, run more of them at once than
+	// the default (GOMAXPROCS, 2 here).
+	explicit := false
+	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "test.parallel" })
+	if !explicit {
+		_ = flag.Set("test.parallel", fmt.Sprint(max(runtime.GOMAXPROCS(0), parallelWaits)))
+	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	go func() {

@@ -428,9 +428,33 @@ func (n *Node) stop() error {
 }
 
 // deleteAllPods deletes every pod through the API server (grace period 1s:
-// the tests are over) and waits until the kubelet has confirmed each one
-// gone.
+// the tests are over), waits until the kubelet has confirmed each one
+// gone, and then until containerd runs no container or sandbox any more: a
+// pod deleted with no grace period leaves the API at once, while the
+// kubelet is still stopping its containers and tearing its sandbox down
+// (CNI DEL, the shim), which must finish before the kubelet stops.
 func (n *Node) deleteAllPods() error {
+	if err := n.deletePodsThroughAPI(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), Deadline)
+	defer cancel()
+	var last string
+	for {
+		out, err := n.containerd.ctr(ctx, "tasks", "ls", "-q")
+		if err == nil && strings.TrimSpace(out) == "" {
+			return nil
+		}
+		last = strings.TrimSpace(out)
+		if ctx.Err() != nil {
+			return fmt.Errorf("containerd still runs tasks %s %s after the pods left the API (the kubelet did not stop them)\nkubelet log:\n%s",
+				strings.Join(strings.Fields(last), ", "), Deadline, n.kubelet.proc.Tail(4096))
+		}
+		sleep(ctx, 200*time.Millisecond)
+	}
+}
+
+func (n *Node) deletePodsThroughAPI() error {
 	ctx, cancel := context.WithTimeout(context.Background(), Deadline)
 	defer cancel()
 	cs := n.Clientset

@@ -58,6 +58,12 @@ type Options struct {
 	Controllers bool
 	// Logf receives progress lines (nil: discarded).
 	Logf func(format string, args ...any)
+	// KubeletFlags are added to the kubelet's command line, after the
+	// node's own (fault tests: a kubelet that cannot start).
+	KubeletFlags []string
+	// NoImages skips building and importing the node's images (fault
+	// tests that never run a pod).
+	NoImages bool
 }
 
 // Node is a running node.
@@ -122,8 +128,20 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 	}
 	defer func() {
 		if err != nil {
-			if serr := n.Stop(); serr != nil {
+			// Everything set up so far is torn down, and the host compared
+			// with the snapshot, before the lock is released: a failed
+			// start leaves nothing behind, or says what it left.
+			serr := n.stop()
+			var left []string
+			if n.lock != nil {
+				left = n.before.Leftovers(TakeSnapshot(), n.PIDs(), n.Markers()...)
+			}
+			n.unlock()
+			if serr != nil {
 				err = fmt.Errorf("%w\n(and tearing down: %v)", err, serr)
+			}
+			if len(left) > 0 {
+				err = fmt.Errorf("%w\n(and the failed start left this behind:\n  %s)", err, strings.Join(left, "\n  "))
 			}
 			n = nil
 		}
@@ -180,6 +198,9 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 	go func() {
 		var b built
 		defer func() { imgs <- b }()
+		if o.NoImages {
+			return
+		}
 		binDir := filepath.Join(dir, "bin")
 		if b.err = os.MkdirAll(binDir, 0o755); b.err != nil {
 			return
@@ -218,7 +239,11 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 		return n, fmt.Errorf("building the images: %w", b.err)
 	}
 	n.Binaries, n.Images = b.bins, b.set
-	n.step("images built (go build + go-containerregistry)", t)
+	if o.NoImages {
+		n.step("images skipped (NoImages)", t)
+	} else {
+		n.step("images built (go build + go-containerregistry)", t)
+	}
 
 	t = time.Now()
 	if n.containerd, err = startContainerd(dir, images.PauseRef); err != nil {
@@ -231,8 +256,10 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 	}
 	ictx, icancel := context.WithTimeout(ctx, Deadline)
 	defer icancel()
-	if err := n.containerd.importImages(ictx, b.tar); err != nil {
-		return n, err
+	if !o.NoImages {
+		if err := n.containerd.importImages(ictx, b.tar); err != nil {
+			return n, err
+		}
 	}
 	n.step("containerd up, images imported", t)
 
@@ -241,7 +268,7 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 	if err := os.WriteFile(rootCA, cp.Config.CAData, 0o644); err != nil {
 		return n, err
 	}
-	if n.kubelet, err = startKubelet(dir, NodeName, cp.Kubeconfig, n.containerd.Socket, filepath.Join(NodeAssets(), "kubelet")); err != nil {
+	if n.kubelet, err = startKubelet(dir, NodeName, cp.Kubeconfig, n.containerd.Socket, filepath.Join(NodeAssets(), "kubelet"), o.KubeletFlags...); err != nil {
 		return n, err
 	}
 	n.pids = append(n.pids, n.kubelet.proc.PID())

@@ -64,6 +64,7 @@ func (n *Node) ContainerSpec(ctx context.Context, containerID string) (*Containe
 type PodWatch struct {
 	mu       sync.Mutex
 	versions []*corev1.Pod
+	arrived  []time.Time
 	gone     chan struct{}
 	goneAt   time.Time
 	err      error
@@ -86,14 +87,16 @@ func (n *Node) WatchPod(ctx context.Context, ns, name string) (*PodWatch, error)
 				if p, ok := ev.Object.(*corev1.Pod); ok {
 					pw.mu.Lock()
 					pw.versions = append(pw.versions, p)
+					pw.arrived = append(pw.arrived, time.Now())
 					pw.mu.Unlock()
 				}
 			case watch.Deleted:
 				pw.mu.Lock()
+				pw.goneAt = time.Now()
 				if p, ok := ev.Object.(*corev1.Pod); ok {
 					pw.versions = append(pw.versions, p)
+					pw.arrived = append(pw.arrived, pw.goneAt)
 				}
-				pw.goneAt = time.Now()
 				pw.mu.Unlock()
 				return
 			case watch.Error:
@@ -128,6 +131,48 @@ func (pw *PodWatch) WaitGone(ctx context.Context) (*corev1.Pod, time.Time, error
 		return pw.last(), time.Time{}, pw.err
 	}
 	return pw.last(), pw.goneAt, nil
+}
+
+// WaitFor waits (bounded by Deadline) until a version of the pod
+// satisfies cond and returns when that version arrived (the watch's
+// time, not the polling's). cond's error ends the wait at once.
+func (pw *PodWatch) WaitFor(ctx context.Context, what string, cond func(*corev1.Pod) (bool, error)) (time.Time, error) {
+	ctx, cancel := context.WithTimeout(ctx, Deadline)
+	defer cancel()
+	checked := 0
+	for {
+		ended := false
+		select {
+		case <-pw.gone:
+			ended = true // every version has arrived: one last pass
+		default:
+		}
+		pw.mu.Lock()
+		versions, arrived := pw.versions[checked:], pw.arrived[checked:]
+		werr := pw.err
+		pw.mu.Unlock()
+		for i, p := range versions {
+			ok, err := cond(p)
+			if err != nil {
+				return time.Time{}, fmt.Errorf("waiting for the pod to be %s: %w", what, err)
+			}
+			if ok {
+				return arrived[i], nil
+			}
+		}
+		checked += len(versions)
+		if ended {
+			if werr == nil {
+				werr = fmt.Errorf("the pod was deleted")
+			}
+			return time.Time{}, fmt.Errorf("waiting for the pod to be %s: %w; last seen: %s", what, werr, describe(pw.Last()))
+		}
+		select {
+		case <-ctx.Done():
+			return time.Time{}, fmt.Errorf("timed out after %s waiting for the pod to be %s; last seen: %s", Deadline, what, describe(pw.Last()))
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // Last is the latest version seen (nil before the first).

@@ -115,7 +115,12 @@ func TestLosslessRollouts(t *testing.T) {
 			continue
 		}
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
+			// The short version runs its cases at once (they mostly
+			// wait); the full measurement one at a time, so that each
+			// case's numbers are its own.
+			if !fullMeasure() {
+				t.Parallel()
+			}
 			ctx := t.Context()
 			ns := "ro-" + tc.name
 			labels := map[string]string(nil)

@@ -29,9 +29,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/yaml"
 
 	"github.com/sidecar-injector/injector/test/e2e/harness"
@@ -42,6 +44,7 @@ import (
 func main() {
 	keep := flag.Bool("keep", false, "keep the node running after printing, until Ctrl-C")
 	flag.Parse()
+	ctrllog.SetLogger(logr.Discard()) // envtest's own logging is not for this output
 	if err := run(os.Stdout, *keep); err != nil {
 		fmt.Fprintln(os.Stderr, "run-node:", err)
 		os.Exit(1)
@@ -88,7 +91,7 @@ func run(out io.Writer, keep bool) (err error) {
 		return err
 	}
 	fmt.Fprintf(out, "Creating the %d demo pods of `make run` (test/demo/pods), images replaced by the test app; the proxy is the Envoy STAND-IN:\n\n", len(pods))
-	var running []*corev1.Pod
+	var refused []string
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "POD\tNAMESPACE\tINJECTED\tPHASE\tREADY\tCONTAINERS (as the kubelet reports them)")
 	for _, f := range pods {
@@ -96,7 +99,8 @@ func run(out io.Writer, keep bool) (err error) {
 		if err != nil {
 			var se apierrors.APIStatus
 			if errors.As(err, &se) {
-				fmt.Fprintf(tw, "%s\t%s\trefused\t-\t-\t%s\n", f.pod.GenerateName+f.pod.Name, f.pod.Namespace, shorten(se.Status().Message, 110))
+				fmt.Fprintf(tw, "%s\t%s\trefused\t-\t-\t(below)\n", f.pod.GenerateName+f.pod.Name, f.pod.Namespace)
+				refused = append(refused, fmt.Sprintf("%s/%s (%s): %s", f.pod.Namespace, f.pod.GenerateName+f.pod.Name, f.file, se.Status().Message))
 				continue
 			}
 			return err
@@ -114,11 +118,13 @@ func run(out io.Writer, keep bool) (err error) {
 		if err != nil {
 			return err
 		}
-		running = append(running, p)
 		_, injected := p.Annotations[nodeharness.StatusAnnotation]
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.Namespace, yesNo(injected, mode(p)), p.Status.Phase, readyOf(p), containersOf(p))
 	}
 	tw.Flush()
+	for _, r := range refused {
+		fmt.Fprintf(out, "\nrefused by the API server: %s\n", r)
+	}
 	if keep {
 		fmt.Fprintf(out, "\nThe node stays up until Ctrl-C. Try:\n  export KUBECONFIG=%s\n  kubectl get pods -A -o wide\n  kubectl -n shop logs <pod> -c mesh-proxy\n", n.CP.Kubeconfig)
 		<-ctx.Done()
@@ -230,11 +236,4 @@ func containersOf(p *corev1.Pod) string {
 		}
 	}
 	return strings.Join(parts, ", ")
-}
-
-func shorten(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
 }

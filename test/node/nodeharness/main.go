@@ -15,6 +15,9 @@ import (
 )
 
 var (
+	// stopBy is when Main tears the node down ahead of -test.timeout
+	// (zero: no timeout).
+	stopBy     time.Time
 	sharedMu   sync.Mutex
 	shared     *Node
 	sharedErr  error
@@ -30,7 +33,15 @@ func Shared(t testing.TB) *Node {
 	defer sharedMu.Unlock()
 	if !sharedDone {
 		sharedDone = true
-		shared, sharedErr = Start(context.Background(), Options{Controllers: true, Logf: func(f string, a ...any) {
+		ctx := context.Background()
+		if !stopBy.IsZero() {
+			// Waiting for another run's lock ends before the test
+			// binary's own timeout would.
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithDeadline(ctx, stopBy)
+			defer cancel()
+		}
+		shared, sharedErr = Start(ctx, Options{Controllers: true, Logf: func(f string, a ...any) {
 			fmt.Fprintf(os.Stderr, f+"\n", a...)
 		}})
 	}
@@ -86,6 +97,7 @@ func Main(m *testing.M) int {
 	}()
 	if f := flag.Lookup("test.timeout"); f != nil {
 		if d, ok := f.Value.(flag.Getter).Get().(time.Duration); ok && d > 2*timeoutMargin {
+			stopBy = time.Now().Add(d - timeoutMargin)
 			time.AfterFunc(d-timeoutMargin, func() {
 				fmt.Fprintf(os.Stderr, "node tier: the test binary's -test.timeout (%s) is %s away: tearing the node down now\n", d, timeoutMargin)
 				report(stopShared())

@@ -36,6 +36,11 @@ import (
 // exited, an image cannot be found) end at once instead.
 const Deadline = 5 * time.Minute
 
+// LockWait bounds waiting for another node-tier run on this machine (one
+// node per machine): long enough for a whole other run, the full
+// measurements included (docs/lossless.md), since waiting is the point.
+const LockWait = 30 * time.Minute
+
 // BuildDeadline bounds building the images' binaries: a cold Go build
 // cache compiles the injector and its Kubernetes dependencies (about 4
 // minutes on an idle 2-core machine), which is not a wait.
@@ -330,7 +335,7 @@ func childPIDs() []int {
 }
 
 func (n *Node) takeLock(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, Deadline)
+	ctx, cancel := context.WithTimeout(ctx, LockWait)
 	defer cancel()
 	if err := os.MkdirAll(filepath.Dir(lockPath), 0o755); err != nil {
 		return err
@@ -339,19 +344,40 @@ func (n *Node) takeLock(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	start, lastLog := time.Now(), time.Time{}
 	for {
 		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err == nil {
 			break
 		}
-		n.logf("node: waiting for another node-tier run on this machine (lock %s)", lockPath)
+		if time.Since(lastLog) >= time.Minute {
+			lastLog = time.Now()
+			n.logf("node: waiting (%s so far, at most %s) for another node-tier run on this machine: %s holds %s",
+				time.Since(start).Round(time.Second), LockWait, lockHolder(), lockPath)
+		}
 		sleep(ctx, time.Second)
 		if ctx.Err() != nil {
 			f.Close()
-			return fmt.Errorf("another node-tier run holds %s: %w", lockPath, ctx.Err())
+			return fmt.Errorf("another node-tier run (%s) still holds %s after %s: %w", lockHolder(), lockPath, time.Since(start).Round(time.Second), ctx.Err())
 		}
 	}
+	// Say who holds it, for whoever waits.
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte(fmt.Sprintf("pid %d: %s\n", os.Getpid(), strings.Join(os.Args, " "))), 0)
 	n.lock = f
 	return nil
+}
+
+// lockHolder is what the lock's holder wrote into it.
+func lockHolder() string {
+	b, err := os.ReadFile(lockPath)
+	if err != nil || len(strings.TrimSpace(string(b))) == 0 {
+		return "an unknown process"
+	}
+	s := strings.TrimSpace(string(b))
+	if len(s) > 200 {
+		s = s[:200] + "..."
+	}
+	return s
 }
 
 // sweepLeftovers removes what a killed run left: its processes, mounts,

@@ -88,11 +88,16 @@ func appOps(ops []jsonpatch.Operation, path string, orig *corev1.Container, a in
 			ops = append(ops, jsonpatch.NewOperation("add", path+"/volumeMounts", a.Mounts))
 		}
 	}
-	if a.PreStop != nil {
+	if a.PreStop != nil || a.PostStart != nil {
 		if orig.Lifecycle == nil {
-			ops = append(ops, jsonpatch.NewOperation("add", path+"/lifecycle", corev1.Lifecycle{PreStop: a.PreStop}))
+			ops = append(ops, jsonpatch.NewOperation("add", path+"/lifecycle", corev1.Lifecycle{PreStop: a.PreStop, PostStart: a.PostStart}))
 		} else {
-			ops = append(ops, jsonpatch.NewOperation("add", path+"/lifecycle/preStop", *a.PreStop))
+			if a.PostStart != nil {
+				ops = append(ops, jsonpatch.NewOperation("add", path+"/lifecycle/postStart", *a.PostStart))
+			}
+			if a.PreStop != nil {
+				ops = append(ops, jsonpatch.NewOperation("add", path+"/lifecycle/preStop", *a.PreStop))
+			}
 		}
 	}
 	if a.Command != nil {

@@ -57,6 +57,8 @@ type containerView struct {
 	Lifecycle       *corev1.Lifecycle              `json:"lifecycle"`
 	SecurityContext *corev1.SecurityContext        `json:"securityContext"`
 	RestartPolicy   *corev1.ContainerRestartPolicy `json:"restartPolicy"`
+	// Env tells which app container carries a registry's settings.
+	Env []corev1.EnvVar `json:"env"`
 }
 
 type volumeView struct {
@@ -96,7 +98,7 @@ func containers(in []containerView) []corev1.Container {
 		out[i] = corev1.Container{
 			Name: c.Name, Command: c.Command, Ports: c.Ports, VolumeMounts: c.VolumeMounts,
 			VolumeDevices: c.VolumeDevices, Lifecycle: c.Lifecycle, SecurityContext: c.SecurityContext,
-			RestartPolicy: c.RestartPolicy,
+			RestartPolicy: c.RestartPolicy, Env: c.Env,
 		}
 	}
 	return out

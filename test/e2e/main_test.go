@@ -213,6 +213,7 @@ func startInjector(c *harness.ControlPlane, helm string) (*injector, error) {
 }
 
 func stopShared() {
+	istioInst.stop()
 	if inj != nil {
 		inj.cancel()
 		select {

@@ -80,9 +80,9 @@ func startTrivialWebhook(tb testing.TB) *trivialWebhook {
 	return w
 }
 
-// setTrivial points the chart's webhook configuration at the trivial
-// webhook and waits until the API server calls it.
-func (p *perfEnv) setTrivial(tb testing.TB, w *trivialWebhook) {
+// pointChartAt registers the chart's webhook configuration (same
+// selectors, same namespace) pointed at another webhook.
+func (p *perfEnv) pointChartAt(tb testing.TB, url string, ca []byte) {
 	tb.Helper()
 	rendered, err := harness.Render(tb.Context(), helmBin(tb), release, releaseNamespace, []string{e2eValues()})
 	require.NoError(tb, err)
@@ -91,9 +91,16 @@ func (p *perfEnv) setTrivial(tb testing.TB, w *trivialWebhook) {
 	mwc, err := harness.WebhookConfiguration(objs)
 	require.NoError(tb, err)
 	mwc.Name = p.mwc
-	harness.PointAt(mwc, w.url, w.ca)
+	harness.PointAt(mwc, url, ca)
 	harness.Scope(mwc, suiteLabel, perfSuite)
 	require.NoError(tb, harness.ApplyWebhookConfiguration(tb.Context(), p.cs, mwc))
+}
+
+// setTrivial points the chart's webhook configuration at the trivial
+// webhook and waits until the API server calls it.
+func (p *perfEnv) setTrivial(tb testing.TB, w *trivialWebhook) {
+	tb.Helper()
+	p.pointChartAt(tb, w.url, w.ca)
 	before := w.called.Load()
 	harness.WaitFor(tb, 30*time.Second, "the API server calls the trivial webhook", func() error {
 		if _, err := p.cs.CoreV1().Pods(p.ns).Create(context.Background(), harness.AppPod("probe"), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
@@ -161,6 +168,12 @@ func (p *perfEnv) create(tb testing.TB, n, conc int, wantInjected, optOut bool) 
 }
 
 func (p *perfEnv) createPods(tb testing.TB, template *corev1.Pod, n, conc int, wantInjected, optOut bool) time.Duration {
+	return p.createPodsMarked(tb, template, n, conc, "sidecar-injector.io/status", wantInjected, optOut)
+}
+
+// createPodsMarked creates n pods and checks each for statusKey, the
+// annotation the injector in use writes (ours or Istio's).
+func (p *perfEnv) createPodsMarked(tb testing.TB, template *corev1.Pod, n, conc int, statusKey string, wantInjected, optOut bool) time.Duration {
 	tb.Helper()
 	var next, failures atomic.Int64
 	var firstErr atomic.Value
@@ -177,7 +190,7 @@ func (p *perfEnv) createPods(tb testing.TB, template *corev1.Pod, n, conc int, w
 				}
 				got, err := p.cs.CoreV1().Pods(p.ns).Create(context.Background(), pod, metav1.CreateOptions{})
 				if err == nil {
-					if _, ok := got.Annotations["sidecar-injector.io/status"]; ok != wantInjected {
+					if _, ok := got.Annotations[statusKey]; ok != wantInjected {
 						err = fmt.Errorf("pod %s: injected=%v, want %v", got.Name, ok, wantInjected)
 					}
 				}
@@ -199,26 +212,67 @@ func (p *perfEnv) createPods(tb testing.TB, template *corev1.Pod, n, conc int, w
 // perfModes: no webhook; the webhook registered and injecting; the
 // webhook registered but the pods opted out by annotation (called,
 // answers "skipped"); a trivial webhook that allows everything unread (the
-// floor of any webhook).
+// floor of any webhook); Istio's injector (the anchor, benchmarks only).
 var perfModes = []perfMode{
-	{"no-webhook", false, false, false, false},
-	{"webhook-injects", true, true, false, false},
-	{"webhook-skips", true, false, true, false},
-	{"trivial-webhook", false, false, false, true},
+	{name: "no-webhook"},
+	{name: "webhook-injects", webhook: true, injected: true},
+	{name: "webhook-skips", webhook: true, optOut: true},
+	{name: "trivial-webhook", trivial: true},
+	{name: "istio-injects", istio: true, injected: true},
 }
 
 type perfMode = struct {
-	name                               string
-	webhook, injected, optOut, trivial bool
+	name                                      string
+	webhook, injected, optOut, trivial, istio bool
+}
+
+// statusKey is the annotation that marks a pod injected in this mode.
+func statusKey(m perfMode) string {
+	if m.istio {
+		return istioStatusKey
+	}
+	return "sidecar-injector.io/status"
+}
+
+// benchModes are the modes a benchmark runs: all of them, or all but
+// Istio's when E2E_ISTIO_ANCHOR=off.
+func benchModes() []perfMode {
+	if istioEnabled() {
+		return perfModes
+	}
+	var out []perfMode
+	for _, m := range perfModes {
+		if !m.istio {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// perfAnchors are the webhooks other than ours the modes point at.
+type perfAnchors struct {
+	trivial *trivialWebhook
+	istio   *istioAnchor
+}
+
+func startAnchors(tb testing.TB) perfAnchors {
+	a := perfAnchors{trivial: startTrivialWebhook(tb)}
+	if istioEnabled() {
+		a.istio = sharedIstioAnchor(tb)
+	}
+	return a
 }
 
 // setMode registers what the mode needs: nothing, the chart's webhook
-// configuration, or the trivial webhook.
-func (p *perfEnv) setMode(tb testing.TB, mode perfMode, trivial *trivialWebhook) {
+// configuration, or the chart's configuration pointed at an anchor.
+func (p *perfEnv) setMode(tb testing.TB, mode perfMode, a perfAnchors) {
 	tb.Helper()
-	if mode.trivial {
-		p.setTrivial(tb, trivial)
-	} else {
+	switch {
+	case mode.trivial:
+		p.setTrivial(tb, a.trivial)
+	case mode.istio:
+		p.setIstio(tb, a.istio)
+	default:
 		p.setWebhook(tb, mode.webhook)
 	}
 }
@@ -237,14 +291,14 @@ func perfWorkloads(tb testing.TB) []perfWorkload {
 
 func BenchmarkPodCreation(b *testing.B) {
 	p := newPerfEnv(b)
-	trivial := startTrivialWebhook(b)
+	anchors := startAnchors(b)
 	for _, workload := range perfWorkloads(b) {
-		for _, mode := range perfModes {
+		for _, mode := range benchModes() {
 			for _, conc := range []int{1, 8} {
 				b.Run(fmt.Sprintf("%s/%s/concurrency=%d", workload.name, mode.name, conc), func(b *testing.B) {
-					p.setMode(b, mode, trivial)
+					p.setMode(b, mode, anchors)
 					b.ResetTimer()
-					elapsed := p.createPods(b, workload.pod, b.N, conc, mode.injected, mode.optOut)
+					elapsed := p.createPodsMarked(b, workload.pod, b.N, conc, statusKey(mode), mode.injected, mode.optOut)
 					b.StopTimer()
 					b.ReportMetric(float64(b.N)/elapsed.Seconds(), "pods/s")
 				})
@@ -261,8 +315,8 @@ func TestPodCreationThroughput(t *testing.T) {
 		race = " (under -race: not representative; see BenchmarkPodCreation)"
 	}
 	for _, mode := range perfModes {
-		if mode.trivial {
-			continue // the benchmark measures that floor
+		if mode.trivial || mode.istio {
+			continue // the benchmarks measure the anchors
 		}
 		p.setWebhook(t, mode.webhook)
 		for _, conc := range []int{1, 8} {
@@ -283,45 +337,62 @@ func TestPodCreationThroughput(t *testing.T) {
 
 // BenchmarkPodCreationRounds measures the ratio the issue asks about with
 // less bias than BenchmarkPodCreation, whose modes run in a fixed order
-// against a store that keeps growing: here every round runs the four modes
-// in a rotated order, each on an emptied namespace, and the reported
-// figures are medians over the rounds of each mode's rate and of its ratio
-// to the no-webhook rate of the same round. b.N is the pods per mode per
-// round.
+// against a store that keeps growing: here every round runs the modes in a
+// rotated order, each on an emptied namespace, and the reported figures
+// are medians over the rounds of each mode's rate and of its ratio to the
+// no-webhook rate of the same round, and of the kube-apiserver's CPU time
+// per pod (user + system, from /proc) and its ratio to the trivial
+// webhook's in the same round. b.N is the pods per mode per round.
 //
 //	go test -run '^$' -bench PodCreationRounds -benchtime 150x ./test/e2e/
 func BenchmarkPodCreationRounds(b *testing.B) {
 	const rounds = 5
 	p := newPerfEnv(b)
-	trivial := startTrivialWebhook(b)
+	anchors := startAnchors(b)
+	cpu := findAPIServer(b, p)
+	modes := benchModes()
+	trivialIdx := slices.IndexFunc(modes, func(m perfMode) bool { return m.trivial })
 	for _, workload := range perfWorkloads(b) {
 		for _, conc := range []int{1, 8} {
 			b.Run(fmt.Sprintf("%s/concurrency=%d", workload.name, conc), func(b *testing.B) {
-				rates := make([][]float64, len(perfModes))
-				ratios := make([][]float64, len(perfModes))
+				rates := make([][]float64, len(modes))
+				ratios := make([][]float64, len(modes))
+				cpus := make([][]float64, len(modes))
+				cpuRatios := make([][]float64, len(modes))
 				b.ResetTimer()
 				for r := range rounds {
-					got := make([]float64, len(perfModes))
-					for k := range perfModes {
-						i := (r + k) % len(perfModes)
-						mode := perfModes[i]
+					got := make([]float64, len(modes))
+					gotCPU := make([]float64, len(modes))
+					for k := range modes {
+						i := (r + k) % len(modes)
+						mode := modes[i]
 						b.StopTimer()
-						p.setMode(b, mode, trivial)
+						p.setMode(b, mode, anchors)
 						p.emptyNamespace(b)
 						b.StartTimer()
-						elapsed := p.createPods(b, workload.pod, b.N, conc, mode.injected, mode.optOut)
+						before := cpu.seconds(b)
+						elapsed := p.createPodsMarked(b, workload.pod, b.N, conc, statusKey(mode), mode.injected, mode.optOut)
+						gotCPU[i] = (cpu.seconds(b) - before) / float64(b.N)
 						got[i] = float64(b.N) / elapsed.Seconds()
 					}
-					for i := range perfModes {
+					for i := range modes {
 						rates[i] = append(rates[i], got[i])
 						ratios[i] = append(ratios[i], got[i]/got[0])
+						cpus[i] = append(cpus[i], gotCPU[i])
+						if trivialIdx >= 0 && gotCPU[trivialIdx] > 0 {
+							cpuRatios[i] = append(cpuRatios[i], gotCPU[i]/gotCPU[trivialIdx])
+						}
 					}
 				}
 				b.StopTimer()
-				for i, mode := range perfModes {
+				for i, mode := range modes {
 					b.ReportMetric(median(rates[i]), mode.name+"-pods/s")
+					b.ReportMetric(median(cpus[i])*1e3, mode.name+"-apiserver-cpu-ms/pod")
 					if i > 0 {
 						b.ReportMetric(median(ratios[i]), mode.name+"/no-webhook")
+					}
+					if i != trivialIdx && len(cpuRatios[i]) > 0 {
+						b.ReportMetric(median(cpuRatios[i]), mode.name+"-cpu/trivial")
 					}
 				}
 			})
@@ -373,13 +444,13 @@ func BenchmarkAPIServerProfile(b *testing.B) {
 	require.NoError(b, os.MkdirAll(dir, 0o755))
 	const window = 8 * time.Second
 	p := newPerfEnv(b)
-	trivial := startTrivialWebhook(b)
+	anchors := startAnchors(b)
 	pod := benchPod(b)
-	for _, mode := range perfModes {
+	for _, mode := range benchModes() {
 		b.Run(mode.name, func(b *testing.B) {
-			p.setMode(b, mode, trivial)
+			p.setMode(b, mode, anchors)
 			p.emptyNamespace(b)
-			p.createPods(b, pod, 200, 8, mode.injected, mode.optOut) // warm-up
+			p.createPodsMarked(b, pod, 200, 8, statusKey(mode), mode.injected, mode.optOut) // warm-up
 			type result struct {
 				b   []byte
 				err error
@@ -393,7 +464,7 @@ func BenchmarkAPIServerProfile(b *testing.B) {
 			start := time.Now()
 			n := 0
 			for time.Since(start) < window-300*time.Millisecond {
-				p.createPods(b, pod, 50, 8, mode.injected, mode.optOut)
+				p.createPodsMarked(b, pod, 50, 8, statusKey(mode), mode.injected, mode.optOut)
 				n += 50
 			}
 			elapsed := time.Since(start)

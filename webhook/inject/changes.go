@@ -63,6 +63,8 @@ type AppEdit struct {
 	// PreStop, when set, replaces the container's preStop handler (a
 	// lifecycle block is added when it had none).
 	PreStop *corev1.LifecycleHandler
+	// PostStart, when set, replaces the container's postStart handler.
+	PostStart *corev1.LifecycleHandler
 	// Command, when set, replaces the container's command.
 	Command []string
 }
@@ -112,12 +114,17 @@ func (a AppEdit) apply(c corev1.Container) corev1.Container {
 		copy(mounts, c.VolumeMounts)
 		c.VolumeMounts = append(mounts, a.Mounts...)
 	}
-	if a.PreStop != nil {
+	if a.PreStop != nil || a.PostStart != nil {
 		lc := corev1.Lifecycle{}
 		if c.Lifecycle != nil {
 			lc = *c.Lifecycle
 		}
-		lc.PreStop = a.PreStop
+		if a.PreStop != nil {
+			lc.PreStop = a.PreStop
+		}
+		if a.PostStart != nil {
+			lc.PostStart = a.PostStart
+		}
 		c.Lifecycle = &lc
 	}
 	if a.Command != nil {
@@ -178,7 +185,10 @@ func (e *Engine) changes(pod *corev1.Pod, r *Rendered, policyName string) (*Chan
 		return nil, nil, err
 	}
 	ch := &Changes{Status: Status{Version: StatusVersion, Policy: policyName, Native: r.Native}}
-	warnings := editApps(pod, r, ch)
+	warnings, err := editApps(pod, r, ch)
+	if err != nil {
+		return nil, nil, err
+	}
 	warnings = append(warnings, portWarnings...)
 	addContainersAndVolumes(pod, r, ch)
 	warnings = append(warnings, raisePodLevel(pod, r, ch)...)

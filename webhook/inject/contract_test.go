@@ -186,6 +186,8 @@ func parseHook(name string, args []string) error {
 	switch name {
 	case "prestop":
 		_, err = meshinit.ParsePreStop(args)
+	case "poststart":
+		_, err = meshinit.ParsePostStart(args)
 	case "wait-ready":
 		_, err = meshinit.ParseWaitReady(args)
 	case "proxy-stop":
@@ -243,7 +245,7 @@ func TestGracePeriod(t *testing.T) {
 	assert.Equal(t, int64(60), *pods["existing-prestop-exec"].Spec.TerminationGracePeriodSeconds, "60 >= 5+5+20 stays")
 	assert.Nil(t, pods["plain"].Spec.TerminationGracePeriodSeconds, "5+20 fits the default 30: untouched")
 	def := policy.Defaults().Lifecycle
-	assert.LessOrEqual(t, int64(def.DrainSeconds+def.ShutdownSeconds), int64(30))
+	assert.LessOrEqual(t, int64(def.Drain()+def.ShutdownSeconds), int64(30))
 }
 
 // An app's httpGet preStop with a header the hook tool cannot send keeps
@@ -259,4 +261,49 @@ func TestUnsendablePreStopHeaderKeepsTheHandler(t *testing.T) {
 	require.Equal(t, inject.Injected, d.Result, d.Message)
 	assert.Equal(t, get, container(out, "app").Lifecycle.PreStop.HTTPGet)
 	assert.Contains(t, strings.Join(d.Warnings, "\n"), "cannot be sent")
+}
+
+// The injector never renders a hook argument the tool would refuse: every
+// preset with every annotation's example value (and the app's own handlers
+// of every kind) renders hooks that parse.
+func TestEveryRenderedHookParses(t *testing.T) {
+	e, err := inject.New(policy.BuiltinConfig(), podcases.Options(false))
+	require.NoError(t, err)
+	for _, preset := range meshinit.Presets {
+		for _, o := range policy.Overrides {
+			ann := map[string]string{policy.Prefix + "registry": string(preset), o.Key(): o.Example}
+			if o.Name == "registry" {
+				ann[o.Key()] = string(preset)
+			}
+			if preset == meshinit.PresetHTTP && o.Name != "offline-http-url" {
+				ann[policy.Prefix+"offline-http-url"] = "http://127.0.0.1:8080/offline"
+			}
+			pod := &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "shop", Annotations: ann},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app:1",
+					Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+					Lifecycle: &corev1.Lifecycle{
+						PreStop:   &corev1.LifecycleHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/stop", Port: intstr.FromString("http"), HTTPHeaders: []corev1.HTTPHeader{{Name: "X-A", Value: "b: c"}}}},
+						PostStart: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"/bin/warm", "--registry=x"}}},
+					}}}},
+			}
+			out, d := e.Inject(pod, inject.Namespace{Name: "shop", Labels: map[string]string{policy.NamespaceLabel: "enabled"}})
+			if d.Result != inject.Injected {
+				if o.Name == "registry-container" {
+					continue // names a container this pod does not have
+				}
+				t.Errorf("%s with %s=%q: %s", preset, o.Key(), ann[o.Key()], d.Message)
+				continue
+			}
+			for _, list := range [][]corev1.Container{out.Spec.InitContainers, out.Spec.Containers} {
+				for _, c := range list {
+					for _, cmd := range execCommands(c) {
+						if cmd[0] == inject.DefaultPaths.Tool {
+							assert.NoError(t, parseHook(cmd[2], cmd[3:]), "%s with %s: %q", preset, o.Key(), cmd)
+						}
+					}
+				}
+			}
+		}
+	}
 }

@@ -8,6 +8,10 @@ type Names struct {
 	Proxy       string
 	ToolsVolume string
 	ProxyVolume string
+	// StateVolume is the pod-scoped writable volume where an app's preStop
+	// records a registry offline step for its postStart after a restart
+	// in place (mesh-tools is read-only in app containers).
+	StateVolume string
 }
 
 // DefaultNames are the names used everywhere (docs, chart, tests).
@@ -16,6 +20,7 @@ var DefaultNames = Names{
 	Proxy:       "mesh-proxy",
 	ToolsVolume: "mesh-tools",
 	ProxyVolume: "mesh-proxy-tmp",
+	StateVolume: "mesh-state",
 }
 
 // Paths are fixed paths inside the pod.
@@ -31,7 +36,12 @@ type Paths struct {
 	Readiness string
 	// Stats is the proxy's Prometheus path on the stats port.
 	Stats string
+	// StateDir is where the state volume is mounted in app containers.
+	StateDir string
 }
+
+// Record is the offline record of an app container in the state volume.
+func (p Paths) Record(container string) string { return p.StateDir + "/" + container + ".offline.json" }
 
 // DefaultPaths are the paths the templates and hooks agree on.
 var DefaultPaths = Paths{
@@ -40,4 +50,5 @@ var DefaultPaths = Paths{
 	Bootstrap: "/var/run/mesh/envoy-bootstrap.json",
 	Readiness: meshinit.ReadinessPath,
 	Stats:     "/stats/prometheus",
+	StateDir:  "/var/run/mesh-state",
 }

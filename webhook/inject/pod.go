@@ -54,7 +54,18 @@ func raisePodLevel(pod *corev1.Pod, r *Rendered, ch *Changes) []string {
 		}
 	}
 
-	need := int64(offlineBudget(s).Seconds()) + int64(s.Lifecycle.DrainSeconds) + int64(s.Lifecycle.ShutdownSeconds)
+	drain := s.Lifecycle.Drain()
+	if p, ok := policy.RegistryPropagation[s.Lifecycle.Registry.Preset]; ok && drain < p.Seconds && offlineBudget(s) > 0 {
+		warnings = append(warnings, fmt.Sprintf(
+			"the drain sleep (%ds) is shorter than the %s registry's propagation time (%ds: %s); consumers may keep sending requests after the app stops; see docs/lifecycle-hooks.md",
+			drain, s.Lifecycle.Registry.Preset, p.Seconds, p.Why))
+	}
+	// The app's own preStop handler runs after the drain sleep and before
+	// SIGTERM, so its time counts too: a sleep handler exactly, an exec or
+	// httpGet handler with an allowance.
+	original, originalWarnings := originalPreStopSeconds(pod, ch)
+	warnings = append(warnings, originalWarnings...)
+	need := int64(offlineBudget(s).Seconds()) + int64(drain) + original + int64(s.Lifecycle.ShutdownSeconds)
 	current := int64(corev1.DefaultTerminationGracePeriodSeconds)
 	if pod.Spec.TerminationGracePeriodSeconds != nil {
 		current = *pod.Spec.TerminationGracePeriodSeconds
@@ -62,11 +73,44 @@ func raisePodLevel(pod *corev1.Pod, r *Rendered, ch *Changes) []string {
 	if current < need {
 		ch.Status.GracePeriod = &GraceChange{From: pod.Spec.TerminationGracePeriodSeconds, To: need}
 		ch.GracePeriod = &need
+		own := ""
+		if original > 0 {
+			own = fmt.Sprintf(", the app's own preStop handler (%ds)", original)
+		}
 		warnings = append(warnings, fmt.Sprintf(
-			"terminationGracePeriodSeconds raised from %d to %d so the registry offline step (%ds), the drain sleep (%ds) and the app's shutdown (%ds) fit",
-			current, need, offlineBudget(s).Seconds(), s.Lifecycle.DrainSeconds, s.Lifecycle.ShutdownSeconds))
+			"terminationGracePeriodSeconds raised from %d to %d so the registry offline step (%ds), the drain sleep (%ds)%s and the app's shutdown (%ds) fit",
+			current, need, offlineBudget(s).Seconds(), drain, own, s.Lifecycle.ShutdownSeconds))
 	}
 	return warnings
+}
+
+// OriginalHandlerAllowanceSeconds is what the grace period counts for an
+// app's own exec or httpGet preStop handler, whose time cannot be known at
+// admission (a sleep handler counts exactly).
+const OriginalHandlerAllowanceSeconds = 10
+
+// originalPreStopSeconds is the longest time an app container's own
+// preStop handler, kept behind the hook, may take.
+func originalPreStopSeconds(pod *corev1.Pod, ch *Changes) (int64, []string) {
+	var longest int64
+	var warnings []string
+	for _, a := range ch.Status.Apps {
+		if !a.SetPreStop || a.PreStop == nil {
+			continue
+		}
+		var d int64
+		switch h := a.PreStop; {
+		case h.Sleep != nil:
+			d = h.Sleep.Seconds
+		case h.Exec != nil, h.HTTPGet != nil:
+			d = OriginalHandlerAllowanceSeconds
+			warnings = append(warnings, fmt.Sprintf(
+				"container %q's own preStop handler runs after the drain sleep; its time cannot be known, so the grace period counts %ds for it: raise terminationGracePeriodSeconds if it takes longer",
+				a.Name, OriginalHandlerAllowanceSeconds))
+		}
+		longest = max(longest, d)
+	}
+	return longest, warnings
 }
 
 // annotate adds kubectl's default container when the pod names none, and

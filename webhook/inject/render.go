@@ -53,6 +53,9 @@ type TemplateData struct {
 	// AppPreStopCommand is the app containers' preStop command before any
 	// original handler is appended.
 	AppPreStopCommand []string
+	// HasRegistry is set when the settings have a registry offline step:
+	// the state volume and the postStart undo are added then.
+	HasRegistry bool
 }
 
 // Rendered is what the templates produce for one set of effective settings.
@@ -86,14 +89,15 @@ func (e *Engine) TemplateDataFor(s policy.Settings) TemplateData {
 	ready := fmt.Sprintf("http://127.0.0.1:%d%s", s.Proxy.Ports.Readiness, d.Paths.Readiness)
 	d.WaitReadyCommand = toolCommand(d.Paths.Tool, "wait-ready",
 		meshinit.WaitReady{URL: ready, Timeout: s.Lifecycle.ProxyReadyTimeout}.Args())
+	d.HasRegistry = offlineBudget(s) > 0
 	d.ProxyStopCommand = toolCommand(d.Paths.Tool, "proxy-stop", meshinit.ProxyStop{
-		Wait:     offlineBudget(s) + meshinit.Duration(int64(s.Lifecycle.DrainSeconds)*1e9),
+		Wait:     offlineBudget(s) + meshinit.Duration(int64(s.Lifecycle.Drain())*1e9),
 		Drain:    meshinit.Duration(int64(s.Lifecycle.ShutdownSeconds) * 1e9),
 		AdminURL: admin,
 	}.Args())
 	d.AppPreStopCommand = toolCommand(d.Paths.Tool, "prestop", meshinit.PreStop{
 		Registry: s.Lifecycle.Registry,
-		Sleep:    meshinit.Duration(int64(s.Lifecycle.DrainSeconds) * 1e9),
+		Sleep:    meshinit.Duration(int64(s.Lifecycle.Drain()) * 1e9),
 	}.Args())
 	return d
 }

@@ -45,6 +45,10 @@ type AppChange struct {
 	SetPreStop   bool                     `json:"setPreStop,omitempty"`
 	PreStop      *corev1.LifecycleHandler `json:"preStop,omitempty"`
 	HadLifecycle bool                     `json:"hadLifecycle,omitempty"`
+	// SetPostStart: the postStart handler was replaced (the registry undo
+	// after a restart in place); PostStart is the original, nil when none.
+	SetPostStart bool                     `json:"setPostStart,omitempty"`
+	PostStart    *corev1.LifecycleHandler `json:"postStart,omitempty"`
 	// SetCommand: the command was wrapped; Command is the original.
 	SetCommand bool     `json:"setCommand,omitempty"`
 	Command    []string `json:"command,omitempty"`
@@ -149,11 +153,16 @@ func Uninject(pod *corev1.Pod) (*corev1.Pod, error) {
 				}
 				c.VolumeMounts = kept
 			}
-			if ch.SetPreStop {
+			if ch.SetPreStop || ch.SetPostStart {
 				if !ch.HadLifecycle {
 					c.Lifecycle = nil
 				} else if c.Lifecycle != nil {
-					c.Lifecycle.PreStop = ch.PreStop
+					if ch.SetPreStop {
+						c.Lifecycle.PreStop = ch.PreStop
+					}
+					if ch.SetPostStart {
+						c.Lifecycle.PostStart = ch.PostStart
+					}
 				}
 			}
 			if ch.SetCommand {

@@ -163,7 +163,7 @@ func bootstrapArg(t *testing.T, pod *corev1.Pod) string {
 func TestCustomBootstrapRerendersForOverrides(t *testing.T) {
 	text := builtinText(t, templates.EnvoyBootstrap)
 	require.Equal(t, 2, strings.Count(text, "connect_timeout: 1s\n"))
-	text = strings.Replace(text, "connect_timeout: 1s\n", "connect_timeout: {{ .Settings.Lifecycle.DrainSeconds }}s\n", 1)
+	text = strings.Replace(text, "connect_timeout: 1s\n", "connect_timeout: {{ .Settings.Lifecycle.Drain }}s\n", 1)
 	e, err := compile(policyWithTemplate(t, templates.EnvoyBootstrap, text))
 	require.NoError(t, err)
 	enabled := map[string]string{policy.NamespaceLabel: "enabled"}

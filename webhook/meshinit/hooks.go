@@ -22,12 +22,22 @@ const (
 	PresetSpringCloud Preset = "spring-cloud"
 	PresetEureka      Preset = "eureka"
 	PresetNacos       Preset = "nacos"
+	PresetConsul      Preset = "consul"
 	PresetEDAS        Preset = "edas"
 	PresetHTTP        Preset = "http"
 )
 
 // Presets lists every preset, in the order the documentation shows them.
-var Presets = []Preset{PresetNone, PresetDubbo, PresetSpringCloud, PresetEureka, PresetNacos, PresetEDAS, PresetHTTP}
+var Presets = []Preset{PresetNone, PresetDubbo, PresetSpringCloud, PresetEureka, PresetNacos, PresetConsul, PresetEDAS, PresetHTTP}
+
+// PresetNames is Presets as text, "none, dubbo, ... or http", for messages.
+func PresetNames() string {
+	names := make([]string, len(Presets))
+	for i, p := range Presets {
+		names[i] = string(p)
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
+}
 
 // ParsePreset accepts one of Presets.
 func ParsePreset(s string) (Preset, error) {
@@ -55,6 +65,7 @@ type Registry struct {
 	SpringCloud SpringCloud `json:"springCloud,omitempty"`
 	Eureka      Eureka      `json:"eureka,omitempty"`
 	Nacos       Nacos       `json:"nacos,omitempty"`
+	Consul      Consul      `json:"consul,omitempty"`
 	EDAS        EDAS        `json:"edas,omitempty"`
 	HTTP        HTTPCall    `json:"http,omitempty"`
 }
@@ -76,9 +87,10 @@ type SpringCloud struct {
 	// MANAGEMENT_ENDPOINTS_WEB_BASE_PATH, else /actuator, behind the servlet
 	// context path when there is one).
 	BasePath string `json:"basePath,omitempty"`
-	// Status is the status to set (default OUT_OF_SERVICE, which Eureka,
-	// Consul and Zookeeper registrations accept; Spring Cloud Alibaba's Nacos
-	// registration only accepts UP and DOWN, and ignores anything else).
+	// Status is the status to set. Empty detects the registry behind the
+	// endpoint: OUT_OF_SERVICE for Eureka (Spring Cloud Netflix) and Consul,
+	// DOWN for Nacos (Spring Cloud Alibaba, which ignores any status but UP
+	// and DOWN and still answers 200).
 	Status string `json:"status,omitempty"`
 }
 
@@ -122,6 +134,43 @@ type Nacos struct {
 	// IP is always resolved at hook time: SPRING_CLOUD_NACOS_DISCOVERY_IP,
 	// else POD_IP, else the pod's first global unicast address.
 	Port int32 `json:"port,omitempty"`
+	// UsernameEnv and PasswordEnv name the app container's variables that
+	// hold the Nacos user and password (set them from a Secret); empty
+	// looks for Spring Cloud Alibaba's own variables.
+	UsernameEnv string `json:"usernameEnv,omitempty"`
+	PasswordEnv string `json:"passwordEnv,omitempty"`
+	// AccessKeyEnv and SecretKeyEnv name the variables holding an Alibaba
+	// Cloud access key pair (MSE/EDAS Nacos); empty looks for Spring Cloud
+	// Alibaba's own.
+	AccessKeyEnv string `json:"accessKeyEnv,omitempty"`
+	SecretKeyEnv string `json:"secretKeyEnv,omitempty"`
+}
+
+// Consul modes: what the offline step does to the agent's service.
+const (
+	// ConsulMaintenance puts the service in maintenance mode: DNS and
+	// passing-only health queries drop it, and it stays registered.
+	ConsulMaintenance = "maintenance"
+	// ConsulDeregister removes the service from the agent: every consumer,
+	// including Spring Cloud Consul's default discovery client that does
+	// not filter by health, stops seeing it.
+	ConsulDeregister = "deregister"
+)
+
+// Consul takes this instance's service out of the local Consul agent.
+type Consul struct {
+	// Address is the agent's HTTP API, such as http://10.0.0.1:8500
+	// (default: CONSUL_HTTP_ADDR, else SPRING_CLOUD_CONSUL_HOST and _PORT,
+	// else 127.0.0.1:8500).
+	Address string `json:"address,omitempty"`
+	// ServiceID is the registered service id (default: Spring Cloud
+	// Consul's, see docs/lifecycle-hooks.md).
+	ServiceID string `json:"serviceID,omitempty"`
+	// Mode is maintenance (default) or deregister.
+	Mode string `json:"mode,omitempty"`
+	// TokenEnv names the variable holding the ACL token (default:
+	// CONSUL_HTTP_TOKEN, then Spring Cloud Consul's variables).
+	TokenEnv string `json:"tokenEnv,omitempty"`
 }
 
 // EDAS calls the EDAS agent's offline endpoint.
@@ -195,22 +244,68 @@ type PreStop struct {
 	Registry Registry
 	// Sleep is how long to wait after the offline step, whatever its outcome.
 	Sleep Duration
+	// Record is the file where the offline step notes what it did (registry,
+	// instance key, time), so the postStart hook of a container restarted
+	// in place can bring the instance back; empty records nothing.
+	Record string
 	// Then is the app's original preStop handler, if any.
 	Then OriginalHandler
 }
+
+// PostStart is the postStart hook of an app container that has a registry
+// offline step: when the preStop hook left a record (the container was
+// restarted in place), bring the instance back online once the app has
+// registered again; then run the app's own postStart handler.
+type PostStart struct {
+	Registry Registry
+	// Record is the preStop hook's record; without it the hook returns at
+	// once.
+	Record string
+	// Timeout bounds the wait for the app to register again and the undo.
+	Timeout Duration
+	// Then is the app's original postStart handler, if any.
+	Then OriginalHandler
+}
+
+// DefaultUndoTimeout bounds the postStart undo when PostStart.Timeout is
+// zero: long enough for a JVM to start and register.
+const DefaultUndoTimeout = 2 * time.Minute
 
 // Args renders the hook's arguments (after "hook prestop"). Only non-empty
 // preset fields are written, so defaults resolved from the environment at
 // hook time stay visible as defaults. An empty preset renders as none.
 func (p PreStop) Args() []string {
-	r := p.Registry
-	if r.Preset == "" {
-		r.Preset = PresetNone
+	args := []string{"--registry=" + string(presetOrNone(p.Registry.Preset)), "--sleep=" + p.Sleep.String()}
+	if p.Registry.Timeout != 0 {
+		args = append(args, "--offline-timeout="+p.Registry.Timeout.String())
 	}
-	args := []string{"--registry=" + string(r.Preset), "--sleep=" + p.Sleep.String()}
-	if r.Timeout != 0 {
-		args = append(args, "--offline-timeout="+r.Timeout.String())
+	if p.Record != "" {
+		args = append(args, "--record="+p.Record)
 	}
+	args = append(args, p.Registry.presetArgs()...)
+	return append(args, p.Then.Args()...)
+}
+
+// Args renders the hook's arguments (after "hook poststart").
+func (p PostStart) Args() []string {
+	args := []string{"--registry=" + string(presetOrNone(p.Registry.Preset)), "--record=" + p.Record}
+	if p.Timeout != 0 {
+		args = append(args, "--timeout="+p.Timeout.String())
+	}
+	args = append(args, p.Registry.presetArgs()...)
+	return append(args, p.Then.Args()...)
+}
+
+func presetOrNone(p Preset) Preset {
+	if p == "" {
+		return PresetNone
+	}
+	return p
+}
+
+// presetArgs renders the chosen preset's non-empty fields as flags.
+func (r Registry) presetArgs() []string {
+	var args []string
 	add := func(name, v string) {
 		if v != "" {
 			args = append(args, "--"+name+"="+v)
@@ -239,6 +334,15 @@ func (p PreStop) Args() []string {
 		add("nacos-namespace", r.Nacos.NamespaceID)
 		add("nacos-cluster", r.Nacos.ClusterName)
 		addPort("nacos-port", r.Nacos.Port)
+		add("nacos-username-env", r.Nacos.UsernameEnv)
+		add("nacos-password-env", r.Nacos.PasswordEnv)
+		add("nacos-access-key-env", r.Nacos.AccessKeyEnv)
+		add("nacos-secret-key-env", r.Nacos.SecretKeyEnv)
+	case PresetConsul:
+		add("consul-address", r.Consul.Address)
+		add("consul-service-id", r.Consul.ServiceID)
+		add("consul-mode", r.Consul.Mode)
+		add("consul-token-env", r.Consul.TokenEnv)
 	case PresetEDAS:
 		add("edas-url", r.EDAS.URL)
 	case PresetHTTP:
@@ -261,7 +365,7 @@ func (p PreStop) Args() []string {
 			add("http-expect-status", strings.Join(codes, ","))
 		}
 	}
-	return append(args, p.Then.Args()...)
+	return args
 }
 
 // Args renders the "run the original handler" arguments, which always come
@@ -340,23 +444,16 @@ func (f durationFlag) String() string {
 }
 func (f durationFlag) Set(s string) error { return f.d.UnmarshalText([]byte(s)) }
 
-// ParsePreStop reads back the arguments PreStop.Args renders.
-func ParsePreStop(args []string) (PreStop, error) {
-	var p PreStop
-	p.Registry.Preset = PresetNone
-	var headers, thenHeaders []string
+// registryFlags defines the preset flags on fs, filling r; finish turns
+// the repeatable and list flags into r's fields once fs is parsed.
+func registryFlags(fs *flag.FlagSet, r *Registry) (finish func() error) {
+	var headers []string
 	var expect string
-	var thenExec bool
-	fs := flag.NewFlagSet("prestop", flag.ContinueOnError)
-	fs.SetOutput(discard{})
-	r := &p.Registry
 	fs.Var(presetFlag{&r.Preset}, "registry", "registry preset")
-	fs.Var(durationFlag{&p.Sleep}, "sleep", "sleep after the offline step")
-	fs.Var(durationFlag{&r.Timeout}, "offline-timeout", "bound on the offline step, retries included")
 	fs.Var(int32Flag{&r.Dubbo.Port}, "dubbo-port", "Dubbo QoS port")
 	fs.Var(int32Flag{&r.SpringCloud.Port}, "spring-port", "actuator port")
 	fs.StringVar(&r.SpringCloud.BasePath, "spring-base-path", "", "actuator base path")
-	fs.StringVar(&r.SpringCloud.Status, "spring-status", "", "status to set (default OUT_OF_SERVICE)")
+	fs.StringVar(&r.SpringCloud.Status, "spring-status", "", "status to set (default: detected)")
 	fs.StringVar(&r.Eureka.ServerURL, "eureka-server-url", "", "Eureka service URL")
 	fs.StringVar(&r.Eureka.AppName, "eureka-app-name", "", "Eureka application name")
 	fs.StringVar(&r.Eureka.InstanceID, "eureka-instance-id", "", "Eureka instance id")
@@ -366,52 +463,131 @@ func ParsePreStop(args []string) (PreStop, error) {
 	fs.StringVar(&r.Nacos.NamespaceID, "nacos-namespace", "", "Nacos namespace id")
 	fs.StringVar(&r.Nacos.ClusterName, "nacos-cluster", "", "Nacos cluster name")
 	fs.Var(int32Flag{&r.Nacos.Port}, "nacos-port", "registered instance port")
+	fs.StringVar(&r.Nacos.UsernameEnv, "nacos-username-env", "", "variable holding the Nacos user")
+	fs.StringVar(&r.Nacos.PasswordEnv, "nacos-password-env", "", "variable holding the Nacos password")
+	fs.StringVar(&r.Nacos.AccessKeyEnv, "nacos-access-key-env", "", "variable holding the access key")
+	fs.StringVar(&r.Nacos.SecretKeyEnv, "nacos-secret-key-env", "", "variable holding the secret key")
+	fs.StringVar(&r.Consul.Address, "consul-address", "", "Consul agent address")
+	fs.StringVar(&r.Consul.ServiceID, "consul-service-id", "", "Consul service id")
+	fs.StringVar(&r.Consul.Mode, "consul-mode", "", "maintenance or deregister")
+	fs.StringVar(&r.Consul.TokenEnv, "consul-token-env", "", "variable holding the ACL token")
 	fs.StringVar(&r.EDAS.URL, "edas-url", "", "EDAS offline URL")
 	fs.StringVar(&r.HTTP.Method, "http-method", "", "HTTP method")
 	fs.StringVar(&r.HTTP.URL, "http-url", "", "HTTP URL")
 	fs.Var(multiFlag{&headers}, "http-header", `header "Name: value", repeatable`)
 	fs.StringVar(&r.HTTP.Body, "http-body", "", "HTTP body")
 	fs.StringVar(&expect, "http-expect-status", "", "comma-separated acceptable status codes")
-	fs.StringVar(&p.Then.HTTPGet, "then-http-get", "", "original httpGet handler URL")
-	fs.Var(multiFlag{&thenHeaders}, "then-http-header", "original httpGet handler header")
-	fs.BoolVar(&p.Then.HTTPGetPodIP, "then-http-get-pod-ip", false, "call the original httpGet handler on the pod's IP")
-	fs.Var(durationFlag{&p.Then.Sleep}, "then-sleep", "original sleep handler")
+	return func() error {
+		if len(headers) > 0 {
+			r.HTTP.Headers = map[string]string{}
+			for _, h := range headers {
+				k, v, err := ParseHeader(h)
+				if err != nil {
+					return fmt.Errorf("--http-header: %w", err)
+				}
+				r.HTTP.Headers[k] = v
+			}
+		}
+		if expect != "" {
+			for _, c := range strings.Split(expect, ",") {
+				n, err := strconv.Atoi(strings.TrimSpace(c))
+				if err != nil || n < 100 || n > 599 {
+					return fmt.Errorf("--http-expect-status: %q is not an HTTP status code (100-599)", c)
+				}
+				r.HTTP.ExpectStatus = append(r.HTTP.ExpectStatus, n)
+			}
+		}
+		return nil
+	}
+}
+
+// thenFlags defines the original handler's flags on fs; finish checks and
+// completes o once fs is parsed.
+func thenFlags(fs *flag.FlagSet, o *OriginalHandler) (finish func() error) {
+	var thenExec bool
+	fs.StringVar(&o.HTTPGet, "then-http-get", "", "original httpGet handler URL")
+	fs.Var(multiFlag{&o.HTTPHeaders}, "then-http-header", "original httpGet handler header")
+	fs.BoolVar(&o.HTTPGetPodIP, "then-http-get-pod-ip", false, "call the original httpGet handler on the pod's IP")
+	fs.Var(durationFlag{&o.Sleep}, "then-sleep", "original sleep handler")
 	fs.BoolVar(&thenExec, "then-exec", false, "the original exec handler follows --")
+	return func() error {
+		if thenExec {
+			o.Exec = fs.Args()
+			if len(o.Exec) == 0 {
+				return errors.New("--then-exec needs the original command after --")
+			}
+		} else if fs.NArg() > 0 {
+			return fmt.Errorf("unexpected arguments %q", fs.Args())
+		}
+		return o.Validate()
+	}
+}
+
+// ParsePreStop reads back the arguments PreStop.Args renders.
+func ParsePreStop(args []string) (PreStop, error) {
+	var p PreStop
+	p.Registry.Preset = PresetNone
+	fs := flag.NewFlagSet("prestop", flag.ContinueOnError)
+	fs.SetOutput(discard{})
+	finishRegistry := registryFlags(fs, &p.Registry)
+	fs.Var(durationFlag{&p.Sleep}, "sleep", "sleep after the offline step")
+	fs.Var(durationFlag{&p.Registry.Timeout}, "offline-timeout", "bound on the offline step, retries included")
+	fs.StringVar(&p.Record, "record", "", "file recording the offline step")
+	finishThen := thenFlags(fs, &p.Then)
 	if err := fs.Parse(args); err != nil {
 		return PreStop{}, err
 	}
-	if thenExec {
-		p.Then.Exec = fs.Args()
-		if len(p.Then.Exec) == 0 {
-			return PreStop{}, errors.New("--then-exec needs the original command after --")
-		}
-	} else if fs.NArg() > 0 {
-		return PreStop{}, fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	if len(headers) > 0 {
-		r.HTTP.Headers = map[string]string{}
-		for _, h := range headers {
-			k, v, err := ParseHeader(h)
-			if err != nil {
-				return PreStop{}, fmt.Errorf("--http-header: %w", err)
-			}
-			r.HTTP.Headers[k] = v
+	for _, finish := range []func() error{finishRegistry, finishThen, p.Registry.Validate} {
+		if err := finish(); err != nil {
+			return PreStop{}, err
 		}
 	}
-	p.Then.HTTPHeaders = thenHeaders
-	if expect != "" {
-		for _, c := range strings.Split(expect, ",") {
-			n, err := strconv.Atoi(strings.TrimSpace(c))
-			if err != nil || n < 100 || n > 599 {
-				return PreStop{}, fmt.Errorf("--http-expect-status: %q is not an HTTP status code (100-599)", c)
-			}
-			r.HTTP.ExpectStatus = append(r.HTTP.ExpectStatus, n)
+	return p, nil
+}
+
+// ParsePostStart reads back the arguments PostStart.Args renders.
+func ParsePostStart(args []string) (PostStart, error) {
+	var p PostStart
+	p.Registry.Preset = PresetNone
+	fs := flag.NewFlagSet("poststart", flag.ContinueOnError)
+	fs.SetOutput(discard{})
+	finishRegistry := registryFlags(fs, &p.Registry)
+	fs.StringVar(&p.Record, "record", "", "the preStop hook's record")
+	fs.Var(durationFlag{&p.Timeout}, "timeout", "bound on the wait for registration and the undo")
+	finishThen := thenFlags(fs, &p.Then)
+	if err := fs.Parse(args); err != nil {
+		return PostStart{}, err
+	}
+	for _, finish := range []func() error{finishRegistry, finishThen, p.Registry.Validate} {
+		if err := finish(); err != nil {
+			return PostStart{}, err
 		}
 	}
-	if err := p.Then.Validate(); err != nil {
-		return PreStop{}, err
+	return p, nil
+}
+
+// SleepFromArgs finds the --sleep value among prestop arguments that do
+// not parse as a whole: the hook still sleeps it, because losing the drain
+// is worse than a late error. ok is false when there is no valid one.
+func SleepFromArgs(args []string) (d Duration, ok bool) {
+	for i, a := range args {
+		if a == "--" {
+			break
+		}
+		var v string
+		switch {
+		case strings.HasPrefix(a, "--sleep="), strings.HasPrefix(a, "-sleep="):
+			_, v, _ = strings.Cut(a, "=")
+		case (a == "--sleep" || a == "-sleep") && i+1 < len(args):
+			v = args[i+1]
+		default:
+			continue
+		}
+		if err := d.UnmarshalText([]byte(v)); err == nil {
+			ok = true
+		}
 	}
-	return p, p.Registry.Validate()
+	return d, ok
 }
 
 // Validate checks that at most one original handler is set, as in a
@@ -440,6 +616,50 @@ func (o OriginalHandler) Validate() error {
 		}
 	}
 	return nil
+}
+
+// checkEnvName accepts an environment variable name as Kubernetes does
+// (C_IDENTIFIER-like: letters, digits, '_', '-', '.'; not starting with a
+// digit), or empty.
+func checkEnvName(what, v string) error {
+	if v == "" {
+		return nil
+	}
+	for i, c := range v {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '_', c == '-', c == '.':
+		case c >= '0' && c <= '9' && i > 0:
+		default:
+			return fmt.Errorf("%s %q is not an environment variable name", what, v)
+		}
+	}
+	return nil
+}
+
+// ConsulDefaultPort is the Consul agent's HTTP port.
+const ConsulDefaultPort = "8500"
+
+// ConsulBaseURL reads a Consul agent address as Consul's own tools read
+// CONSUL_HTTP_ADDR: host[:port] (http, port 8500 when absent; https when
+// ssl is set) or an http(s) URL.
+func ConsulBaseURL(addr string, ssl bool) (string, error) {
+	s, bare := addr, !strings.Contains(addr, "://")
+	if bare {
+		scheme := "http://"
+		if ssl {
+			scheme = "https://"
+		}
+		s = scheme + s
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || u.RawQuery != "" || u.Fragment != "" || strings.Trim(u.Path, "/") != "" {
+		return "", fmt.Errorf("%q is not host, host:port or an http or https URL of a Consul agent", RedactURL(addr))
+	}
+	if bare && u.Port() == "" {
+		u.Host = net.JoinHostPort(u.Hostname(), ConsulDefaultPort)
+	}
+	u.Path = ""
+	return u.String(), nil
 }
 
 // CheckHTTPURL accepts an absolute http or https URL that names a host.
@@ -522,7 +742,26 @@ func (r Registry) Validate() error {
 		if b := r.SpringCloud.BasePath; b != "" && !strings.HasPrefix(b, "/") {
 			return fmt.Errorf("spring-cloud base path %q must start with /", b)
 		}
-		return nil
+		switch r.SpringCloud.Status {
+		case "", "OUT_OF_SERVICE", "DOWN":
+			return nil
+		}
+		return fmt.Errorf("spring-cloud status %q is not OUT_OF_SERVICE or DOWN (or empty to detect the registry)", r.SpringCloud.Status)
+	case PresetConsul:
+		switch r.Consul.Mode {
+		case "", ConsulMaintenance, ConsulDeregister:
+		default:
+			return fmt.Errorf("consul mode %q is not %s or %s", r.Consul.Mode, ConsulMaintenance, ConsulDeregister)
+		}
+		if a := r.Consul.Address; a != "" {
+			if _, err := ConsulBaseURL(a, false); err != nil {
+				return fmt.Errorf("consul address %w", err)
+			}
+		}
+		if id := r.Consul.ServiceID; id != "" && strings.ContainsAny(id, "/?# ") {
+			return fmt.Errorf("consul service id %q holds a space, '/', '?' or '#'", id)
+		}
+		return checkEnvName("consul token variable", r.Consul.TokenEnv)
 	case PresetEureka:
 		// Comma-separated, like EUREKA_CLIENT_SERVICEURL_DEFAULTZONE.
 		for _, z := range SplitList(r.Eureka.ServerURL) {
@@ -537,6 +776,14 @@ func (r Registry) Validate() error {
 		for _, a := range SplitList(r.Nacos.ServerURL) {
 			if _, err := NacosBaseURL(a); err != nil {
 				return fmt.Errorf("nacos serverURL %w", err)
+			}
+		}
+		for _, e := range []struct{ what, v string }{
+			{"nacos username variable", r.Nacos.UsernameEnv}, {"nacos password variable", r.Nacos.PasswordEnv},
+			{"nacos access key variable", r.Nacos.AccessKeyEnv}, {"nacos secret key variable", r.Nacos.SecretKeyEnv},
+		} {
+			if err := checkEnvName(e.what, e.v); err != nil {
+				return err
 			}
 		}
 		return nil
@@ -751,30 +998,48 @@ func RedactURL(target string) string {
 // zero; the injector counts it into the grace period.
 const DefaultOfflineTimeout = 5 * time.Second
 
+// registryUsage lists the preset flags prestop and poststart share.
+const registryUsage = `  --dubbo-port=22222           Dubbo QoS port
+  --spring-port=8080 --spring-base-path=/actuator --spring-status=OUT_OF_SERVICE|DOWN (default: detected)
+  --eureka-server-url=URL[,URL...] --eureka-app-name=NAME --eureka-instance-id=ID
+  --nacos-server-url=URL --nacos-service-name=NAME --nacos-group=GROUP
+  --nacos-namespace=ID --nacos-cluster=NAME --nacos-port=PORT
+  --nacos-username-env=VAR --nacos-password-env=VAR --nacos-access-key-env=VAR --nacos-secret-key-env=VAR
+  --consul-address=URL --consul-service-id=ID --consul-mode=maintenance|deregister --consul-token-env=VAR
+  --edas-url=URL
+  --http-method=POST --http-url=URL --http-header="Name: value" (repeatable)
+  --http-body=TEXT --http-expect-status=200,204
+`
+
 // HookUsage is the help text of each `mesh-init hook` command, by command
 // name. It documents the flags the Args methods here render; a test keeps
 // the two in step.
 var HookUsage = map[string]string{
 	"prestop": `usage: mesh-init hook prestop --registry=<preset> --sleep=<duration> [flags] [--then-exec -- <command...>]
 
-  --registry=none|dubbo|spring-cloud|eureka|nacos|edas|http   registry preset (default none)
-  --sleep=30s                  sleep after the offline step, whatever its outcome
-  --offline-timeout=5s         bound on the offline step, retries included (default 5s)
-  --dubbo-port=22222           Dubbo QoS port
-  --spring-port=8080 --spring-base-path=/actuator --spring-status=OUT_OF_SERVICE
-  --eureka-server-url=URL --eureka-app-name=NAME --eureka-instance-id=ID
-  --nacos-server-url=URL --nacos-service-name=NAME --nacos-group=GROUP
-  --nacos-namespace=ID --nacos-cluster=NAME --nacos-port=PORT
-  --edas-url=URL
-  --http-method=POST --http-url=URL --http-header="Name: value" (repeatable)
-  --http-body=TEXT --http-expect-status=200,204
-  --then-http-get=URL --then-http-header="Name: value" (repeatable)
+  --registry=none|dubbo|spring-cloud|eureka|nacos|consul|edas|http   registry preset (default none)
+  --sleep=30s                  sleep after the offline step, whatever its outcome (also after bad arguments)
+  --offline-timeout=5s         bound on the whole offline step: every request, retry and read-back (default 5s)
+  --record=FILE                note what was taken offline, for hook poststart after a restart in place
+` + registryUsage + `  --then-http-get=URL --then-http-header="Name: value" (repeatable)
   --then-http-get-pod-ip       call that URL on the pod's IP, as the kubelet does for a handler without a host
   --then-sleep=DURATION
   --then-exec -- COMMAND ARGS...   the app's original exec handler (last)
 
 Defaults left empty are resolved from the app container's environment; see
 docs/lifecycle-hooks.md.
+`,
+	"poststart": `usage: mesh-init hook poststart --registry=<preset> --record=FILE [--timeout=2m] [flags] [--then-exec -- <command...>]
+
+  --record=FILE                the prestop hook's record; without one the hook returns at once
+  --timeout=2m                 bound on waiting for the app to register again and putting it back online
+` + registryUsage + `  --then-http-get=URL --then-http-header="Name: value" (repeatable)
+  --then-http-get-pod-ip       call that URL on the pod's IP
+  --then-sleep=DURATION
+  --then-exec -- COMMAND ARGS...   the app's original postStart exec handler (last)
+
+The undo never fails the hook (a failed postStart kills the container); only
+the app's own handler's failure does.
 `,
 	"wait-ready": `usage: mesh-init hook wait-ready [--url=URL] [--timeout=60s]
 

@@ -25,7 +25,9 @@ func fullPreStops() []PreStop {
 			Then: OriginalHandler{HTTPGet: "http://10.0.0.1:8080/pre-stop?x=1", HTTPHeaders: []string{"X-A: 1", "X-B: two words"}}},
 		{Registry: Registry{Preset: PresetEureka, Eureka: Eureka{ServerURL: "http://user:pw@eureka:8761/eureka/", AppName: "checkout", InstanceID: "checkout-0:checkout:8080"}}, Sleep: d("90s"),
 			Then: OriginalHandler{Sleep: d("5s")}},
-		{Registry: Registry{Preset: PresetNacos, Timeout: d("10s"), Nacos: Nacos{ServerURL: "http://nacos:8848", ServiceName: "orders", GroupName: "PAY", NamespaceID: "prod", ClusterName: "east", Port: 20880}}, Sleep: d("10s")},
+		{Registry: Registry{Preset: PresetNacos, Timeout: d("10s"), Nacos: Nacos{ServerURL: "http://nacos:8848", ServiceName: "orders", GroupName: "PAY", NamespaceID: "prod", ClusterName: "east", Port: 20880,
+			UsernameEnv: "NACOS_USER", PasswordEnv: "NACOS_PW", AccessKeyEnv: "AK", SecretKeyEnv: "SK"}}, Sleep: d("10s"), Record: "/var/run/mesh-state/app.json"},
+		{Registry: Registry{Preset: PresetConsul, Consul: Consul{Address: "http://10.0.0.1:8500", ServiceID: "orders-8080", Mode: ConsulDeregister, TokenEnv: "CONSUL_TOKEN"}}, Sleep: d("40s")},
 		{Registry: Registry{Preset: PresetEDAS, EDAS: EDAS{URL: "http://localhost:54199/offline"}}, Sleep: d("30s")},
 		{Registry: Registry{Preset: PresetHTTP, HTTP: HTTPCall{Method: "PUT", URL: "https://registry.local/self?down=1", Headers: map[string]string{"Authorization": "Bearer a:b", "X-Y": "z"}, Body: `{"up":false}`, ExpectStatus: []int{200, 204}}}, Sleep: d("15s")},
 	}
@@ -73,6 +75,53 @@ func TestUsageNamesEveryFlag(t *testing.T) {
 	check("run", Run{ReadyURL: "u", ReadyTimeout: 1, QuitURL: "q", Command: []string{"x"}}.Args())
 }
 
+func TestPostStartArgsRoundTrip(t *testing.T) {
+	t.Parallel()
+	for _, p := range fullPreStops() {
+		// The offline timeout is prestop's; poststart has its own bound.
+		p.Registry.Timeout = 0
+		ps := PostStart{Registry: p.Registry, Record: "/var/run/mesh-state/app.json", Timeout: Duration(90 * time.Second), Then: p.Then}
+		got, err := ParsePostStart(ps.Args())
+		if err != nil {
+			t.Errorf("%s: %v (args %q)", p.Registry.Preset, err, ps.Args())
+			continue
+		}
+		if !reflect.DeepEqual(got, ps) {
+			t.Errorf("%s: round trip\n got %+v\nwant %+v", p.Registry.Preset, got, ps)
+		}
+		check := func(args []string) {
+			for _, a := range args {
+				if name, _, _ := strings.Cut(a, "="); strings.HasPrefix(a, "--") && a != "--" && !strings.Contains(HookUsage["poststart"], name) {
+					t.Errorf("the poststart usage does not mention %s", name)
+				}
+			}
+		}
+		check(ps.Args())
+	}
+}
+
+// A prestop whose arguments do not parse still finds its sleep.
+func TestSleepFromArgs(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		args []string
+		want Duration
+		ok   bool
+	}{
+		{[]string{"--registry=zookeeper", "--sleep=30s"}, Duration(30 * time.Second), true},
+		{[]string{"--stray", "--sleep", "1m"}, Duration(time.Minute), true},
+		{[]string{"-sleep=2s", "--bad"}, Duration(2 * time.Second), true},
+		{[]string{"--sleep=soon"}, 0, false},
+		{[]string{"--then-exec", "--", "--sleep=9s"}, 0, false},
+		{nil, 0, false},
+	} {
+		d, ok := SleepFromArgs(c.args)
+		if d != c.want || ok != c.ok {
+			t.Errorf("%q: %v %v, want %v %v", c.args, d, ok, c.want, c.ok)
+		}
+	}
+}
+
 func TestRegistryValidate(t *testing.T) {
 	t.Parallel()
 	ok := []Registry{
@@ -85,6 +134,9 @@ func TestRegistryValidate(t *testing.T) {
 		{Preset: PresetSpringCloud, SpringCloud: SpringCloud{BasePath: "/manage"}},
 		{Preset: PresetEureka, Eureka: Eureka{ServerURL: "http://eureka-0:8761/eureka/,http://eureka-1:8761/eureka/"}},
 		{Preset: PresetHTTP, HTTP: HTTPCall{URL: "http://x/", Method: "M-SEARCH", Headers: map[string]string{"X-Token": "a:b c"}}},
+		{Preset: PresetConsul, Consul: Consul{Address: "10.0.0.1", Mode: ConsulMaintenance, TokenEnv: "CONSUL_HTTP_TOKEN"}},
+		{Preset: PresetConsul, Consul: Consul{Address: "https://consul.local:8501"}},
+		{Preset: PresetSpringCloud, SpringCloud: SpringCloud{Status: "DOWN"}},
 	}
 	bad := []Registry{
 		{Preset: PresetNacos, Nacos: Nacos{ServerURL: "ftp://nacos:21"}},
@@ -98,6 +150,11 @@ func TestRegistryValidate(t *testing.T) {
 		{Preset: PresetHTTP, HTTP: HTTPCall{URL: "http://x/", Headers: map[string]string{"Bad Name": "v"}}},
 		{Preset: PresetHTTP, HTTP: HTTPCall{URL: "http://x/", Headers: map[string]string{"X-A": "v\r\nX-Injected: 1"}}},
 		{Preset: PresetHTTP, HTTP: HTTPCall{URL: "http://x/", Headers: map[string]string{"": "v"}}},
+		{Preset: PresetConsul, Consul: Consul{Mode: "drain"}},
+		{Preset: PresetConsul, Consul: Consul{Address: "ftp://consul"}},
+		{Preset: PresetConsul, Consul: Consul{TokenEnv: "1BAD"}},
+		{Preset: PresetNacos, Nacos: Nacos{PasswordEnv: "A B"}},
+		{Preset: PresetSpringCloud, SpringCloud: SpringCloud{Status: "UNKNOWN"}},
 	}
 	for _, r := range ok {
 		if err := r.Validate(); err != nil {

@@ -211,6 +211,16 @@ func checkNacosServers(v string) error {
 	return nil
 }
 
+// checkEnvName is the contract's rule for a variable name, so what the
+// hook would refuse is refused at admission.
+func checkEnvName(v string) error {
+	r := meshinit.Registry{Preset: meshinit.PresetConsul, Consul: meshinit.Consul{TokenEnv: v}}
+	if v == "" || r.Validate() != nil {
+		return fmt.Errorf("not an environment variable name (letters, digits, '_', '-', '.'; not starting with a digit)")
+	}
+	return nil
+}
+
 func checkName(v string) error {
 	if v == "" || strings.ContainsAny(v, " \t\n/?#") {
 		return fmt.Errorf("not a name without spaces, slashes, '?' or '#'")
@@ -323,15 +333,18 @@ var Overrides = []Override{
 	},
 	boolOverride("hold-until-proxy-ready", "", "lifecycle.holdApplicationUntilProxyReady",
 		func(s *Settings, b bool) { s.Lifecycle.HoldApplicationUntilProxyReady = b }),
-	secondsOverride("drain-seconds", "lifecycle.drainSeconds", "30", func(s *Settings) *int32 { return &s.Lifecycle.DrainSeconds }),
+	secondsOverride("drain-seconds", "lifecycle.drainSeconds", "30", func(s *Settings) *int32 {
+		s.Lifecycle.DrainSeconds = new(int32)
+		return s.Lifecycle.DrainSeconds
+	}),
 	secondsOverride("shutdown-seconds", "lifecycle.shutdownSeconds", "20", func(s *Settings) *int32 { return &s.Lifecycle.ShutdownSeconds }),
 	{
 		Name: "registry", Field: "lifecycle.registry.preset", Example: "eureka",
-		Accepts: "none, dubbo, spring-cloud, eureka, nacos, edas or http",
+		Accepts: meshinit.PresetNames(),
 		apply: func(s *Settings, v string) error {
 			p, err := meshinit.ParsePreset(v)
 			if err != nil {
-				return fmt.Errorf("not one of none, dubbo, spring-cloud, eureka, nacos, edas or http")
+				return fmt.Errorf("not one of %s", meshinit.PresetNames())
 			}
 			s.Lifecycle.Registry.Preset = p
 			return nil
@@ -348,6 +361,8 @@ var Overrides = []Override{
 			return nil
 		},
 	},
+	textOverride("registry-container", "lifecycle.registryContainer", "the name of the app container that registers with the registry", "app",
+		checkName, func(s *Settings) *string { return &s.Lifecycle.RegistryContainer }),
 	registryPortOverride("dubbo-qos-port", "lifecycle.registry.dubbo.port", "22222", func(s *Settings) *int32 { return &s.Lifecycle.Registry.Dubbo.Port }),
 	registryPortOverride("spring-cloud-port", "lifecycle.registry.springCloud.port", "8081", func(s *Settings) *int32 { return &s.Lifecycle.Registry.SpringCloud.Port }),
 	textOverride("spring-cloud-base-path", "lifecycle.registry.springCloud.basePath", "an absolute path such as /actuator", "/manage",
@@ -358,7 +373,7 @@ var Overrides = []Override{
 			return nil
 		}, func(s *Settings) *string { return &s.Lifecycle.Registry.SpringCloud.BasePath }),
 	textOverride("spring-cloud-status", "lifecycle.registry.springCloud.status",
-		"the status the service-registry endpoint is set to: OUT_OF_SERVICE (Eureka, Consul) or DOWN (Nacos via Spring Cloud Alibaba)",
+		"the status the service-registry endpoint is set to, instead of detecting the registry behind it: OUT_OF_SERVICE (Eureka, Consul) or DOWN (Nacos via Spring Cloud Alibaba)",
 		"DOWN", func(v string) error {
 			if v != "OUT_OF_SERVICE" && v != "DOWN" {
 				return fmt.Errorf("not OUT_OF_SERVICE or DOWN")
@@ -383,6 +398,27 @@ var Overrides = []Override{
 	textOverride("nacos-cluster", "lifecycle.registry.nacos.clusterName", "a cluster name", "DEFAULT",
 		checkName, func(s *Settings) *string { return &s.Lifecycle.Registry.Nacos.ClusterName }),
 	registryPortOverride("nacos-port", "lifecycle.registry.nacos.port", "8080", func(s *Settings) *int32 { return &s.Lifecycle.Registry.Nacos.Port }),
+	textOverride("nacos-username-env", "lifecycle.registry.nacos.usernameEnv", "the name of an environment variable of the app container (set it from a Secret)", "NACOS_USERNAME",
+		checkEnvName, func(s *Settings) *string { return &s.Lifecycle.Registry.Nacos.UsernameEnv }),
+	textOverride("nacos-password-env", "lifecycle.registry.nacos.passwordEnv", "the name of an environment variable of the app container (set it from a Secret)", "NACOS_PASSWORD",
+		checkEnvName, func(s *Settings) *string { return &s.Lifecycle.Registry.Nacos.PasswordEnv }),
+	textOverride("nacos-access-key-env", "lifecycle.registry.nacos.accessKeyEnv", "the name of an environment variable of the app container (set it from a Secret)", "NACOS_ACCESS_KEY",
+		checkEnvName, func(s *Settings) *string { return &s.Lifecycle.Registry.Nacos.AccessKeyEnv }),
+	textOverride("nacos-secret-key-env", "lifecycle.registry.nacos.secretKeyEnv", "the name of an environment variable of the app container (set it from a Secret)", "NACOS_SECRET_KEY",
+		checkEnvName, func(s *Settings) *string { return &s.Lifecycle.Registry.Nacos.SecretKeyEnv }),
+	textOverride("consul-address", "lifecycle.registry.consul.address", "the Consul agent the app registers with: host[:port] (port 8500 when absent) or an http(s) URL", "http://10.0.0.1:8500",
+		func(v string) error { _, err := meshinit.ConsulBaseURL(v, false); return err }, func(s *Settings) *string { return &s.Lifecycle.Registry.Consul.Address }),
+	textOverride("consul-service-id", "lifecycle.registry.consul.serviceID", "a Consul service id", "orders-8080",
+		checkName, func(s *Settings) *string { return &s.Lifecycle.Registry.Consul.ServiceID }),
+	textOverride("consul-mode", "lifecycle.registry.consul.mode", "maintenance (DNS and passing-only queries drop it) or deregister (every consumer drops it)", "deregister",
+		func(v string) error {
+			if v != meshinit.ConsulMaintenance && v != meshinit.ConsulDeregister {
+				return fmt.Errorf("not maintenance or deregister")
+			}
+			return nil
+		}, func(s *Settings) *string { return &s.Lifecycle.Registry.Consul.Mode }),
+	textOverride("consul-token-env", "lifecycle.registry.consul.tokenEnv", "the name of an environment variable of the app container holding the ACL token", "CONSUL_HTTP_TOKEN",
+		checkEnvName, func(s *Settings) *string { return &s.Lifecycle.Registry.Consul.TokenEnv }),
 	textOverride("edas-offline-url", "lifecycle.registry.edas.url", "an http(s) URL", "http://localhost:54199/offline",
 		checkURL, func(s *Settings) *string { return &s.Lifecycle.Registry.EDAS.URL }),
 	textOverride("offline-http-method", "lifecycle.registry.http.method", "an upper-case HTTP method such as POST", "PUT",

@@ -128,7 +128,7 @@ func (b *Bounds) Check(s *Settings) *BoundError {
 				s.Proxy.Image, strings.Join(prefixes, ", "))}
 		}
 	}
-	if d := s.Lifecycle.DrainSeconds; d < b.MinDrainSeconds || d > b.MaxDrainSeconds {
+	if d := s.Lifecycle.Drain(); d < b.MinDrainSeconds || d > b.MaxDrainSeconds {
 		return &BoundError{Field: "lifecycle.drainSeconds", Problem: fmt.Sprintf("lifecycle.drainSeconds %d is outside minDrainSeconds-maxDrainSeconds %d-%d",
 			d, b.MinDrainSeconds, b.MaxDrainSeconds)}
 	}

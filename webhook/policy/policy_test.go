@@ -47,12 +47,12 @@ policies:
 		{"built-in default stays", "shop", nil, "proxy.image", func(s *Settings) string { return s.Proxy.Image }, builtin.Proxy.Image, SourceBuiltin},
 		{"file default over built-in", "other", nil, "proxy.logLevel", func(s *Settings) string { return s.Proxy.LogLevel }, "info", SourceFileDefaults},
 		{"file default reaches policies", "shop", nil, "proxy.logLevel", func(s *Settings) string { return s.Proxy.LogLevel }, "info", SourceFileDefaults},
-		{"policy over file default", "shop", nil, "lifecycle.drainSeconds", func(s *Settings) string { return itoa(s.Lifecycle.DrainSeconds) }, "20", SourcePolicy("shop")},
-		{"file default where no policy matches", "other", nil, "lifecycle.drainSeconds", func(s *Settings) string { return itoa(s.Lifecycle.DrainSeconds) }, "10", SourceFileDefaults},
+		{"policy over file default", "shop", nil, "lifecycle.drainSeconds", func(s *Settings) string { return itoa(s.Lifecycle.Drain()) }, "20", SourcePolicy("shop")},
+		{"file default where no policy matches", "other", nil, "lifecycle.drainSeconds", func(s *Settings) string { return itoa(s.Lifecycle.Drain()) }, "10", SourceFileDefaults},
 		{"sibling keys merge, not replace", "shop", nil, "proxy.resources.limits.cpu", func(s *Settings) string { return s.Proxy.Resources.Limits.CPU.String() }, "1", SourceFileDefaults},
 		{"policy sets a sibling", "shop", nil, "proxy.resources.limits.memory", func(s *Settings) string { return s.Proxy.Resources.Limits.Memory.String() }, "256Mi", SourcePolicy("shop")},
 		{"annotation over policy", "shop", map[string]string{"sidecar-injector.io/drain-seconds": "45"}, "lifecycle.drainSeconds",
-			func(s *Settings) string { return itoa(s.Lifecycle.DrainSeconds) }, "45", SourceAnnotation("sidecar-injector.io/drain-seconds")},
+			func(s *Settings) string { return itoa(s.Lifecycle.Drain()) }, "45", SourceAnnotation("sidecar-injector.io/drain-seconds")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := c.Select(tc.ns, nil).Policy

@@ -10,6 +10,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/sidecar-injector/injector/webhook/meshinit"
+
 	"github.com/sidecar-injector/injector/test/testkit"
 )
 
@@ -37,6 +39,14 @@ func annotationTable() string {
 
 // defaultOf renders the built-in default at a settings path.
 func defaultOf(m map[string]any, path string) string {
+	if path == "lifecycle.drainSeconds" {
+		// Unset by default: the registry preset's drain applies.
+		var parts []string
+		for _, p := range meshinit.Presets {
+			parts = append(parts, fmt.Sprintf("%s %d", p, DefaultRegistryDrainSeconds()[p]))
+		}
+		return "the registry's (`lifecycle.registryDrainSeconds`: " + strings.Join(parts, ", ") + ")"
+	}
 	var v any = m
 	for _, k := range strings.Split(path, ".") {
 		mm, ok := v.(map[string]any)

@@ -2,7 +2,9 @@ package policy
 
 import (
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -128,13 +130,22 @@ type Lifecycle struct {
 	// ProxyReadyTimeout bounds that wait in classic mode.
 	ProxyReadyTimeout meshinit.Duration `json:"proxyReadyTimeout"`
 	// DrainSeconds is the preStop sleep after the offline step, while
-	// endpoints controllers and registry consumers forget the pod.
-	DrainSeconds int32 `json:"drainSeconds"`
+	// endpoints controllers and registry consumers forget the pod. Unset,
+	// the registry preset's drain applies (RegistryDrainSeconds).
+	DrainSeconds *int32 `json:"drainSeconds,omitempty"`
+	// RegistryDrainSeconds is the drain of each registry preset when
+	// DrainSeconds is unset, sized to how long that registry's consumers
+	// keep using an instance after it went offline (docs/lifecycle-hooks.md).
+	RegistryDrainSeconds map[meshinit.Preset]int32 `json:"registryDrainSeconds"`
 	// ShutdownSeconds is the app's own shutdown allowance after SIGTERM; it
 	// counts towards the grace period and the proxy's listener drain.
 	ShutdownSeconds int32 `json:"shutdownSeconds"`
 	// Registry is the offline step.
 	Registry meshinit.Registry `json:"registry"`
+	// RegistryContainer names the app container the offline step is for;
+	// empty picks the only app container, or the one whose environment
+	// carries the registry's settings.
+	RegistryContainer string `json:"registryContainer,omitempty"`
 }
 
 // Envoy holds the cluster settings of the proxy's passthrough clusters
@@ -257,7 +268,7 @@ func Defaults() Settings {
 			NativeSidecar:                  NativeAuto,
 			HoldApplicationUntilProxyReady: true,
 			ProxyReadyTimeout:              meshinit.Duration(60e9),
-			DrainSeconds:                   5,
+			RegistryDrainSeconds:           DefaultRegistryDrainSeconds(),
 			ShutdownSeconds:                20,
 			Registry:                       meshinit.Registry{Preset: meshinit.PresetNone, Timeout: meshinit.Duration(5e9)},
 		},
@@ -373,8 +384,16 @@ func (s *Settings) Validate(path *field.Path) field.ErrorList {
 	} else if t > meshinit.Duration(time.Hour) {
 		invalid(path.Child("lifecycle", "proxyReadyTimeout"), t.String(), fmt.Sprintf("%s is over 1h", t))
 	}
-	if d := s.Lifecycle.DrainSeconds; d < 0 || d > maxSeconds {
-		invalid(path.Child("lifecycle", "drainSeconds"), d, fmt.Sprintf("%d is not between 0 and %d", d, maxSeconds))
+	if d := s.Lifecycle.DrainSeconds; d != nil && (*d < 0 || *d > maxSeconds) {
+		invalid(path.Child("lifecycle", "drainSeconds"), *d, fmt.Sprintf("%d is not between 0 and %d", *d, maxSeconds))
+	}
+	for _, p := range slices.Sorted(maps.Keys(s.Lifecycle.RegistryDrainSeconds)) {
+		d := s.Lifecycle.RegistryDrainSeconds[p]
+		if _, err := meshinit.ParsePreset(string(p)); err != nil {
+			invalid(path.Child("lifecycle", "registryDrainSeconds").Key(string(p)), d, err.Error())
+		} else if d < 0 || d > maxSeconds {
+			invalid(path.Child("lifecycle", "registryDrainSeconds").Key(string(p)), d, fmt.Sprintf("%d is not between 0 and %d", d, maxSeconds))
+		}
 	}
 	if d := s.Lifecycle.ShutdownSeconds; d < 0 || d > maxSeconds {
 		invalid(path.Child("lifecycle", "shutdownSeconds"), d, fmt.Sprintf("%d is not between 0 and %d", d, maxSeconds))
@@ -492,4 +511,56 @@ func validLogLevel(s string) bool {
 		}
 	}
 	return false
+}
+
+// Drain is the effective drain sleep in seconds: DrainSeconds when set,
+// else the registry preset's drain, else that of preset none.
+func (l Lifecycle) Drain() int32 {
+	if l.DrainSeconds != nil {
+		return *l.DrainSeconds
+	}
+	p := l.Registry.Preset
+	if p == "" {
+		p = meshinit.PresetNone
+	}
+	if d, ok := l.RegistryDrainSeconds[p]; ok {
+		return d
+	}
+	return DefaultRegistryDrainSeconds()[p]
+}
+
+// DefaultRegistryDrainSeconds are the built-in drains per preset: how long
+// consumers of each registry keep using an instance after it went offline,
+// with Spring Cloud LoadBalancer's 35s cache on top where Spring consumers
+// are the common case (docs/lifecycle-hooks.md, "How long to drain").
+func DefaultRegistryDrainSeconds() map[meshinit.Preset]int32 {
+	return map[meshinit.Preset]int32{
+		meshinit.PresetNone:        5,
+		meshinit.PresetDubbo:       20,
+		meshinit.PresetSpringCloud: 95,
+		meshinit.PresetEureka:      95,
+		meshinit.PresetNacos:       40,
+		meshinit.PresetConsul:      40,
+		meshinit.PresetEDAS:        30,
+		meshinit.PresetHTTP:        5,
+	}
+}
+
+// Propagation is how long a registry itself takes to tell its consumers
+// an instance went offline, before any client-side load-balancer cache: a
+// drain shorter than this loses traffic whatever the consumers do.
+type Propagation struct {
+	Seconds int32
+	// Why names the delays that add up, with their defaults.
+	Why string
+}
+
+// RegistryPropagation is Propagation by preset, from each registry's
+// documented defaults (docs/lifecycle-hooks.md cites the sources).
+var RegistryPropagation = map[meshinit.Preset]Propagation{
+	meshinit.PresetEureka:      {60, "the Eureka server's read-only response cache (30s) plus the clients' registry fetch (30s)"},
+	meshinit.PresetSpringCloud: {10, "the fastest registry behind Spring Cloud's endpoint (Nacos 1.x clients poll every 10s; Eureka takes 60s)"},
+	meshinit.PresetNacos:       {10, "Nacos 1.x clients' fallback poll (10s; 2.x pushes within about 2s)"},
+	meshinit.PresetDubbo:       {10, "the registry's notification to subscribed consumers (Nacos 1.x polls every 10s)"},
+	meshinit.PresetEDAS:        {30, "the EDAS/MSE agent's own lossless-offline wait (30s in Alibaba Cloud's preStop)"},
 }

@@ -2,6 +2,7 @@ package hook
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"io/fs"
@@ -166,56 +167,6 @@ func slow(d time.Duration, then func(w http.ResponseWriter, r *http.Request, n i
 	}
 }
 
-// Registry look-alikes: what each real registry answers.
-
-// dubboQoS answers like Dubbo's QoS HTTP handler: 200 "OK" for offline, 404
-// with an empty body for an unknown command.
-func dubboQoS(w http.ResponseWriter, r *http.Request, _ int) {
-	if r.URL.Path == "/offline" {
-		answerText(w, http.StatusOK, "OK")
-		return
-	}
-	answerText(w, http.StatusNotFound, "")
-}
-
-// actuator answers like a Spring Boot app whose service-registry endpoint
-// is named endpoint: 200 with an empty body, or Spring's JSON 404 for
-// unknown paths.
-func actuator(endpoint string) func(w http.ResponseWriter, r *http.Request, n int) {
-	return func(w http.ResponseWriter, r *http.Request, _ int) {
-		if r.Method == http.MethodPost && r.URL.Path == "/actuator/"+endpoint {
-			w.WriteHeader(http.StatusOK)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusNotFound)
-		fmt.Fprintf(w, `{"timestamp":"2024-01-01T00:00:00.000+00:00","status":404,"error":"Not Found","path":%q}`, r.URL.Path)
-	}
-}
-
-// eurekaServer answers like Eureka's InstanceResource.statusUpdate: 200
-// with an empty body for a known instance, 404 for an unknown one.
-func eurekaServer(app string, ids ...string) func(w http.ResponseWriter, r *http.Request, n int) {
-	return func(w http.ResponseWriter, r *http.Request, _ int) {
-		for _, id := range ids {
-			if r.Method == http.MethodPut && r.URL.Path == "/eureka/apps/"+app+"/"+id+"/status" {
-				w.WriteHeader(http.StatusOK)
-				return
-			}
-		}
-		w.WriteHeader(http.StatusNotFound)
-	}
-}
-
-// nacosServer answers like Nacos's InstanceController.update: "ok".
-func nacosServer(w http.ResponseWriter, r *http.Request, _ int) {
-	if r.Method == http.MethodPut && r.URL.Path == "/nacos/v1/ns/instance" {
-		answerText(w, http.StatusOK, "ok")
-		return
-	}
-	answerText(w, http.StatusNotFound, "")
-}
-
 // status always answers status with body.
 func status(code int, body string) func(w http.ResponseWriter, r *http.Request, n int) {
 	return func(w http.ResponseWriter, _ *http.Request, _ int) { answerText(w, code, body) }
@@ -233,24 +184,162 @@ func refusedURL(t *testing.T) string {
 	return u
 }
 
-// harness runs the tool as mesh-init would, with a fake environment.
+// fakeClock is the hook's clock in tests: Sleep returns at once and moves
+// the fake time on, recording each duration asked for; WithTimeout's
+// contexts end when the fake time passes their deadline (by a Sleep, or
+// the test's Advance/FireNext). So a test proves retries, pauses, budgets
+// and the drain by what the hook asked for, whatever the machine's load.
+type fakeClock struct {
+	mu     sync.Mutex
+	now    time.Time
+	sleeps []time.Duration
+	timers []*fakeTimer
+}
+
+type fakeTimer struct {
+	at     time.Time
+	cancel context.CancelCauseFunc
+	ctx    *fakeDeadlineCtx
+}
+
+// fakeDeadlineCtx ends with context.DeadlineExceeded like a real timeout,
+// but reports no Deadline: the network stack compares deadlines with the
+// wall clock, and the fake time is not the wall clock.
+type fakeDeadlineCtx struct {
+	context.Context
+	mu  sync.Mutex
+	err error
+}
+
+func (c *fakeDeadlineCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
+
+func (c *fakeDeadlineCtx) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return c.err
+	}
+	return c.Context.Err()
+}
+
+func newFakeClock() *fakeClock { return &fakeClock{now: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) bool {
+	c.mu.Lock()
+	c.sleeps = append(c.sleeps, d)
+	c.mu.Unlock()
+	if ctx.Err() != nil {
+		return false
+	}
+	c.Advance(d)
+	return ctx.Err() == nil
+}
+
+func (c *fakeClock) WithTimeout(parent context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	inner, cancel := context.WithCancelCause(parent)
+	ctx := &fakeDeadlineCtx{Context: inner}
+	c.mu.Lock()
+	t := &fakeTimer{at: c.now.Add(d), cancel: cancel, ctx: ctx}
+	c.timers = append(c.timers, t)
+	c.mu.Unlock()
+	c.Advance(0) // a timeout of 0 or less has already passed
+	return ctx, func() {
+		c.mu.Lock()
+		for i, x := range c.timers {
+			if x == t {
+				c.timers = append(c.timers[:i], c.timers[i+1:]...)
+				break
+			}
+		}
+		c.mu.Unlock()
+		cancel(context.Canceled)
+	}
+}
+
+// Advance moves the fake time on by d and ends every timeout it passes.
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	var fire, keep []*fakeTimer
+	for _, t := range c.timers {
+		if !t.at.After(c.now) {
+			fire = append(fire, t)
+		} else {
+			keep = append(keep, t)
+		}
+	}
+	c.timers = keep
+	c.mu.Unlock()
+	for _, t := range fire {
+		t.ctx.mu.Lock()
+		t.ctx.err = context.DeadlineExceeded
+		t.ctx.mu.Unlock()
+		t.cancel(context.DeadlineExceeded)
+	}
+}
+
+// FireNext moves the fake time to the earliest pending timeout: what a
+// held request waits for.
+func (c *fakeClock) FireNext() {
+	c.mu.Lock()
+	var next time.Time
+	for _, t := range c.timers {
+		if next.IsZero() || t.at.Before(next) {
+			next = t.at
+		}
+	}
+	now := c.now
+	c.mu.Unlock()
+	if !next.IsZero() {
+		c.Advance(next.Sub(now))
+	}
+}
+
+// Sleeps are the durations the hook asked to sleep, in order.
+func (c *fakeClock) Sleeps() []time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]time.Duration(nil), c.sleeps...)
+}
+
+// harness runs the tool as mesh-init would, with a fake environment and,
+// unless real is set, a fake clock.
 type harness struct {
 	vars    map[string]string
 	addrs   []net.Addr
 	hosts   string
+	files   map[string]string
 	signals chan os.Signal
+	clock   *fakeClock
+	real    bool
+	// headers receives "METHOD host/path" each time an answer's headers arrive.
+	headers chan string
 }
 
-// result is one run of the tool.
-type result struct {
+// outcome is one run of the tool.
+type outcome struct {
 	code           int
 	stdout, stderr string
 	start, end     time.Time
+	// appLog is what the hook wrote to the app's own log.
+	appLog string
 }
 
-func (r result) took() time.Duration { return r.end.Sub(r.start) }
+func (r outcome) took() time.Duration { return r.end.Sub(r.start) }
 
-func (h harness) env() environment {
+// memFS is the files the hook reads and writes in a test.
+type memFS struct {
+	mu    sync.Mutex
+	files map[string]string
+}
+
+func (h harness) env(fsys *memFS, appLog *syncWriter) environment {
 	return environment{
 		getenv:   func(k string) string { return h.vars[k] },
 		hostname: func() (string, error) { return "os-hostname", nil },
@@ -259,32 +348,79 @@ func (h harness) env() environment {
 			if name == "/etc/hosts" && h.hosts != "" {
 				return []byte(h.hosts), nil
 			}
+			fsys.mu.Lock()
+			defer fsys.mu.Unlock()
+			if v, ok := fsys.files[name]; ok {
+				return []byte(v), nil
+			}
 			return nil, fs.ErrNotExist
 		},
+		writeFile: func(name string, b []byte) error {
+			fsys.mu.Lock()
+			defer fsys.mu.Unlock()
+			fsys.files[name] = string(b)
+			return nil
+		},
+		rename: func(from, to string) error {
+			fsys.mu.Lock()
+			defer fsys.mu.Unlock()
+			v, ok := fsys.files[from]
+			if !ok {
+				return fs.ErrNotExist
+			}
+			delete(fsys.files, from)
+			fsys.files[to] = v
+			return nil
+		},
+		remove: func(name string) error {
+			fsys.mu.Lock()
+			defer fsys.mu.Unlock()
+			if _, ok := fsys.files[name]; !ok {
+				return fs.ErrNotExist
+			}
+			delete(fsys.files, name)
+			return nil
+		},
+		appLog: func(line string) { _, _ = appLog.Write([]byte(line)) },
 	}
 }
 
-func (h harness) run(args ...string) result {
-	var stdout, stderr bytes.Buffer
+// run runs the tool. Give the harness a clock (and files) to look at them
+// afterwards; without, it gets fresh ones.
+func (h harness) run(args ...string) outcome {
+	var stdout, stderr, appLog bytes.Buffer
+	if h.files == nil {
+		h.files = map[string]string{}
+	}
+	fsys := &memFS{files: h.files}
+	var clk clock = realClock{}
+	if !h.real {
+		if h.clock == nil {
+			h.clock = newFakeClock()
+		}
+		clk = h.clock
+	}
+	al := &syncWriter{w: &appLog}
 	t := &tool{
 		out:     &syncWriter{w: &stdout},
 		errOut:  &syncWriter{w: &stderr},
 		signals: h.signals,
-		env:     h.env(),
+		env:     h.env(fsys, al),
+		clock:   clk,
 	}
-	r := result{start: time.Now()}
+	if h.headers != nil {
+		t.onHeaders = func(method, hostPath string) {
+			select {
+			case h.headers <- method + " " + hostPath:
+			default:
+			}
+		}
+	}
+	r := outcome{start: time.Now()}
 	r.code = t.main(args)
 	r.end = time.Now()
-	r.stdout, r.stderr = stdout.String(), stderr.String()
+	r.stdout, r.stderr, r.appLog = stdout.String(), stderr.String(), appLog.String()
 	return r
-}
-
-// within fails unless lo <= d < hi.
-func within(t *testing.T, what string, d, lo, hi time.Duration) {
-	t.Helper()
-	if d < lo || d >= hi {
-		t.Errorf("%s took %v, want at least %v and under %v", what, d, lo, hi)
-	}
 }
 
 func ipNet(s string) net.Addr {

@@ -55,65 +55,10 @@ type verdict int
 
 const (
 	accepted  verdict = iota // done
-	notHere                  // the server is fine but this path is not the one: try the next path
+	notHere                  // this server does not know the thing asked for: try the next server
 	transient                // may work if tried again (connection error, timeout, 5xx, 429)
 	rejected                 // will not work however often it is tried
 )
-
-// request is one logical HTTP call: a preset's offline call, the proxy's
-// drain or quit.
-type request struct {
-	// what names the step in every line, such as "eureka offline".
-	what   string
-	method string
-	// bases are equivalent servers; a transient failure moves to the next.
-	bases []string
-	// paths are candidate paths (with query) on a server, tried in order
-	// while the answer is notHere, such as Spring Cloud's old and new
-	// endpoint names or Eureka instance ids.
-	paths  []string
-	header http.Header
-	body   string
-	judge  func(status int, body string) verdict
-	// hint follows the last line when every path answered notHere: what
-	// to set so the right one is found.
-	hint string
-	// notes are printed on one line before the first request: where the
-	// defaults came from.
-	notes []string
-	// redirectHint follows a redirect answer that was not accepted: why
-	// the call is not followed elsewhere.
-	redirectHint string
-}
-
-// policy bounds a request's retries.
-type policy struct {
-	total      time.Duration // bound on the whole call, pauses included
-	attempts   int           // tries on transient failures
-	perAttempt time.Duration // bound on one request
-	backoff    time.Duration // first pause between tries, doubled after each
-}
-
-// offlinePolicy spends the offline timeout on up to three tries: each gets a
-// third of it (at least 100ms), with 200ms and 400ms pauses between them.
-// The last try is cut short by the overall bound when earlier ones used
-// their whole share.
-func offlinePolicy(total time.Duration) policy {
-	if total <= 0 {
-		total = meshinit.DefaultOfflineTimeout
-	}
-	per := max(total/3, 100*time.Millisecond)
-	return policy{total: total, attempts: 3, perAttempt: min(per, total), backoff: 200 * time.Millisecond}
-}
-
-// outcome is how a request ended.
-type outcome struct {
-	ok       bool
-	requests int
-	// last is the final request and its answer, for the summary line:
-	// "PUT http://... -> 500 in 3ms".
-	last string
-}
 
 // answer is one HTTP exchange.
 type answer struct {
@@ -122,9 +67,13 @@ type answer struct {
 	// location is a 3xx answer's Location: the redirect not followed.
 	location string
 	// via is the URL that answered when same-host redirects were followed.
-	via  string
-	err  error
-	took time.Duration
+	via string
+	// stalled is set when the status and headers came but the body did
+	// not finish in time: the server received the request, so a write may
+	// have happened even though the answer is incomplete.
+	stalled bool
+	err     error
+	took    time.Duration
 }
 
 // isRedirect reports an answer that is a redirect the client did not follow.
@@ -135,6 +84,8 @@ func (a answer) isRedirect() bool {
 func (a answer) String() string {
 	took := fmtDuration(a.took)
 	switch {
+	case a.stalled:
+		return fmt.Sprintf("%d %s, then the body stalled after %d bytes (%q) and was cut off after %s", a.status, http.StatusText(a.status), len(a.body), oneLine(a.body, 60), took)
 	case a.isRedirect():
 		return fmt.Sprintf("%d %s redirecting to %q (not followed) in %s", a.status, http.StatusText(a.status), meshinit.RedactURL(a.location), took)
 	case a.err == nil && a.via != "":
@@ -144,7 +95,7 @@ func (a answer) String() string {
 	case a.err == nil:
 		return fmt.Sprintf("%d in %s", a.status, took)
 	case errors.Is(a.err, context.DeadlineExceeded):
-		return fmt.Sprintf("no answer after %s", took)
+		return fmt.Sprintf("no answer (no status line) after %s", took)
 	}
 	err := a.err
 	var ue *url.Error
@@ -154,17 +105,18 @@ func (a answer) String() string {
 	return fmt.Sprintf("error: %v (after %s)", err, took)
 }
 
-// exchange sends one request bounded by timeout (none when zero) and reads
-// up to 4 KiB of the answer.
-func exchange(ctx context.Context, timeout time.Duration, method, target string, header http.Header, body string) answer {
-	return exchangeWith(httpClient, ctx, timeout, method, target, header, body)
+// exchange sends one request bounded by timeout (none when zero) on t's
+// clock and reads up to 64 KiB of the answer (registry read-backs list
+// instances).
+func (t *tool) exchange(ctx context.Context, timeout time.Duration, method, target string, header http.Header, body string) answer {
+	return t.exchangeWith(httpClient, ctx, timeout, method, target, header, body)
 }
 
-func exchangeWith(client *http.Client, ctx context.Context, timeout time.Duration, method, target string, header http.Header, body string) answer {
-	start := time.Now()
+func (t *tool) exchangeWith(client *http.Client, ctx context.Context, timeout time.Duration, method, target string, header http.Header, body string) answer {
+	start := t.clock.Now()
 	if timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
+		ctx, cancel = t.clock.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
 	var rd io.Reader
@@ -173,12 +125,12 @@ func exchangeWith(client *http.Client, ctx context.Context, timeout time.Duratio
 	}
 	req, err := http.NewRequestWithContext(ctx, method, target, rd)
 	if err != nil {
-		return answer{err: invalidRequestError{err}, took: time.Since(start)}
+		return answer{err: invalidRequestError{err}, took: t.since(start)}
 	}
 	for k, vs := range header {
 		for _, v := range vs {
 			if err := meshinit.CheckHeader(k, v); err != nil {
-				return answer{err: invalidRequestError{err}, took: time.Since(start)}
+				return answer{err: invalidRequestError{err}, took: t.since(start)}
 			}
 		}
 		req.Header[k] = vs
@@ -194,14 +146,23 @@ func exchangeWith(client *http.Client, ctx context.Context, timeout time.Duratio
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return answer{err: err, took: time.Since(start)}
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return answer{err: err, took: t.since(start)}
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if err != nil && ctx.Err() != nil {
-		return answer{err: ctx.Err(), took: time.Since(start)}
+	if t.onHeaders != nil {
+		t.onHeaders(method, req.URL.Host+req.URL.Path)
 	}
-	a := answer{status: resp.StatusCode, body: string(b), took: time.Since(start)}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	a := answer{status: resp.StatusCode, body: string(b), took: t.since(start)}
+	if err != nil {
+		// The status came, the body did not: say so, rather than "no
+		// answer", because the server did receive the request.
+		a.stalled = true
+		return a
+	}
 	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
 		a.location = resp.Header.Get("Location")
 	}
@@ -259,87 +220,4 @@ func judgeStatus(status int) verdict {
 		return transient
 	}
 	return rejected
-}
-
-// send runs a request under a policy, one line per HTTP exchange.
-func (t *tool) send(ctx context.Context, p policy, r request) outcome {
-	ctx, cancel := context.WithTimeout(ctx, p.total)
-	defer cancel()
-	deadline, _ := ctx.Deadline()
-	if len(r.notes) > 0 {
-		t.logf("%s: using %s", r.what, strings.Join(r.notes, "; "))
-	}
-	judge := r.judge
-	if judge == nil {
-		judge = func(status int, _ string) verdict { return judgeStatus(status) }
-	}
-	var (
-		base, path, tries int
-		backoff           = p.backoff
-		out               outcome
-	)
-	for {
-		target := r.bases[base%len(r.bases)] + r.paths[path]
-		a := exchange(ctx, p.perAttempt, r.method, target, r.header, r.body)
-		out.requests++
-		out.last = fmt.Sprintf("%s %s -> %s", r.method, meshinit.RedactURL(target), a)
-		line := r.what + " " + out.last
-		v, why := transient, ""
-		if a.err == nil {
-			v = judge(a.status, a.body)
-		} else if why = permanentError(a.err); why != "" {
-			v = rejected
-		}
-		switch v {
-		case accepted:
-			t.logf("%s", line)
-			out.ok = true
-			return out
-		case rejected:
-			switch {
-			case a.isRedirect():
-				why = "redirects are not followed"
-				if r.redirectHint != "" {
-					why += "; " + r.redirectHint
-					out.last += "; " + r.redirectHint
-				}
-			case why == "":
-				why = "another try would get the same answer"
-			}
-			t.logf("%s; not retried: %s", line, why)
-			return out
-		case notHere:
-			path++
-			if path == len(r.paths) {
-				if r.hint != "" {
-					out.last += " (" + r.hint + ")"
-				}
-				t.logf("%s %s; no other candidate to try", r.what, out.last)
-				return out
-			}
-			t.logf("%s; trying the next candidate", line)
-			continue
-		}
-		tries++
-		switch {
-		case errors.Is(ctx.Err(), context.Canceled):
-			t.logf("%s; interrupted", line)
-			return out
-		case ctx.Err() != nil:
-			t.logf("%s; gave up: the %s bound is reached", line, fmtDuration(p.total))
-			return out
-		case tries >= p.attempts:
-			t.logf("%s; gave up after %d tries", line, tries)
-			return out
-		case time.Until(deadline) <= backoff:
-			t.logf("%s; gave up: no time left within the %s bound", line, fmtDuration(p.total))
-			return out
-		}
-		t.logf("%s; may be transient: try %d of %d, retrying in %s", line, tries, p.attempts, backoff)
-		if !sleep(ctx, backoff) {
-			return out
-		}
-		backoff *= 2
-		base++
-	}
 }

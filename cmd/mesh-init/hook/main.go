@@ -29,8 +29,11 @@ const (
 const usage = `usage: mesh-init hook <command> [flags]
 
 commands:
-  prestop     take the instance offline in its service registry, sleep, then
-              run the app's original preStop handler (app container preStop)
+  prestop     take the instance offline in its service registry, confirm it,
+              sleep, then run the app's original preStop handler (app
+              container preStop)
+  poststart   after a restart in place, bring the instance back online; then
+              run the app's original postStart handler (app container postStart)
   wait-ready  wait until the proxy reports ready (proxy postStart)
   proxy-stop  keep the proxy serving, then drain its inbound listeners
               (proxy preStop in classic sidecar mode)
@@ -51,11 +54,20 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		errOut:  &syncWriter{w: stderr},
 		stdin:   os.Stdin,
 		signals: sig,
+		clock:   realClock{},
 		env: environment{
 			getenv:   os.Getenv,
 			hostname: os.Hostname,
 			addrs:    net.InterfaceAddrs,
 			readFile: os.ReadFile,
+			writeFile: func(name string, b []byte) error {
+				// The state volume is shared by the pod's app containers,
+				// which may run as different users.
+				return os.WriteFile(name, b, 0o666)
+			},
+			rename: os.Rename,
+			remove: os.Remove,
+			appLog: writeAppLog,
 		},
 	}
 	return t.main(args)
@@ -71,7 +83,12 @@ type tool struct {
 	stdin   io.Reader
 	signals <-chan os.Signal
 	env     environment
+	clock   clock
 	cmd     string // the command running, for log prefixes
+	// onHeaders, when set, is called when an answer's status and headers
+	// have arrived: tests of a stalled body wait for it before letting
+	// the request's time run out.
+	onHeaders func(method, hostPath string)
 }
 
 func (t *tool) main(args []string) int {
@@ -88,6 +105,8 @@ func (t *tool) main(args []string) int {
 	switch cmd {
 	case "prestop":
 		run = t.preStop
+	case "poststart":
+		run = t.postStart
 	case "wait-ready":
 		run = t.waitReady
 	case "proxy-stop":
@@ -188,21 +207,6 @@ func signalExitCode(s os.Signal) int {
 		return 128 + int(ss)
 	}
 	return ExitFailed
-}
-
-// sleep waits d or until ctx ends; it reports whether the whole d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-timer.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // syncWriter serialises the tool's lines with a child's output when both

@@ -20,31 +20,42 @@ import (
 // preStop runs "hook prestop": offline, sleep, original handler. The sleep
 // is never skipped or shortened by a failed offline step: consumers that
 // missed the offline call still need the time to notice the endpoint going
-// away by other means (endpoint removal, their own registry refresh).
+// away by other means (endpoint removal, their own registry refresh). Not
+// even by arguments that do not parse: losing the drain is worse than a
+// late error, so the --sleep found among them is slept first.
 func (t *tool) preStop(args []string) (int, error) {
 	p, err := meshinit.ParsePreStop(args)
 	if err != nil {
+		if d, ok := meshinit.SleepFromArgs(args); ok && d > 0 {
+			ctx, in, stop := t.signalContext()
+			defer stop()
+			t.logf("the arguments do not parse (%v); sleeping the %s drain anyway before failing", err, d)
+			if !t.clock.Sleep(ctx, time.Duration(d)) {
+				code, _ := t.stopped(in, "sleeping after bad arguments")
+				return code, nil
+			}
+		}
 		return 0, err
 	}
 	ctx, in, stop := t.signalContext()
 	defer stop()
-	start := time.Now()
+	start := t.clock.Now()
 
-	offlineFailure := t.offline(ctx, p.Registry)
+	offlineFailure := t.offline(ctx, p.Registry, p.Record)
 	if code, ok := t.stopped(in, "taking the instance offline"); ok {
 		return code, nil
 	}
 
 	if p.Sleep > 0 {
 		t.logf("sleeping %s before the app is stopped", p.Sleep)
-		slept := time.Now()
-		if !sleep(ctx, time.Duration(p.Sleep)) {
-			code, _ := t.stopped(in, fmt.Sprintf("sleeping (%s of %s slept)", fmtDuration(time.Since(slept)), p.Sleep))
+		slept := t.clock.Now()
+		if !t.clock.Sleep(ctx, time.Duration(p.Sleep)) {
+			code, _ := t.stopped(in, fmt.Sprintf("sleeping (%s of %s slept)", fmtDuration(t.since(slept)), p.Sleep))
 			return code, nil
 		}
 	}
 
-	thenCode, thenFailure := t.original(ctx, in, p.Then)
+	thenCode, thenFailure := t.original(ctx, in, p.Then, "preStop")
 	if code, ok := t.stopped(in, "running the original preStop handler"); ok {
 		return code, nil
 	}
@@ -55,7 +66,7 @@ func (t *tool) preStop(args []string) (int, error) {
 			failed = append(failed, f)
 		}
 	}
-	took := fmtDuration(time.Since(start))
+	took := fmtDuration(t.since(start))
 	if len(failed) == 0 {
 		t.logf("done in %s", took)
 		return ExitOK, nil
@@ -71,53 +82,78 @@ func (t *tool) preStop(args []string) (int, error) {
 	return ExitFailed, nil
 }
 
-// offline runs the preset's offline call; it returns a description of the
-// failure, or "" on success.
-func (t *tool) offline(ctx context.Context, r meshinit.Registry) string {
-	req, err := t.env.offlineRequest(r)
+// offline takes the instance offline and confirms it by reading it back,
+// within the registry's timeout. It returns one line saying what failed
+// (the registry, the instance key used and what the registry said), or ""
+// on success.
+func (t *tool) offline(ctx context.Context, r meshinit.Registry, record string) string {
+	what := string(r.Preset) + " offline"
+	reg, err := t.env.resolve(r)
 	if err != nil {
-		t.logf("%s offline: %v", r.Preset, err)
-		return fmt.Sprintf("%s offline: %v", r.Preset, err)
+		t.logf("%s: %v", what, err)
+		return fmt.Sprintf("%s: %v", what, err)
 	}
-	if req == nil {
+	if reg == nil {
 		t.logf("no registry offline step (registry none)")
 		return ""
 	}
-	req.redirectHint = "an offline call must be answered by the registry itself"
-	out := t.send(ctx, offlinePolicy(time.Duration(r.Timeout)), *req)
-	if out.ok {
+	budget := time.Duration(r.Timeout)
+	if budget <= 0 {
+		budget = meshinit.DefaultOfflineTimeout
+	}
+	s, stop := t.newStep(ctx, what, budget)
+	defer stop()
+	if notes := reg.notes(); len(notes) > 0 {
+		t.logf("%s: using %s", what, strings.Join(notes, "; "))
+	}
+	// Recorded before the first write: a write that lands but whose answer
+	// or read-back is lost must still be undone after a restart in place.
+	t.writeRecord(record, offlineRecord{Registry: string(r.Preset), Key: reg.key(), At: t.clock.Now().UTC(), State: "offline requested"})
+	ok, said := reg.offline(s)
+	if ok {
+		state := "offline, confirmed"
+		if u, unconfirmable := reg.(unconfirmable); unconfirmable {
+			t.logf("%s: done for %s: %s (not confirmed: %s)", what, reg.key(), said, u.unconfirmed())
+			state = "offline, not confirmable"
+		} else {
+			t.logf("%s: confirmed for %s: %s", what, reg.key(), said)
+		}
+		t.writeRecord(record, offlineRecord{Registry: string(r.Preset), Key: reg.key(), At: t.clock.Now().UTC(), State: state})
 		return ""
 	}
-	plural := "s"
-	if out.requests == 1 {
-		plural = ""
+	if s.interrupted() {
+		return what + ": interrupted"
 	}
-	return fmt.Sprintf("%s failed after %d request%s, last %s", req.what, out.requests, plural, out.last)
+	n := ""
+	if s.requests > 0 {
+		n = fmt.Sprintf(" after %d request%s", s.requests, map[bool]string{true: "", false: "s"}[s.requests == 1])
+	}
+	return fmt.Sprintf("%s failed%s for %s: %s", what, n, reg.key(), said)
 }
 
 // original runs the app's own preStop handler. It returns the exit code to
 // pass on (an exec handler's own code) and a failure description.
-func (t *tool) original(ctx context.Context, in *interrupt, o meshinit.OriginalHandler) (int, string) {
+func (t *tool) original(ctx context.Context, in *interrupt, o meshinit.OriginalHandler, kind string) (int, string) {
 	switch {
 	case len(o.Exec) > 0:
-		return t.originalExec(ctx, in, o.Exec)
+		return t.originalExec(ctx, in, o.Exec, kind)
 	case o.HTTPGet != "":
 		return t.originalHTTPGet(ctx, o)
 	case o.Sleep > 0:
 		t.logf("original sleep handler: sleeping %s", o.Sleep)
-		sleep(ctx, time.Duration(o.Sleep))
+		t.clock.Sleep(ctx, time.Duration(o.Sleep))
 	}
 	return 0, ""
 }
 
-func (t *tool) originalExec(ctx context.Context, in *interrupt, argv []string) (int, string) {
-	t.logf("running the original exec handler %q", argv)
+func (t *tool) originalExec(ctx context.Context, in *interrupt, argv []string, kind string) (int, string) {
+	t.logf("running the original %s exec handler %q", kind, argv)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout = t.out.forChild()
 	cmd.Stderr = t.errOut.forChild()
 	// A grandchild left holding the output pipe must not hold the hook.
 	cmd.WaitDelay = 2 * time.Second
-	start := time.Now()
+	start := t.clock.Now()
 	if err := cmd.Start(); err != nil {
 		code := startFailureCode(err)
 		t.logf("original exec handler could not start: %v", err)
@@ -145,7 +181,7 @@ func (t *tool) originalExec(ctx context.Context, in *interrupt, argv []string) (
 		}
 	}
 	code := processExitCode(cmd.ProcessState)
-	t.logf("original exec handler exited %d in %s", code, fmtDuration(time.Since(start)))
+	t.logf("original exec handler exited %d in %s", code, fmtDuration(t.since(start)))
 	if code != 0 {
 		return code, fmt.Sprintf("original exec handler %q exited %d", argv[0], code)
 	}
@@ -177,7 +213,7 @@ func (t *tool) originalHTTPGet(ctx context.Context, o meshinit.OriginalHandler) 
 	// (the pod's grace period bounds it), no certificate verification for
 	// HTTPS (the kubelet does not verify either), redirects followed on
 	// the same host only, and a redirect elsewhere counts as its 3xx.
-	a := exchangeWith(kubeletLikeClient, ctx, 0, http.MethodGet, target, header, "")
+	a := t.exchangeWith(kubeletLikeClient, ctx, 0, http.MethodGet, target, header, "")
 	line := fmt.Sprintf("GET %s -> %s", meshinit.RedactURL(target), a)
 	if a.isRedirect() {
 		line += ", as the kubelet does for a redirect to another host"

@@ -1,10 +1,8 @@
 package hook
 
 import (
-	"encoding/json"
 	"io"
 	"log"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -16,250 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sidecar-injector/injector/webhook/meshinit"
+	"github.com/sidecar-injector/injector/test/registry"
 )
 
 const testSleep = 300 * time.Millisecond
-
-// checkOfflineThenSleep asserts the ordering every prestop run must have:
-// the (last) offline request arrives before the sleep starts, and the whole
-// sleep still follows it.
-func checkOfflineThenSleep(t *testing.T, r result, req recorded, offlineBound time.Duration) {
-	t.Helper()
-	within(t, "reaching the registry", req.At.Sub(r.start), 0, offlineBound)
-	within(t, "the sleep after the offline call", r.end.Sub(req.At), testSleep, testSleep+time.Second)
-}
-
-// TestPreStopPresets takes the instance offline against a look-alike of each
-// registry and checks the exact request, that it comes before the sleep, and
-// that the sleep lasts what was asked.
-func TestPreStopPresets(t *testing.T) {
-	t.Parallel()
-	type preset struct {
-		name   string
-		server func(w http.ResponseWriter, r *http.Request, n int)
-		args   func(f *fake) []string
-		vars   func(f *fake) map[string]string
-		h      harness
-		check  func(t *testing.T, reqs []recorded)
-	}
-	cases := []preset{{
-		name:   "dubbo",
-		server: dubboQoS,
-		args:   func(f *fake) []string { return []string{"--registry=dubbo", "--dubbo-port=" + f.port(t)} },
-		check: func(t *testing.T, reqs []recorded) {
-			expectRequest(t, reqs[0], http.MethodGet, "/offline", "")
-		},
-	}, {
-		name:   "dubbo port from DUBBO_APPLICATION_QOS_PORT",
-		server: dubboQoS,
-		args:   func(*fake) []string { return []string{"--registry=dubbo"} },
-		vars:   func(f *fake) map[string]string { return map[string]string{"DUBBO_APPLICATION_QOS_PORT": f.port(t)} },
-		check: func(t *testing.T, reqs []recorded) {
-			expectRequest(t, reqs[0], http.MethodGet, "/offline", "")
-		},
-	}, {
-		name:   "spring-cloud",
-		server: actuator("serviceregistry"),
-		args:   func(f *fake) []string { return []string{"--registry=spring-cloud", "--spring-port=" + f.port(t)} },
-		check: func(t *testing.T, reqs []recorded) {
-			expectRequest(t, reqs[0], http.MethodPost, "/actuator/serviceregistry", "")
-			expectJSONStatus(t, reqs[0], "OUT_OF_SERVICE")
-		},
-	}, {
-		name:   "spring-cloud before 2020.0 (service-registry), port from SERVER_PORT, status DOWN for Nacos",
-		server: actuator("service-registry"),
-		args:   func(*fake) []string { return []string{"--registry=spring-cloud", "--spring-status=DOWN"} },
-		vars:   func(f *fake) map[string]string { return map[string]string{"SERVER_PORT": f.port(t)} },
-		check: func(t *testing.T, reqs []recorded) {
-			if len(reqs) != 2 {
-				t.Fatalf("want the new endpoint name, then the old one; got %d requests", len(reqs))
-			}
-			expectRequest(t, reqs[0], http.MethodPost, "/actuator/serviceregistry", "")
-			expectRequest(t, reqs[1], http.MethodPost, "/actuator/service-registry", "")
-			expectJSONStatus(t, reqs[1], "DOWN")
-		},
-	}, {
-		name:   "eureka from the app's environment",
-		server: eurekaServer("CHECKOUT", "checkout-7f9c-x2:checkout:9000"),
-		args:   func(*fake) []string { return []string{"--registry=eureka"} },
-		vars: func(f *fake) map[string]string {
-			return map[string]string{
-				"EUREKA_CLIENT_SERVICEURL_DEFAULTZONE": f.URL + "/eureka/, http://eureka-1:8761/eureka/",
-				"SPRING_APPLICATION_NAME":              "checkout",
-				"HOSTNAME":                             "checkout-7f9c-x2",
-				"SERVER_PORT":                          "9000",
-			}
-		},
-		check: func(t *testing.T, reqs []recorded) {
-			expectRequest(t, reqs[0], http.MethodPut, "/eureka/apps/CHECKOUT/checkout-7f9c-x2:checkout:9000/status", "value=OUT_OF_SERVICE")
-		},
-	}, {
-		name:   "eureka without SERVER_PORT tries host:app, then host:app:8080",
-		server: eurekaServer("CHECKOUT", "checkout-7f9c-x2:checkout:8080"),
-		args:   func(*fake) []string { return []string{"--registry=eureka"} },
-		vars: func(f *fake) map[string]string {
-			return map[string]string{
-				"EUREKA_CLIENT_SERVICEURL_DEFAULTZONE": f.URL + "/eureka",
-				"SPRING_APPLICATION_NAME":              "checkout",
-				"HOSTNAME":                             "checkout-7f9c-x2",
-			}
-		},
-		check: func(t *testing.T, reqs []recorded) {
-			if len(reqs) != 2 {
-				t.Fatalf("got %d requests, want 2", len(reqs))
-			}
-			expectRequest(t, reqs[0], http.MethodPut, "/eureka/apps/CHECKOUT/checkout-7f9c-x2:checkout/status", "value=OUT_OF_SERVICE")
-			expectRequest(t, reqs[1], http.MethodPut, "/eureka/apps/CHECKOUT/checkout-7f9c-x2:checkout:8080/status", "value=OUT_OF_SERVICE")
-		},
-	}, {
-		name:   "eureka StatefulSet pod: /etc/hosts gives the FQDN Java sees",
-		server: eurekaServer("LEDGER", "ledger-0.ledger.pay.svc.cluster.local:ledger:8080"),
-		args:   func(*fake) []string { return []string{"--registry=eureka"} },
-		vars: func(f *fake) map[string]string {
-			return map[string]string{
-				"EUREKA_CLIENT_SERVICEURL_DEFAULTZONE": f.URL + "/eureka/",
-				"SPRING_APPLICATION_NAME":              "ledger",
-				"HOSTNAME":                             "ledger-0",
-				"SERVER_PORT":                          "8080",
-				"POD_IP":                               "10.1.2.3",
-			}
-		},
-		h: harness{hosts: "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n10.1.2.3\tledger-0.ledger.pay.svc.cluster.local\tledger-0\n"},
-		check: func(t *testing.T, reqs []recorded) {
-			expectRequest(t, reqs[0], http.MethodPut, "/eureka/apps/LEDGER/ledger-0.ledger.pay.svc.cluster.local:ledger:8080/status", "value=OUT_OF_SERVICE")
-		},
-	}, {
-		name:   "eureka with EUREKA_INSTANCE_INSTANCE_ID",
-		server: eurekaServer("CART", "10.0.0.9:8080"),
-		args:   func(*fake) []string { return []string{"--registry=eureka"} },
-		vars: func(f *fake) map[string]string {
-			return map[string]string{
-				"EUREKA_CLIENT_SERVICEURL_DEFAULTZONE": f.URL + "/eureka/",
-				"SPRING_APPLICATION_NAME":              "cart",
-				"EUREKA_INSTANCE_INSTANCE_ID":          "10.0.0.9:8080",
-			}
-		},
-		check: func(t *testing.T, reqs []recorded) {
-			expectRequest(t, reqs[0], http.MethodPut, "/eureka/apps/CART/10.0.0.9:8080/status", "value=OUT_OF_SERVICE")
-		},
-	}, {
-		name:   "eureka from flags",
-		server: eurekaServer("BILLING", "billing-1"),
-		args: func(f *fake) []string {
-			return []string{"--registry=eureka", "--eureka-server-url=" + f.URL + "/eureka", "--eureka-app-name=billing", "--eureka-instance-id=billing-1"}
-		},
-		check: func(t *testing.T, reqs []recorded) {
-			expectRequest(t, reqs[0], http.MethodPut, "/eureka/apps/BILLING/billing-1/status", "value=OUT_OF_SERVICE")
-		},
-	}, {
-		name:   "nacos from the app's environment",
-		server: nacosServer,
-		args:   func(*fake) []string { return []string{"--registry=nacos"} },
-		vars: func(f *fake) map[string]string {
-			return map[string]string{
-				"NACOS_SERVER_ADDR":       f.hostPort(),
-				"SPRING_APPLICATION_NAME": "orders",
-				"POD_IP":                  "10.0.0.7",
-				"SERVER_PORT":             "8081",
-			}
-		},
-		check: func(t *testing.T, reqs []recorded) {
-			expectRequest(t, reqs[0], http.MethodPut, "/nacos/v1/ns/instance", "")
-			expectQuery(t, reqs[0], map[string]string{
-				"serviceName": "orders", "groupName": "DEFAULT_GROUP", "clusterName": "DEFAULT",
-				"ip": "10.0.0.7", "port": "8081", "enabled": "false", "ephemeral": "true", "namespaceId": "",
-			})
-		},
-	}, {
-		name:   "nacos ip from the interfaces, Spring Cloud Alibaba variables",
-		server: nacosServer,
-		args:   func(*fake) []string { return []string{"--registry=nacos"} },
-		vars: func(f *fake) map[string]string {
-			return map[string]string{
-				"SPRING_CLOUD_NACOS_DISCOVERY_SERVER_ADDR": f.URL,
-				"NACOS_SERVER_ADDR":                        "http://not-this:8848",
-				"SPRING_APPLICATION_NAME":                  "orders",
-				"SPRING_CLOUD_NACOS_DISCOVERY_NAMESPACE":   "prod",
-				"SPRING_CLOUD_NACOS_DISCOVERY_GROUP":       "PAY",
-			}
-		},
-		h: harness{addrs: []net.Addr{ipNet("127.0.0.1/8"), ipNet("fe80::1/64"), ipNet("fd00::5/64"), ipNet("10.9.8.7/24")}},
-		check: func(t *testing.T, reqs []recorded) {
-			expectQuery(t, reqs[0], map[string]string{
-				"serviceName": "orders", "groupName": "PAY", "namespaceId": "prod",
-				"ip": "10.9.8.7", "port": "8080", "enabled": "false",
-			})
-		},
-	}, {
-		name:   "nacos from flags",
-		server: nacosServer,
-		args: func(f *fake) []string {
-			return []string{"--registry=nacos", "--nacos-server-url=" + f.URL + "/nacos", "--nacos-service-name=stock",
-				"--nacos-group=G1", "--nacos-namespace=ns-1", "--nacos-cluster=east", "--nacos-port=20880"}
-		},
-		vars: func(*fake) map[string]string { return map[string]string{"POD_IP": "fd00::7"} },
-		check: func(t *testing.T, reqs []recorded) {
-			expectQuery(t, reqs[0], map[string]string{
-				"serviceName": "stock", "groupName": "G1", "namespaceId": "ns-1", "clusterName": "east",
-				"ip": "fd00::7", "port": "20880", "enabled": "false", "ephemeral": "true",
-			})
-		},
-	}, {
-		name:   "edas",
-		server: status(http.StatusOK, "offline success"),
-		args:   func(f *fake) []string { return []string{"--registry=edas", "--edas-url=" + f.URL + "/offline"} },
-		check: func(t *testing.T, reqs []recorded) {
-			expectRequest(t, reqs[0], http.MethodGet, "/offline", "")
-		},
-	}, {
-		name:   "http",
-		server: status(http.StatusAccepted, ""),
-		args: func(f *fake) []string {
-			return []string{"--registry=http", "--http-method=PUT", "--http-url=" + f.URL + "/registry/self?state=down",
-				"--http-header=Authorization: Bearer t0k", "--http-header=Content-Type: text/plain", "--http-body=down", "--http-expect-status=202"}
-		},
-		check: func(t *testing.T, reqs []recorded) {
-			expectRequest(t, reqs[0], http.MethodPut, "/registry/self", "state=down")
-			if got := reqs[0].Header.Get("Authorization"); got != "Bearer t0k" {
-				t.Errorf("Authorization = %q", got)
-			}
-			if reqs[0].Body != "down" {
-				t.Errorf("body = %q, want down", reqs[0].Body)
-			}
-		},
-	}, {
-		name:   "http defaults to POST and any 2xx",
-		server: status(http.StatusNoContent, ""),
-		args:   func(f *fake) []string { return []string{"--registry=http", "--http-url=" + f.URL + "/down"} },
-		check: func(t *testing.T, reqs []recorded) {
-			expectRequest(t, reqs[0], http.MethodPost, "/down", "")
-		},
-	}}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			t.Parallel()
-			f := newFake(t, c.server)
-			h := c.h
-			if c.vars != nil {
-				h.vars = c.vars(f)
-			}
-			r := h.run(append([]string{"prestop", "--sleep=" + testSleep.String()}, c.args(f)...)...)
-			if r.code != ExitOK {
-				t.Fatalf("exit %d, want 0\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
-			}
-			reqs := f.requests()
-			if len(reqs) == 0 {
-				t.Fatalf("the registry got no request\nstdout:\n%s", r.stdout)
-			}
-			c.check(t, reqs)
-			checkOfflineThenSleep(t, r, reqs[len(reqs)-1], 250*time.Millisecond)
-			if !strings.Contains(r.stdout, "sleeping 300ms") || !strings.Contains(r.stdout, "done in") || r.stderr != "" {
-				t.Errorf("unexpected output\nstdout:\n%s\nstderr:\n%s", r.stdout, r.stderr)
-			}
-		})
-	}
-}
 
 func expectRequest(t *testing.T, r recorded, method, path, rawQuery string) {
 	t.Helper()
@@ -268,176 +26,35 @@ func expectRequest(t *testing.T, r recorded, method, path, rawQuery string) {
 	}
 }
 
-func expectJSONStatus(t *testing.T, r recorded, want string) {
-	t.Helper()
-	if ct := r.Header.Get("Content-Type"); ct != "application/json" {
-		t.Errorf("Content-Type = %q, want application/json", ct)
-	}
-	var body map[string]string
-	if err := json.Unmarshal([]byte(r.Body), &body); err != nil || len(body) != 1 || body["status"] != want {
-		t.Errorf("body = %s, want {\"status\":%q}", r.Body, want)
-	}
-}
-
-func expectQuery(t *testing.T, r recorded, want map[string]string) {
-	t.Helper()
-	for k, v := range want {
-		if got := r.Query.Get(k); got != v {
-			t.Errorf("query %s = %q, want %q (query %s)", k, got, v, r.Raw)
-		}
-	}
-}
-
-// TestPreStopFailingRegistry: a registry answering 500 is tried three times
-// with growing pauses, the failure is reported, and the sleep is kept.
-func TestPreStopFailingRegistry(t *testing.T) {
-	t.Parallel()
-	f := newFake(t, status(http.StatusInternalServerError, "java.lang.RuntimeException: boom"))
-	h := harness{vars: map[string]string{"EUREKA_CLIENT_SERVICEURL_DEFAULTZONE": f.URL + "/eureka/", "SPRING_APPLICATION_NAME": "pay", "HOSTNAME": "pay-1", "SERVER_PORT": "8080"}}
-	r := h.run("prestop", "--registry=eureka", "--sleep="+testSleep.String())
-	reqs := f.requests()
-	if len(reqs) != 3 {
-		t.Fatalf("got %d requests, want 3 tries", len(reqs))
-	}
-	within(t, "the first pause", reqs[1].At.Sub(reqs[0].At), 200*time.Millisecond, 700*time.Millisecond)
-	within(t, "the second pause", reqs[2].At.Sub(reqs[1].At), 400*time.Millisecond, 900*time.Millisecond)
-	checkOfflineThenSleep(t, r, reqs[2], meshinit.DefaultOfflineTimeout)
-	if r.code != ExitFailed {
-		t.Errorf("exit %d, want %d", r.code, ExitFailed)
-	}
-	want := "mesh-init prestop: FAILED: eureka offline failed after 3 requests, last PUT " + f.URL + "/eureka/apps/PAY/pay-1:pay:8080/status?value=OUT_OF_SERVICE -> 500 \"java.lang.RuntimeException: boom\""
-	if !strings.HasPrefix(r.stderr, want) || strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, "the 300ms sleep was kept") {
-		t.Errorf("stderr = %q\nwant one line starting %q", r.stderr, want)
-	}
-	if n := strings.Count(r.stdout, "eureka offline PUT"); n != 3 {
-		t.Errorf("want one line per request, got %d:\n%s", n, r.stdout)
-	}
-}
-
-// TestPreStopSlowRegistry: a registry slower than the per-try timeout costs
-// no more than the offline timeout, and the sleep still follows in full.
-func TestPreStopSlowRegistry(t *testing.T) {
-	t.Parallel()
-	f := newFake(t, slow(5*time.Second, dubboQoS))
-	const timeout = 600 * time.Millisecond
-	r := harness{}.run("prestop", "--registry=dubbo", "--dubbo-port="+f.port(t), "--offline-timeout="+timeout.String(), "--sleep="+testSleep.String())
-	if r.code != ExitFailed {
-		t.Fatalf("exit %d, want 1\n%s%s", r.code, r.stdout, r.stderr)
-	}
-	reqs := f.requests()
-	if len(reqs) < 2 || len(reqs) > 3 {
-		t.Errorf("got %d requests, want 2 or 3 within the bound", len(reqs))
-	}
-	// offline (bounded by timeout) + the whole sleep.
-	within(t, "the hook", r.took(), timeout+testSleep, timeout+testSleep+700*time.Millisecond)
-	if !strings.Contains(r.stdout, "-> no answer after ") || !strings.Contains(r.stderr, "FAILED: dubbo offline failed after") {
-		t.Errorf("output does not say what happened:\n%s%s", r.stdout, r.stderr)
-	}
-}
-
-// TestPreStopRefused: nothing listening is retried, reported, and the sleep kept.
-func TestPreStopRefused(t *testing.T) {
-	t.Parallel()
-	r := harness{}.run("prestop", "--registry=edas", "--edas-url="+refusedURL(t)+"/offline", "--sleep="+testSleep.String())
-	if r.code != ExitFailed {
-		t.Fatalf("exit %d, want 1", r.code)
-	}
-	// Pauses of 200ms and 400ms between three tries, then the sleep.
-	within(t, "the hook", r.took(), 600*time.Millisecond+testSleep, 600*time.Millisecond+testSleep+time.Second)
-	if n := strings.Count(r.stdout, "connection refused"); n != 3 {
-		t.Errorf("want 3 refused tries, got %d:\n%s", n, r.stdout)
-	}
-	if n := strings.Count(r.stdout, "; may be transient: try "); n != 2 {
-		t.Errorf("want the 2 retries called transient, got %d:\n%s", n, r.stdout)
-	}
-}
-
-// TestPreStopRejected: answers that will not change are not retried.
-func TestPreStopRejected(t *testing.T) {
-	t.Parallel()
-	cases := []struct {
-		name   string
-		server func(w http.ResponseWriter, r *http.Request, n int)
-		args   func(f *fake) []string
-		want   string
-	}{{
-		name: "spring-cloud app registered nowhere",
-		server: func(w http.ResponseWriter, r *http.Request, _ int) {
-			answerText(w, http.StatusNotFound, "no registration found")
-		},
-		args: func(f *fake) []string { return []string{"--registry=spring-cloud", "--spring-port=" + f.port(t)} },
-		want: `404 "no registration found"`,
-	}, {
-		name:   "nacos answering something else than ok",
-		server: status(http.StatusOK, "<html>login</html>"),
-		args: func(f *fake) []string {
-			return []string{"--registry=nacos", "--nacos-server-url=" + f.URL, "--nacos-service-name=a", "--nacos-port=1"}
-		},
-		want: `200 "<html>login</html>"`,
-	}, {
-		name:   "http with another status than expected",
-		server: status(http.StatusOK, ""),
-		args: func(f *fake) []string {
-			return []string{"--registry=http", "--http-url=" + f.URL, "--http-expect-status=204"}
-		},
-		want: "-> 200 in",
-	}, {
-		name:   "eureka not knowing the instance",
-		server: eurekaServer("CART", "someone-else"),
-		args: func(f *fake) []string {
-			return []string{"--registry=eureka", "--eureka-server-url=" + f.URL + "/eureka", "--eureka-app-name=cart", "--eureka-instance-id=cart-1"}
-		},
-		want: "-> 404 in",
-	}, {
-		name:   "dubbo QoS refusing the caller",
-		server: status(http.StatusForbidden, ""),
-		args:   func(f *fake) []string { return []string{"--registry=dubbo", "--dubbo-port=" + f.port(t)} },
-		want:   "-> 403 in",
-	}}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			t.Parallel()
-			f := newFake(t, c.server)
-			h := harness{vars: map[string]string{"POD_IP": "10.0.0.1"}}
-			r := h.run(append([]string{"prestop", "--sleep=0s"}, c.args(f)...)...)
-			if r.code != ExitFailed || len(f.requests()) != 1 {
-				t.Fatalf("exit %d after %d requests, want 1 after 1\n%s%s", r.code, len(f.requests()), r.stdout, r.stderr)
-			}
-			if !strings.Contains(r.stderr, c.want) {
-				t.Errorf("stderr %q does not contain %q", r.stderr, c.want)
-			}
-			if strings.HasPrefix(c.name, "eureka") && !strings.Contains(r.stderr, "set --eureka-instance-id or EUREKA_INSTANCE_INSTANCEID") {
-				t.Errorf("no hint in %q", r.stderr)
-			}
-		})
-	}
-}
-
-// TestPreStopMissingConfig: what cannot be resolved is a failed offline
-// step (exit 1 after the sleep), not bad arguments.
-func TestPreStopMissingConfig(t *testing.T) {
-	t.Parallel()
-	r := harness{}.run("prestop", "--registry=nacos", "--sleep="+testSleep.String())
-	if r.code != ExitFailed {
-		t.Fatalf("exit %d, want 1", r.code)
-	}
-	within(t, "the hook", r.took(), testSleep, testSleep+time.Second)
-	if !strings.Contains(r.stderr, "no Nacos server: set --nacos-server-url or NACOS_SERVER_ADDR") {
-		t.Errorf("stderr = %q", r.stderr)
-	}
-}
-
-// TestPreStopSleepOnly measures the sleep with the real clock.
+// TestPreStopSleepOnly measures the drain with the real clock: a lower
+// bound, because a sleep is never shortened. The upper bound is only a
+// guard against a hang: 30s is over 10x what an idle run takes (~300ms).
 func TestPreStopSleepOnly(t *testing.T) {
 	t.Parallel()
-	r := harness{}.run("prestop", "--registry=none", "--sleep=300ms")
+	r := harness{real: true}.run("prestop", "--registry=none", "--sleep=300ms")
 	if r.code != ExitOK {
 		t.Fatalf("exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	within(t, "a 300ms sleep", r.took(), 300*time.Millisecond, time.Second)
+	if r.took() < 300*time.Millisecond || r.took() > 30*time.Second {
+		t.Errorf("a 300ms sleep took %s", r.took())
+	}
 	want := "mesh-init prestop: no registry offline step (registry none)\nmesh-init prestop: sleeping 300ms before the app is stopped\nmesh-init prestop: done in "
 	if !strings.HasPrefix(r.stdout, want) {
 		t.Errorf("stdout = %q, want it to start %q", r.stdout, want)
+	}
+}
+
+// A missing setting is a failed offline step (exit 1 after the drain), not
+// bad arguments.
+func TestPreStopMissingConfig(t *testing.T) {
+	t.Parallel()
+	clk := newFakeClock()
+	r := harness{clock: clk}.run("prestop", "--registry=nacos", "--sleep=30s")
+	if r.code != ExitFailed || !strings.Contains(r.stderr, "no Nacos service name") {
+		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	}
+	if got := clk.Sleeps(); len(got) != 1 || got[0] != 30*time.Second {
+		t.Errorf("sleeps %v, want the 30s drain", got)
 	}
 }
 
@@ -445,16 +62,24 @@ func TestPreStopSleepOnly(t *testing.T) {
 // its output passes through and its exit code is the hook's.
 func TestPreStopOriginalExec(t *testing.T) {
 	t.Parallel()
-	f := newFake(t, dubboQoS)
+	q := registry.NewDubboQoS("3", "com.example.Orders")
+	f := serve(t, q)
 	stamp := filepath.Join(t.TempDir(), "stamp")
-	args := append([]string{"prestop", "--registry=dubbo", "--dubbo-port=" + f.port(t), "--sleep=" + testSleep.String(), "--then-exec", "--"},
+	args := append([]string{"prestop", "--registry=dubbo", "--dubbo-port=" + portOf(f), "--sleep=" + testSleep.String(), "--then-exec", "--"},
 		helperCommand(t, "stamp", stamp, "say", "app handler output", "exit", "3")...)
-	r := harness{}.run(args...)
+	clk := newFakeClock()
+	r := harness{clock: clk}.run(args...)
 	if r.code != 3 {
 		t.Fatalf("exit %d, want the handler's 3\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	ran := readStamp(t, stamp)
-	within(t, "from the offline call to the original handler", ran.Sub(f.requests()[0].At), testSleep, testSleep+time.Second)
+	// The handler ran after the whole sleep: its stamp follows the QoS
+	// requests, and the sleep asked for was the whole testSleep.
+	if ran, reqs := readStamp(t, stamp), q.Requests(); ran.Before(reqs[len(reqs)-1].At) {
+		t.Error("the original handler ran before the offline step was done")
+	}
+	if got := clk.Sleeps(); got[len(got)-1] != testSleep {
+		t.Errorf("sleeps %v, want the %s drain last", got, testSleep)
+	}
 	if !strings.Contains(r.stdout, "app handler output\n") {
 		t.Errorf("the handler's output is missing:\n%s", r.stdout)
 	}
@@ -488,8 +113,8 @@ func TestPreStopOriginalHTTPGet(t *testing.T) {
 		}
 		w.WriteHeader(http.StatusInternalServerError)
 	})
-	start := time.Now()
-	r := harness{}.run("prestop", "--sleep="+testSleep.String(), "--then-http-get="+app.URL+"/shutdown?grace=1", "--then-http-header=X-Drain: yes")
+	clk := newFakeClock()
+	r := harness{clock: clk}.run("prestop", "--sleep="+testSleep.String(), "--then-http-get="+app.URL+"/shutdown?grace=1", "--then-http-header=X-Drain: yes")
 	if r.code != ExitOK {
 		t.Fatalf("exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
@@ -501,7 +126,9 @@ func TestPreStopOriginalHTTPGet(t *testing.T) {
 	if reqs[0].Header.Get("X-Drain") != "yes" {
 		t.Errorf("headers = %v", reqs[0].Header)
 	}
-	within(t, "until the httpGet handler", reqs[0].At.Sub(start), testSleep, testSleep+time.Second)
+	if got := clk.Sleeps(); len(got) != 1 || got[0] != testSleep {
+		t.Errorf("sleeps %v, want the %s drain before the handler", got, testSleep)
+	}
 
 	r = harness{}.run("prestop", "--sleep=0s", "--then-http-get="+app.URL+"/broken")
 	if r.code != ExitFailed || !strings.Contains(r.stderr, "FAILED: original httpGet handler GET "+app.URL+"/broken -> 500") {
@@ -512,11 +139,14 @@ func TestPreStopOriginalHTTPGet(t *testing.T) {
 // TestPreStopOriginalSleep: a sleep handler adds to the hook's own sleep.
 func TestPreStopOriginalSleep(t *testing.T) {
 	t.Parallel()
-	r := harness{}.run("prestop", "--sleep=200ms", "--then-sleep=200ms")
+	clk := newFakeClock()
+	r := harness{clock: clk}.run("prestop", "--sleep=20s", "--then-sleep=5s")
 	if r.code != ExitOK {
 		t.Fatalf("exit %d", r.code)
 	}
-	within(t, "two sleeps of 200ms", r.took(), 400*time.Millisecond, 1200*time.Millisecond)
+	if got := clk.Sleeps(); len(got) != 2 || got[0] != 20*time.Second || got[1] != 5*time.Second {
+		t.Errorf("sleeps %v, want the 20s drain, then the handler's 5s", got)
+	}
 }
 
 // TestPreStopSignal: SIGTERM (kubelet giving up on the hook) ends the sleep
@@ -525,16 +155,21 @@ func TestPreStopSignal(t *testing.T) {
 	t.Parallel()
 	t.Run("during the sleep", func(t *testing.T) {
 		t.Parallel()
-		h := harness{signals: make(chan os.Signal, 1)}
+		// The real clock: the signal must end a sleep that is really
+		// under way. The 10s sleep is the bound that matters: the hook
+		// returns long before it (an idle run takes ~200ms).
+		h := harness{signals: make(chan os.Signal, 1), real: true}
 		go func() {
 			time.Sleep(200 * time.Millisecond)
 			h.signals <- syscall.SIGTERM
 		}()
-		r := h.run("prestop", "--sleep=10s")
+		r := h.run("prestop", "--sleep=10m")
 		if r.code != 128+int(syscall.SIGTERM) {
 			t.Errorf("exit %d, want 143", r.code)
 		}
-		within(t, "the interrupted hook", r.took(), 200*time.Millisecond, 1500*time.Millisecond)
+		if r.took() < 200*time.Millisecond || r.took() >= 10*time.Minute {
+			t.Errorf("the interrupted hook took %s", r.took())
+		}
 		if !strings.Contains(r.stderr, "received SIGTERM while sleeping (") {
 			t.Errorf("stderr = %q", r.stderr)
 		}
@@ -561,9 +196,19 @@ func TestPreStopSignal(t *testing.T) {
 	})
 }
 
-// TestPreStopBadArguments exits 2 with one line, before doing anything.
+// TestPreStopBadArguments exits 2 with one line. Nothing else is done but
+// the drain: a --sleep found among arguments that do not parse is slept
+// in full first, because losing the drain is worse than a late error.
 func TestPreStopBadArguments(t *testing.T) {
 	t.Parallel()
+	clk := newFakeClock()
+	r := harness{clock: clk}.run("prestop", "--registry=zookeeper", "--sleep=45s", "--stray")
+	if r.code != ExitUsage || strings.Count(r.stderr, "\n") != 1 || !strings.HasPrefix(r.stderr, "mesh-init prestop: bad arguments: ") {
+		t.Errorf("exit %d, stderr %q", r.code, r.stderr)
+	}
+	if got := clk.Sleeps(); len(got) != 1 || got[0] != 45*time.Second || !strings.Contains(r.stdout, "sleeping the 45s drain anyway") {
+		t.Errorf("sleeps %v, stdout %q; want the 45s drain kept", got, r.stdout)
+	}
 	for _, args := range [][]string{
 		{"--registry=zookeeper"},
 		{"--sleep=soon"},
@@ -647,7 +292,7 @@ func TestPreStopRedirectNotFollowed(t *testing.T) {
 				t.Errorf("got %d requests (%+v), want the one offline call and no visit to /login", len(reqs), reqs)
 			}
 			want := `-> 302 Found redirecting to "/login" (not followed) in `
-			if !strings.Contains(r.stderr, want) || !strings.Contains(r.stderr, "an offline call must be answered by the registry itself") {
+			if !strings.Contains(r.stderr, want) || !strings.Contains(r.stderr, "a registry call must be answered by the registry itself") {
 				t.Errorf("stderr %q does not contain %q and why", r.stderr, want)
 			}
 			if !strings.Contains(r.stdout, "not retried: redirects are not followed") {
@@ -722,14 +367,17 @@ func TestPreStopPermanentErrorsNotRetried(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			r := harness{}.run("prestop", "--sleep=0s", "--registry=edas", "--edas-url="+c.url)
+			clk := newFakeClock()
+			r := harness{clock: clk}.run("prestop", "--sleep=0s", "--registry=edas", "--edas-url="+c.url)
 			if r.code != ExitFailed {
 				t.Fatalf("exit %d, want 1\n%s%s", r.code, r.stdout, r.stderr)
 			}
 			if n := strings.Count(r.stdout, "edas offline GET"); n != 1 || !strings.Contains(r.stdout, c.want) {
 				t.Errorf("want one try, logged with %q; got %d:\n%s", c.want, n, r.stdout)
 			}
-			within(t, "the hook", r.took(), 0, 500*time.Millisecond) // the retries alone would take 600ms
+			if got := clk.Sleeps(); len(got) != 0 {
+				t.Errorf("paused %v: a permanent error is not retried", got)
+			}
 			if !strings.Contains(r.stderr, "FAILED: edas offline failed after 1 request") {
 				t.Errorf("stderr = %q", r.stderr)
 			}
@@ -765,30 +413,5 @@ func TestPreStopHostAndUserAgentHeaders(t *testing.T) {
 	r = harness{}.run("prestop", "--sleep=0s", "--registry=http", "--http-url="+f.URL+"/down")
 	if last := f.requests()[2]; r.code != ExitOK || last.Host != f.hostPort() || last.Header.Get("User-Agent") != "mesh-init-hook" {
 		t.Errorf("defaults: exit %d, Host %q, User-Agent %q", r.code, last.Host, last.Header.Get("User-Agent"))
-	}
-}
-
-// --eureka-server-url takes the comma-separated zones of
-// EUREKA_CLIENT_SERVICEURL_DEFAULTZONE, and a failing zone moves on to the
-// next one.
-func TestPreStopEurekaServerURLZones(t *testing.T) {
-	t.Parallel()
-	failing := newFake(t, status(http.StatusInternalServerError, "boom"))
-	good := newFake(t, eurekaServer("CART", "cart-1"))
-	for _, first := range []string{refusedURL(t), failing.URL} {
-		zones := first + "/eureka/, " + good.URL + "/eureka/"
-		r := harness{}.run("prestop", "--sleep=0s", "--registry=eureka", "--eureka-server-url="+zones,
-			"--eureka-app-name=cart", "--eureka-instance-id=cart-1")
-		if r.code != ExitOK {
-			t.Errorf("%s: exit %d\n%s%s", zones, r.code, r.stdout, r.stderr)
-		}
-	}
-	reqs := good.requests()
-	if len(reqs) != 2 {
-		t.Fatalf("the second zone got %d requests, want one per run", len(reqs))
-	}
-	expectRequest(t, reqs[0], http.MethodPut, "/eureka/apps/CART/cart-1/status", "value=OUT_OF_SERVICE")
-	if len(failing.requests()) != 1 {
-		t.Errorf("the failing zone got %d requests, want 1", len(failing.requests()))
 	}
 }

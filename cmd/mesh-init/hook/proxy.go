@@ -41,14 +41,14 @@ func (t *tool) waitReady(args []string) (int, error) {
 // passes (it asks at least once). It logs each new kind of answer once, not
 // every poll, and returns the last answer.
 func (t *tool) pollReady(ctx context.Context, target string, timeout time.Duration) (bool, string) {
-	start := time.Now()
+	start := t.clock.Now()
 	deadline := start.Add(timeout)
 	var seen, last string
 	for {
-		per := min(time.Second, max(time.Until(deadline), 100*time.Millisecond))
-		a := exchange(ctx, per, http.MethodGet, target, nil, "")
+		per := min(time.Second, max(deadline.Sub(t.clock.Now()), 100*time.Millisecond))
+		a := t.exchange(ctx, per, http.MethodGet, target, nil, "")
 		if a.err == nil && a.status == http.StatusOK {
-			t.logf("proxy ready after %s", fmtDuration(time.Since(start)))
+			t.logf("proxy ready after %s", fmtDuration(t.since(start)))
 			return true, ""
 		}
 		last = a.String()
@@ -56,7 +56,7 @@ func (t *tool) pollReady(ctx context.Context, target string, timeout time.Durati
 			seen = kind
 			t.logf("not ready yet: %s", last)
 		}
-		if wait := min(pollInterval, time.Until(deadline)); wait <= 0 || !sleep(ctx, wait) {
+		if wait := min(pollInterval, deadline.Sub(t.clock.Now())); wait <= 0 || !t.clock.Sleep(ctx, wait) {
 			return false, last
 		}
 	}
@@ -85,10 +85,10 @@ func (t *tool) proxyStop(args []string) (int, error) {
 	}
 	ctx, in, stop := t.signalContext()
 	defer stop()
-	start := time.Now()
+	start := t.clock.Now()
 	if p.Wait > 0 {
 		t.logf("keeping the proxy serving for %s while the app goes offline and sleeps", p.Wait)
-		if !sleep(ctx, time.Duration(p.Wait)) {
+		if !t.clock.Sleep(ctx, time.Duration(p.Wait)) {
 			code, _ := t.stopped(in, "keeping the proxy serving")
 			return code, nil
 		}
@@ -96,27 +96,23 @@ func (t *tool) proxyStop(args []string) (int, error) {
 
 	// The drain call comes out of the drain budget, and gets at least
 	// 500ms: the whole hook stays within Wait+Drain plus 1s.
-	drainStart := time.Now()
+	drainStart := t.clock.Now()
 	bound := min(time.Second, max(time.Duration(p.Drain), 500*time.Millisecond))
-	out := t.send(ctx, policy{total: bound, attempts: 2, perAttempt: bound / 2, backoff: 100 * time.Millisecond}, request{
-		what:   "drain inbound listeners",
-		method: http.MethodPost,
-		bases:  []string{strings.TrimRight(p.AdminURL, "/")},
-		paths:  []string{"/drain_listeners?graceful&inboundonly"},
-	})
+	ok, last := t.send(ctx, "drain inbound listeners", bound, bound/2, 2, http.MethodPost,
+		strings.TrimRight(p.AdminURL, "/")+"/drain_listeners?graceful&inboundonly")
 	if code, ok := t.stopped(in, "draining the proxy's listeners"); ok {
 		return code, nil
 	}
-	if rest := time.Duration(p.Drain) - time.Since(drainStart); rest > 0 {
+	if rest := time.Duration(p.Drain) - t.since(drainStart); rest > 0 {
 		t.logf("letting connections drain for %s", fmtDuration(rest))
-		if !sleep(ctx, rest) {
+		if !t.clock.Sleep(ctx, rest) {
 			code, _ := t.stopped(in, "letting connections drain")
 			return code, nil
 		}
 	}
-	took := fmtDuration(time.Since(start))
-	if !out.ok {
-		t.errorf("FAILED: drain inbound listeners: %s (the proxy kept serving for %s and the %s drain time was kept; hook took %s)", out.last, p.Wait, p.Drain, took)
+	took := fmtDuration(t.since(start))
+	if !ok {
+		t.errorf("FAILED: drain inbound listeners: %s (the proxy kept serving for %s and the %s drain time was kept; hook took %s)", last, p.Wait, p.Drain, took)
 		return ExitFailed, nil
 	}
 	t.logf("done in %s; the proxy exits when kubelet sends it SIGTERM", took)

@@ -10,11 +10,11 @@ import (
 	"time"
 )
 
-// readyAfter answers 503 like a starting proxy until d has passed, then 200.
-func readyAfter(d time.Duration) func(w http.ResponseWriter, r *http.Request, n int) {
-	start := time.Now()
-	return func(w http.ResponseWriter, r *http.Request, _ int) {
-		if time.Since(start) < d {
+// readyAfter answers 503 like a starting proxy for its first n polls, then
+// 200: counted, not timed, so a busy machine changes nothing.
+func readyAfter(n int) func(w http.ResponseWriter, r *http.Request, i int) {
+	return func(w http.ResponseWriter, r *http.Request, i int) {
+		if i < n {
 			answerText(w, http.StatusServiceUnavailable, "no healthy upstream")
 			return
 		}
@@ -22,20 +22,22 @@ func readyAfter(d time.Duration) func(w http.ResponseWriter, r *http.Request, n 
 	}
 }
 
+// never is a proxy that is never ready.
+const never = 1 << 30
+
 func TestWaitReady(t *testing.T) {
 	t.Parallel()
 	t.Run("turns ready", func(t *testing.T) {
 		t.Parallel()
-		f := newFake(t, readyAfter(500*time.Millisecond))
-		r := harness{}.run("wait-ready", "--url="+f.URL+"/healthz/ready", "--timeout=5s")
+		f := newFake(t, readyAfter(3))
+		clk := newFakeClock()
+		r := harness{clock: clk}.run("wait-ready", "--url="+f.URL+"/healthz/ready", "--timeout=5s")
 		if r.code != ExitOK {
 			t.Fatalf("exit %d\n%s%s", r.code, r.stdout, r.stderr)
 		}
-		within(t, "waiting", r.took(), 450*time.Millisecond, 2*time.Second)
-		reqs := f.requests()
-		// Polled about every 200ms: a few 503s, then the 200.
-		if len(reqs) < 3 || len(reqs) > 6 {
-			t.Errorf("%d polls in %v", len(reqs), r.took())
+		// Three 503s, each followed by a 200ms pause, then the 200.
+		if reqs, sleeps := f.requests(), clk.Sleeps(); len(reqs) != 4 || len(sleeps) != 3 || sleeps[0] != pollInterval {
+			t.Errorf("%d polls, pauses %v", len(reqs), sleeps)
 		}
 		if strings.Count(r.stdout, "not ready yet: 503") != 1 || !strings.Contains(r.stdout, "proxy ready after") {
 			t.Errorf("want the 503 logged once, then ready:\n%s", r.stdout)
@@ -43,12 +45,17 @@ func TestWaitReady(t *testing.T) {
 	})
 	t.Run("times out", func(t *testing.T) {
 		t.Parallel()
-		f := newFake(t, readyAfter(time.Hour))
-		r := harness{}.run("wait-ready", "--url="+f.URL+"/healthz/ready", "--timeout=600ms")
+		f := newFake(t, readyAfter(never))
+		clk := newFakeClock()
+		start := clk.Now()
+		r := harness{clock: clk}.run("wait-ready", "--url="+f.URL+"/healthz/ready", "--timeout=600ms")
 		if r.code != ExitFailed {
 			t.Fatalf("exit %d", r.code)
 		}
-		within(t, "a 600ms timeout", r.took(), 600*time.Millisecond, 1600*time.Millisecond)
+		// It polls until the timeout and not beyond: 600ms of pauses.
+		if took := clk.Now().Sub(start); took != 600*time.Millisecond || len(f.requests()) != 4 {
+			t.Errorf("waited %s over %d polls, want 600ms over 4", took, len(f.requests()))
+		}
 		if !strings.HasPrefix(r.stderr, "mesh-init wait-ready: FAILED: proxy not ready after 600ms; last answer: 503 \"no healthy upstream\"") {
 			t.Errorf("stderr = %q", r.stderr)
 		}
@@ -60,20 +67,27 @@ func TestWaitReady(t *testing.T) {
 			{"proxy-stop", "--wait=0s", "--drain=0s", "--admin-url=127.0.0.1:15000"},
 			{"run", "--ready-url=http:///healthz/ready", "--ready-timeout=5s", "--", "/bin/true"},
 		} {
-			r := harness{}.run(args...)
+			clk := newFakeClock()
+			r := harness{clock: clk}.run(args...)
 			if r.code != ExitUsage || !strings.Contains(r.stderr, "bad arguments: --") || !strings.Contains(r.stderr, "is not an absolute http or https URL with a host") {
 				t.Errorf("%q: exit %d, stderr %q", args, r.code, r.stderr)
 			}
-			within(t, args[0]+" with a malformed URL", r.took(), 0, 200*time.Millisecond)
+			if got := clk.Sleeps(); len(got) != 0 {
+				t.Errorf("%q: waited %v before refusing", args, got)
+			}
 		}
 	})
 	t.Run("nothing listening", func(t *testing.T) {
 		t.Parallel()
-		r := harness{}.run("wait-ready", "--url="+refusedURL(t)+"/healthz/ready", "--timeout=400ms")
+		clk := newFakeClock()
+		start := clk.Now()
+		r := harness{clock: clk}.run("wait-ready", "--url="+refusedURL(t)+"/healthz/ready", "--timeout=400ms")
 		if r.code != ExitFailed || !strings.Contains(r.stderr, "connection refused") {
 			t.Errorf("exit %d, stderr %q", r.code, r.stderr)
 		}
-		within(t, "a 400ms timeout", r.took(), 400*time.Millisecond, 1400*time.Millisecond)
+		if took := clk.Now().Sub(start); took != 400*time.Millisecond {
+			t.Errorf("waited %s, want the 400ms timeout", took)
+		}
 	})
 }
 
@@ -97,7 +111,8 @@ func TestProxyStop(t *testing.T) {
 	t.Run("drains after the wait", func(t *testing.T) {
 		t.Parallel()
 		f := newFake(t, envoyAdmin)
-		r := harness{}.run("proxy-stop", "--wait="+wait.String(), "--drain="+drain.String(), "--admin-url="+f.URL+"/")
+		clk := newFakeClock()
+		r := harness{clock: clk}.run("proxy-stop", "--wait="+wait.String(), "--drain="+drain.String(), "--admin-url="+f.URL+"/")
 		if r.code != ExitOK {
 			t.Fatalf("exit %d\n%s%s", r.code, r.stdout, r.stderr)
 		}
@@ -106,25 +121,48 @@ func TestProxyStop(t *testing.T) {
 			t.Fatalf("%d requests", len(reqs))
 		}
 		expectRequest(t, reqs[0], http.MethodPost, "/drain_listeners", "graceful&inboundonly")
-		within(t, "until the drain", reqs[0].At.Sub(r.start), wait, wait+500*time.Millisecond)
-		within(t, "the hook", r.took(), wait+drain, wait+drain+time.Second)
+		// The whole wait, then the drain call, then the rest of the drain.
+		if got := clk.Sleeps(); len(got) != 2 || got[0] != wait || got[1] != drain {
+			t.Errorf("sleeps %v, want %s then %s", got, wait, drain)
+		}
 	})
 	t.Run("admin down", func(t *testing.T) {
 		t.Parallel()
-		r := harness{}.run("proxy-stop", "--wait="+wait.String(), "--drain="+drain.String(), "--admin-url="+refusedURL(t))
+		clk := newFakeClock()
+		start := clk.Now()
+		r := harness{clock: clk}.run("proxy-stop", "--wait="+wait.String(), "--drain="+drain.String(), "--admin-url="+refusedURL(t))
 		if r.code != ExitFailed || !strings.Contains(r.stderr, "FAILED: drain inbound listeners") {
 			t.Errorf("exit %d, stderr %q", r.code, r.stderr)
 		}
-		within(t, "the hook", r.took(), wait+drain, wait+drain+time.Second)
+		// The failure does not shorten the wait or the drain.
+		if took := clk.Now().Sub(start); took != wait+drain {
+			t.Errorf("took %s on the fake clock, want %s", took, wait+drain)
+		}
 	})
 	t.Run("admin hanging", func(t *testing.T) {
 		t.Parallel()
-		f := newFake(t, slow(10*time.Second, envoyAdmin))
-		r := harness{}.run("proxy-stop", "--wait=0s", "--drain=0s", "--admin-url="+f.URL)
+		// A hanging admin API costs the drain call's 500ms bound, no more
+		// (on the fake clock: the held request waits for its timeout).
+		held := make(chan struct{}, 4)
+		f := newFake(t, func(w http.ResponseWriter, r *http.Request, _ int) {
+			held <- struct{}{}
+			<-r.Context().Done()
+		})
+		clk := newFakeClock()
+		go func() {
+			for range held {
+				clk.FireNext()
+			}
+		}()
+		start := clk.Now()
+		r := harness{clock: clk}.run("proxy-stop", "--wait=0s", "--drain=0s", "--admin-url="+f.URL)
+		close(held)
 		if r.code != ExitFailed {
 			t.Errorf("exit %d", r.code)
 		}
-		within(t, "the hook with nothing to wait", r.took(), 0, time.Second+200*time.Millisecond)
+		if took := clk.Now().Sub(start); took > 500*time.Millisecond {
+			t.Errorf("took %s on the fake clock, over the 500ms bound", took)
+		}
 	})
 }
 
@@ -133,7 +171,7 @@ func TestRun(t *testing.T) {
 	t.Run("passes the exit code and quits the proxy", func(t *testing.T) {
 		t.Parallel()
 		admin := newFake(t, envoyAdmin)
-		ready := newFake(t, readyAfter(300*time.Millisecond))
+		ready := newFake(t, readyAfter(2))
 		stamp := filepath.Join(t.TempDir(), "stamp")
 		args := append([]string{"run", "--ready-url=" + ready.URL, "--ready-timeout=5s", "--quit-url=" + admin.URL + "/quitquitquit", "--quit-on-failure", "--"},
 			helperCommand(t, "stamp", stamp, "say", "job output", "exit", "7")...)
@@ -142,7 +180,9 @@ func TestRun(t *testing.T) {
 			t.Fatalf("exit %d, want the command's 7\n%s%s", r.code, r.stdout, r.stderr)
 		}
 		ran := readStamp(t, stamp)
-		within(t, "until the command started", ran.Sub(r.start), 300*time.Millisecond, 2*time.Second)
+		if polls := ready.requests(); len(polls) != 3 || ran.Before(polls[2].At) {
+			t.Errorf("the command started before the proxy was ready (%d polls)", len(polls))
+		}
 		quits := admin.requests()
 		if len(quits) != 1 {
 			t.Fatalf("%d quit requests", len(quits))
@@ -159,7 +199,7 @@ func TestRun(t *testing.T) {
 	t.Run("proxy never ready", func(t *testing.T) {
 		t.Parallel()
 		admin := newFake(t, envoyAdmin)
-		ready := newFake(t, readyAfter(time.Hour))
+		ready := newFake(t, readyAfter(never))
 		stamp := filepath.Join(t.TempDir(), "stamp")
 		args := append([]string{"run", "--ready-url=" + ready.URL, "--ready-timeout=300ms", "--quit-url=" + admin.URL + "/quitquitquit", "--quit-on-failure", "--"},
 			helperCommand(t, "stamp", stamp)...)
@@ -230,7 +270,11 @@ func TestMainEntryPoint(t *testing.T) {
 	var out, errOut strings.Builder
 	start := time.Now()
 	code := Main([]string{"prestop", "--registry=none", "--sleep=300ms"}, &out, &errOut)
-	within(t, "a 300ms sleep through Main", time.Since(start), 300*time.Millisecond, time.Second)
+	// The real clock: a sleep is never shortened. 30s is only a guard
+	// against a hang, over 10x an idle run (~300ms).
+	if took := time.Since(start); took < 300*time.Millisecond || took > 30*time.Second {
+		t.Errorf("a 300ms sleep through Main took %s", took)
+	}
 	if code != ExitOK || errOut.Len() != 0 {
 		t.Errorf("exit %d, stderr %q", code, errOut.String())
 	}

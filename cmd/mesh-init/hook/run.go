@@ -82,13 +82,7 @@ func (t *tool) quitProxy(quitURL string) {
 	if quitURL == "" {
 		return
 	}
-	out := t.send(context.Background(), policy{total: 3 * time.Second, attempts: 3, perAttempt: time.Second, backoff: 200 * time.Millisecond}, request{
-		what:   "proxy quit",
-		method: http.MethodPost,
-		bases:  []string{quitURL},
-		paths:  []string{""},
-	})
-	if !out.ok {
-		t.errorf("could not tell the proxy to quit (%s); the pod keeps running until the proxy stops", out.last)
+	if ok, last := t.send(context.Background(), "proxy quit", 3*time.Second, time.Second, 3, http.MethodPost, quitURL); !ok {
+		t.errorf("could not tell the proxy to quit (%s); the pod keeps running until the proxy stops", last)
 	}
 }

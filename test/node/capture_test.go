@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/sidecar-injector/injector/test/node/nodeharness"
+	"github.com/sidecar-injector/injector/test/node/standin"
 )
 
 // TestCaptureMatrix runs injected pods whose annotations exclude ports and
@@ -110,8 +111,12 @@ func TestCaptureMatrix(t *testing.T) {
 				}
 			}
 
-			// The stand-in's own log.
-			lines, err := n.ProxyLog(ctx, meshNS, tc.name)
+			// The stand-in's own log, once it shows the captured
+			// connections (its last lines reach the API a moment later).
+			lines, err := n.WaitProxyLog(ctx, meshNS, tc.name, "the captured outbound connections", func(lines []standin.LogLine) bool {
+				c := connections(lines)
+				return c["outbound "+hostPort(mustIP(t, peerA, false), 8080)] > 0 && c["outbound "+hostPort(mustIP(t, peerA, true), 8080)] > 0
+			})
 			if err != nil {
 				t.Fatal(err)
 			}

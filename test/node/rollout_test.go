@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/sidecar-injector/injector/test/node/images"
 	"github.com/sidecar-injector/injector/test/node/nodeharness"
 	"github.com/sidecar-injector/injector/test/node/rollout"
 )
@@ -81,10 +82,10 @@ func rolloutCases() []rolloutCase {
 // TestLosslessRollouts measures what a client loses while a Deployment's
 // pods are replaced one by one by kube-controller-manager (test/node/rollout;
 // docs/lossless.md), through a Service's EndpointSlices (kube-proxy
-// emulated) and through a registry the app registers in itself (the
-// TEMPORARY registry stand-in's Eureka- and Nacos-like APIs, until issue
-// 15's test/registry), without injection, with injection and the wrong
-// setting, and with the right one: the right one must lose nothing.
+// emulated) and through a registry the app registers in itself
+// (test/registry's Eureka and Nacos 2.5.1 stand-ins, served from pods by
+// test/node/cmd/registry), without injection, with injection and the
+// wrong setting, and with the right one: the right one must lose nothing.
 // `make test` runs a short version (2 replicas; Service: no injection vs
 // the drain; Eureka: registry none vs the eureka preset);
 // SIDECAR_INJECTOR_NODE_MEASURE=full runs every case with 3 replicas and
@@ -95,7 +96,7 @@ func TestLosslessRollouts(t *testing.T) {
 		t.Skip("kube-controller-manager is not built (bash test/tools/install.sh --only node): no Deployment controller")
 	}
 	injector(t, n)
-	reg := newTempRegistryStandIn(t)
+	regs := registryPods(t, n)
 	replicas := int32(2)
 	if fullMeasure() {
 		replicas = 3
@@ -107,7 +108,7 @@ func TestLosslessRollouts(t *testing.T) {
 		if len(reports) == 0 {
 			return
 		}
-		t.Logf("rollouts of %d replicas, one request every %s on a new connection; Service path: kube-proxy emulated %s after the API server; registry path: consumer fetch every %s (TEMPORARY registry stand-in); load average before %s, after %s\n%s",
+		t.Logf("rollouts of %d replicas, one request every %s on a new connection; Service path: kube-proxy emulated %s after the API server; registry path: consumer fetch every %s (test/registry's stand-ins in pods); load average before %s, after %s\n%s",
 			replicas, clientInterval, endpointsDelay, registryPoll, load, loadavg(), rollout.Table(reports))
 	})
 	for _, tc := range rolloutCases() {
@@ -141,10 +142,7 @@ func TestLosslessRollouts(t *testing.T) {
 						Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}}}
 				sc.Discovery = &rollout.EndpointSlices{Client: n.Clientset, Namespace: ns, Service: "web", Port: 8080, Delay: endpointsDelay}
 			default:
-				var r rollout.Registry = reg.Eureka()
-				if tc.registry == "nacos" {
-					r = reg.Nacos()
-				}
+				r := regs[tc.registry]
 				// Each case its own application name: one registry serves all.
 				appName := strings.ReplaceAll(tc.name, "-", "")
 				app.Env = append(app.Env, r.Env(appName)...)
@@ -203,4 +201,44 @@ func loadavg() string {
 		return "?"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// registryPods runs test/registry's Eureka and Nacos stand-ins in pods
+// outside the mesh (test/node/cmd/registry) and returns them as the
+// rollout harness reads them. Every case registers its own application,
+// so one of each serves all.
+func registryPods(t *testing.T, n *nodeharness.Node) map[string]rollout.Registry {
+	t.Helper()
+	ctx := t.Context()
+	const ns = "ro-registries"
+	if err := n.EnsureNamespace(ctx, ns, nil); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]rollout.Registry{}
+	for _, kind := range []string{"eureka", "nacos"} {
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: kind, Namespace: ns},
+			Spec: corev1.PodSpec{
+				TerminationGracePeriodSeconds: ptr(int64(1)),
+				Containers: []corev1.Container{{
+					Name: "registry", Image: images.RegistryRef, ImagePullPolicy: corev1.PullIfNotPresent,
+					Args: []string{"--kind=" + kind, "--listen=:8080"},
+					ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+						Path: "/healthz", Port: intstr.FromInt32(8080)}}, PeriodSeconds: 1},
+				}},
+			},
+		}
+		p, _, err := n.RunPod(ctx, pod)
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := hostPort(mustIP(t, p, false), 8080)
+		if kind == "eureka" {
+			out[kind] = rollout.Eureka{URL: "http://" + addr + "/eureka"}
+		} else {
+			out[kind] = rollout.Nacos{Addr: addr}
+		}
+		t.Logf("registry STAND-IN (test/registry %s) in pod %s/%s at %s", kind, ns, kind, addr)
+	}
+	return out
 }

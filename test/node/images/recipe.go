@@ -129,6 +129,9 @@ var (
 	ProxyRef      = Ref("envoy-standin")
 	AppRef        = Ref("testapp")
 	DistrolessRef = Ref("testapp-distroless")
+	// RegistryRef serves test/registry's Eureka and Nacos stand-ins in a
+	// pod (test/node/cmd/registry).
+	RegistryRef = Ref("registry-standin")
 )
 
 // Binaries are the static binaries the images hold, by name.
@@ -139,6 +142,7 @@ var testPackages = map[string]string{
 	"envoy-standin": "./test/node/cmd/envoy-standin",
 	"pause":         "./test/node/cmd/pause",
 	"testapp":       "./test/node/cmd/testapp",
+	"registry":      "./test/node/cmd/registry",
 }
 
 // BuildBinaries builds every binary the images need in one `go build`
@@ -230,12 +234,12 @@ func StageByTarget(target string) Stage {
 
 // Set is every image the node tier loads.
 type Set struct {
-	Pause, MeshInit, Injector, Proxy, App, Distroless Spec
+	Pause, MeshInit, Injector, Proxy, App, Distroless, Registry Spec
 }
 
 // All lists the set's images.
 func (s *Set) All() []Spec {
-	return []Spec{s.Pause, s.MeshInit, s.Injector, s.Proxy, s.App, s.Distroless}
+	return []Spec{s.Pause, s.MeshInit, s.Injector, s.Proxy, s.App, s.Distroless, s.Registry}
 }
 
 // NewSet describes every image from built binaries.
@@ -278,5 +282,8 @@ func NewSet(bins Binaries) (*Set, error) {
 	}
 	set.Distroless = Spec{Ref: DistrolessRef, Files: append(d.files, File{Path: "/usr/local/bin/testapp", Source: bins["testapp"], Mode: 0o755}),
 		Entrypoint: []string{"/usr/local/bin/testapp"}, Cmd: []string{"serve"}, User: "65532:65532", Env: d.env, WorkingDir: d.workdir}
+	// The registry stand-in: the program alone, non-root.
+	set.Registry = Spec{Ref: RegistryRef, Files: append(append([]File(nil), d.files...), File{Path: "/usr/local/bin/registry", Source: bins["registry"], Mode: 0o755}),
+		Entrypoint: []string{"/usr/local/bin/registry"}, User: "65532:65532", Env: d.env, WorkingDir: d.workdir}
 	return &set, nil
 }

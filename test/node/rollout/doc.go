@@ -12,8 +12,8 @@
 //   - RegistryPoll over a Registry: consumers of a service registry that
 //     the app registers in itself (Eureka, Nacos), fetching it every
 //     interval. A Registry is its public API at a URL, so any registry
-//     stand-in plugs in: served from a pod (issue 15's test/registry) or,
-//     until that lands, the temporary one of the node tier's tests.
+//     plugs in; the node tier serves test/registry's stand-ins from a pod
+//     (test/node/cmd/registry).
 //
 // The package uses only the Kubernetes API (client-go); it runs against
 // the node tier (test/node) or any cluster whose pods the test process can

@@ -18,9 +18,9 @@ import (
 // Registry is a service registry as the rollout sees it: where the app
 // registers (the environment its container and the hook tool read), and
 // what a consumer's fetch returns. Any server that speaks the registry's
-// public API plugs in by its URL: a registry stand-in served from a pod
-// (issue 15's test/registry) or a temporary one. The consumer side here is
-// written from the registries' public APIs.
+// public API plugs in by its URL: test/registry's stand-ins served from a
+// pod (test/node/cmd/registry), or a real registry. The consumer side here
+// is written from the registries' public APIs.
 type Registry interface {
 	// Name says which registry API and where, for reports.
 	Name() string

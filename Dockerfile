@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
-# Two images from one build: the injector (distroless, nonroot) and mesh-init
-# (iptables nft and legacy, ip6tables). The binaries are built by `make
+# Three images from one build: the injector (distroless, nonroot), mesh-init
+# (iptables nft and legacy, ip6tables) and mesh-cni (the CNI plugin and its
+# node agent, static). The binaries are built by `make
 # build`, the same command CI and developers run, so what is tested is what
 # ships.
 
@@ -30,3 +31,14 @@ RUN apt-get update \
  && ip6tables-nft --version && ip6tables-legacy --version
 COPY --from=build /src/bin/mesh-init /usr/local/bin/mesh-init
 ENTRYPOINT ["/usr/local/bin/mesh-init"]
+
+# docker build --target mesh-cni -t mesh-cni .
+# The cni capture mode's node agent (chart cni.enabled): `mesh-cni install`
+# copies this same static binary into the node's CNI bin folder, where the
+# container runtime runs it with the node's own iptables. Root, to write the
+# node's root-owned CNI folders; the chart drops every capability.
+FROM gcr.io/distroless/static-debian12:nonroot AS mesh-cni
+COPY --from=build /src/bin/mesh-cni /usr/local/bin/mesh-cni
+USER 0:0
+ENTRYPOINT ["/usr/local/bin/mesh-cni"]
+CMD ["install"]

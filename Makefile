@@ -18,9 +18,10 @@ TOOLS_ENV = eval "$$(bash test/tools/install.sh --print-env)"
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-build: ## build bin/injector and bin/mesh-init (static, CGO off, as in the Dockerfile)
+build: ## build bin/injector, bin/mesh-init and bin/mesh-cni (static, CGO off, as in the Dockerfile)
 	$(GOBUILD) -o $(BIN)/injector ./cmd/injector
 	$(GOBUILD) -o $(BIN)/mesh-init ./cmd/mesh-init
+	$(GOBUILD) -o $(BIN)/mesh-cni ./cmd/mesh-cni
 
 run: ## the injector on a local kube-apiserver + etcd with the chart's webhook: sample pods and what they get (the first run builds kube-apiserver, etcd and helm: 5-14 min)
 	eval "$$(bash test/tools/install.sh --only controlplane --print-env)" && eval "$$(bash test/tools/install.sh --only helm --print-env)" && $(GO) run ./test/demo

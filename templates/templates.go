@@ -17,15 +17,17 @@ var builtin embed.FS
 
 // The templates every set has.
 const (
-	InitContainer  = "init-container.yaml"
-	Sidecar        = "sidecar.yaml"
-	Volumes        = "volumes.yaml"
-	AppPreStop     = "app-prestop.yaml"
-	EnvoyBootstrap = "envoy-bootstrap.yaml"
+	InitContainer = "init-container.yaml"
+	// InitContainerCNI replaces InitContainer in the cni capture mode.
+	InitContainerCNI = "init-container-cni.yaml"
+	Sidecar          = "sidecar.yaml"
+	Volumes          = "volumes.yaml"
+	AppPreStop       = "app-prestop.yaml"
+	EnvoyBootstrap   = "envoy-bootstrap.yaml"
 )
 
 // Names lists the templates of a set in rendering order.
-var Names = []string{EnvoyBootstrap, InitContainer, Sidecar, Volumes, AppPreStop}
+var Names = []string{EnvoyBootstrap, InitContainer, InitContainerCNI, Sidecar, Volumes, AppPreStop}
 
 // Builtin returns the text of one embedded template.
 func Builtin(name string) (string, error) {

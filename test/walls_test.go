@@ -133,6 +133,62 @@ func TestMeshInitIsSmall(t *testing.T) {
 	}
 }
 
+// meshCNIBudget bounds the stripped static mesh-cni binary (built like
+// mesh-init): 3,461,282 bytes when the budget was set, plus 15%. It runs
+// on every node, once per pod sandbox.
+const meshCNIBudget = 3_980_000
+
+// meshCNIModules are the only modules besides the standard library and
+// this one that the CNI plugin and node agent may reach: the CNI
+// library's types (no skel, no invoke: those pull in netns and tracing
+// packages) and golang.org/x/sys for setns.
+var meshCNIModules = []string{"github.com/containernetworking/cni/pkg/types", "github.com/containernetworking/cni/pkg/version", "golang.org/x/sys/"}
+
+// mesh-cni reaches nothing heavy (no Kubernetes client, no HTTP: it
+// reads the pod's annotations from the runtime), only the capture runtime
+// of mesh-init and the contract from this module, and stays small.
+func TestMeshCNIIsSmall(t *testing.T) {
+	for _, p := range golist(t, "-deps", "./cmd/mesh-cni") {
+		switch {
+		case p.Standard:
+			if p.ImportPath == "net/http" {
+				t.Errorf("mesh-cni reaches %s", p.ImportPath)
+			}
+		case p.ours():
+			r := rel(p.ImportPath)
+			if !strings.HasPrefix(r, "cmd/mesh-cni") && r != "cmd/mesh-init/capture" && r != "webhook/meshinit" {
+				t.Errorf("mesh-cni reaches %s of this module; only the capture runtime and the contract are its to use", r)
+			}
+		default:
+			ok := false
+			for _, m := range meshCNIModules {
+				ok = ok || strings.HasPrefix(p.ImportPath, m)
+			}
+			if !ok {
+				t.Errorf("mesh-cni reaches %s, outside the standard library, this module, the CNI library's types and x/sys", p.ImportPath)
+			}
+		}
+	}
+	if runtime.GOOS != "linux" || runtime.GOARCH != "amd64" {
+		t.Skipf("the size budget is for linux/amd64, not %s/%s", runtime.GOOS, runtime.GOARCH)
+	}
+	bin := filepath.Join(t.TempDir(), "mesh-cni")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./cmd/mesh-cni")
+	cmd.Dir = ".."
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building mesh-cni: %v\n%s", err, out)
+	}
+	fi, err := os.Stat(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("mesh-cni is %d bytes (budget %d)", fi.Size(), meshCNIBudget)
+	if fi.Size() > meshCNIBudget {
+		t.Errorf("mesh-cni is %d bytes, over its budget of %d: find what grew it before raising the budget", fi.Size(), meshCNIBudget)
+	}
+}
+
 // Production code never imports the test kit or any other package under
 // test/. Checking each package's own imports is enough: a path from
 // production code into test/ has to cross from one to the other somewhere.

@@ -25,6 +25,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return captureMain(args[1:], stdout, stderr)
 	case "hook":
 		return hookMain(args[1:])
+	case "validate":
+		return validateMain(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "mesh-init %s (%s, %s)\n", version, runtime.Version(), revision())
 		return 0
@@ -43,6 +45,7 @@ func usage(w io.Writer) {
 Commands:
   capture   write the pod's iptables/ip6tables capture rules (see mesh-init capture --help)
   hook      lifecycle hooks for the app and sidecar containers
+  validate  check, unprivileged, that the node's mesh-cni plugin wrote the capture rules (cni capture mode)
   version   print the version
 `)
 }

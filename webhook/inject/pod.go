@@ -127,6 +127,11 @@ func annotate(pod *corev1.Pod, r *Rendered, ch *Changes) ([]string, error) {
 		ch.Annotations = append(ch.Annotations, Annotation{policy.DefaultContainerAnnotation, pod.Spec.Containers[0].Name})
 		ch.Status.Annotations = []string{policy.DefaultContainerAnnotation}
 	}
+	more, err := annotateCapture(pod, r, ch)
+	if err != nil {
+		return nil, err
+	}
+	warnings = append(warnings, more...)
 	status, err := ch.Status.Marshal()
 	if err != nil {
 		return nil, err

@@ -34,10 +34,17 @@ type TemplateData struct {
 	Names  Names
 	Paths  Paths
 
-	// InitArgs are mesh-init's arguments: "capture", the capture flags, the
-	// tool installation and the compressed bootstrap to write (empty while
-	// the bootstrap itself is rendered).
+	// InitArgs are mesh-init's arguments: "capture" ("validate" in the cni
+	// capture mode), the capture flags, the tool installation and the
+	// compressed bootstrap to write (empty while the bootstrap itself is
+	// rendered).
 	InitArgs []string
+	// CNI is true in the cni capture mode (capture_mode.go): the node's
+	// plugin writes the rules and the init container only checks them.
+	CNI bool
+	// ValidatorUID is the UID and GID of that check: non-root and neither
+	// the proxy's UID nor its GID, whose connections are never captured.
+	ValidatorUID int64
 	// Bootstrap is the rendered Envoy bootstrap as compact JSON (empty while
 	// the bootstrap itself is rendered).
 	Bootstrap string
@@ -67,8 +74,11 @@ type Rendered struct {
 	AppPreStop corev1.LifecycleHandler
 	// Bootstrap is the Envoy bootstrap as compact JSON.
 	Bootstrap string
-	Native    bool
-	Settings  policy.Settings
+	// CNIAnnotation is the value of meshinit.CNIAnnotation in the cni
+	// capture mode, "" otherwise.
+	CNIAnnotation string
+	Native        bool
+	Settings      policy.Settings
 	// json holds each added container's and volume's JSON, by kind and
 	// name, marshalled once here so a webhook response can carry it
 	// without encoding the bootstrap again on every request.
@@ -84,6 +94,8 @@ func (e *Engine) TemplateDataFor(s policy.Settings) TemplateData {
 		Paths:          DefaultPaths,
 		InitResources:  s.Init.Resources.Requirements(),
 		ProxyResources: s.Proxy.Resources.Requirements(),
+		CNI:            s.Capture.Mode == policy.CaptureCNI,
+		ValidatorUID:   validatorUID(s),
 	}
 	admin := fmt.Sprintf("http://127.0.0.1:%d", s.Proxy.Ports.Admin)
 	ready := fmt.Sprintf("http://127.0.0.1:%d%s", s.Proxy.Ports.Readiness, d.Paths.Readiness)
@@ -172,7 +184,11 @@ func (e *Engine) render(set *templates.Set, s policy.Settings, reuse *Rendered) 
 			return nil, fmt.Errorf("envoy bootstrap: %w", err)
 		}
 	}
-	d.InitArgs = append([]string{"capture"}, meshinit.CaptureCommand{
+	initTemplate, initCommand := templates.InitContainer, "capture"
+	if d.CNI {
+		initTemplate, initCommand = templates.InitContainerCNI, "validate"
+	}
+	d.InitArgs = append([]string{initCommand}, meshinit.CaptureCommand{
 		Config:           captureConfig(s),
 		CopySelfTo:       d.Paths.Tool,
 		EnvoyBootstrapTo: d.Paths.Bootstrap,
@@ -180,7 +196,10 @@ func (e *Engine) render(set *templates.Set, s policy.Settings, reuse *Rendered) 
 	}.Args()...)
 	d.ProxyArgs = proxyArgs(d)
 	r := &Rendered{Bootstrap: d.Bootstrap, Native: d.Native, Settings: s}
-	if err := set.RenderInto(templates.InitContainer, d, &r.Init); err != nil {
+	if d.CNI {
+		r.CNIAnnotation = captureConfig(s).AnnotationValue()
+	}
+	if err := set.RenderInto(initTemplate, d, &r.Init); err != nil {
 		return nil, err
 	}
 	if err := set.RenderInto(templates.Sidecar, d, &r.Proxy); err != nil {
@@ -261,6 +280,7 @@ func checkRendered(r *Rendered, d TemplateData) error {
 	if r.AppPreStop.Exec == nil || len(r.AppPreStop.Exec.Command) == 0 {
 		problems = append(problems, fmt.Sprintf("%s must render an exec handler", templates.AppPreStop))
 	}
+	problems = append(problems, checkUnprivileged(r, d)...)
 	if len(problems) > 0 {
 		return errors.New(strings.Join(problems, "; "))
 	}

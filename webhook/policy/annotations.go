@@ -559,7 +559,7 @@ func ApplyAnnotations(s *Settings, annotations map[string]string) (applied []App
 	}
 	var unknown []string
 	for k := range annotations {
-		if !strings.HasPrefix(k, Prefix) || k == InjectKey || k == StatusAnnotation {
+		if !strings.HasPrefix(k, Prefix) || k == InjectKey || k == StatusAnnotation || k == meshinit.CNIAnnotation {
 			continue
 		}
 		if _, known := overrideByKey[k]; !known {

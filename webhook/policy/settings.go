@@ -99,6 +99,12 @@ func (r Resources) Requirements() corev1.ResourceRequirements {
 
 // Capture chooses which traffic is redirected to the proxy.
 type Capture struct {
+	// Mode chooses who writes the capture rules: the mesh-init init
+	// container (init, NET_ADMIN and NET_RAW in the pod) or the node's
+	// mesh-cni plugin (cni: the pod gets an unprivileged validation init
+	// container instead and passes Pod Security restricted). See
+	// capture_mode.go.
+	Mode                 CaptureMode       `json:"mode"`
 	IncludeInboundPorts  meshinit.PortSet  `json:"includeInboundPorts"`
 	ExcludeInboundPorts  meshinit.PortList `json:"excludeInboundPorts"`
 	IncludeOutboundPorts meshinit.PortList `json:"includeOutboundPorts"`
@@ -261,6 +267,7 @@ func Defaults() Settings {
 			IPv6:         meshinit.IPv6Auto,
 		},
 		Capture: Capture{
+			Mode:                 CaptureInit,
 			IncludeInboundPorts:  meshinit.PortSet{All: true},
 			IncludeOutboundCIDRs: meshinit.CIDRSet{All: true},
 		},
@@ -374,6 +381,7 @@ func (s *Settings) Validate(path *field.Path) field.ErrorList {
 	default:
 		invalid(path.Child("init", "ipv6"), s.Init.IPv6, fmt.Sprintf("%q is not auto, required or off", s.Init.IPv6))
 	}
+	errs = append(errs, s.Capture.Mode.validate(path.Child("capture", "mode"))...)
 	switch s.Lifecycle.NativeSidecar {
 	case NativeAuto, NativeTrue, NativeFalse:
 	default:

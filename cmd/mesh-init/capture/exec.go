@@ -495,21 +495,8 @@ func Execute(ctx context.Context, cmd meshinit.CaptureCommand, h *Host) error {
 		return err
 	}
 	start := time.Now()
-	if cmd.CopySelfTo != "" {
-		if err := CopySelf(h.Self, cmd.CopySelfTo); err != nil {
-			return err
-		}
-		h.logf("copied the binary to %s", cmd.CopySelfTo)
-	}
-	if cmd.EnvoyBootstrapTo != "" {
-		data, err := meshinit.DecodeFile(cmd.EnvoyBootstrap)
-		if err != nil {
-			return &meshinit.UsageError{Err: fmt.Errorf("--%s: %w", meshinit.FlagEnvoyBootstrap, err)}
-		}
-		if err := writeFileAtomic(cmd.EnvoyBootstrapTo, bytes.NewReader(data), 0o644); err != nil {
-			return fmt.Errorf("writing the proxy's bootstrap: %w", err)
-		}
-		h.logf("wrote the proxy's bootstrap (%d bytes, sha256 %x) to %s", len(data), sha256.Sum256(data), cmd.EnvoyBootstrapTo)
+	if err := Prepare(cmd, h); err != nil {
+		return err
 	}
 	// NET_ADMIN is needed whatever the backend; NET_RAW only by legacy,
 	// which auto mode checks once it has chosen.
@@ -573,5 +560,30 @@ func Execute(ctx context.Context, cmd meshinit.CaptureCommand, h *Host) error {
 		h.logf("cleanup: no MESH_ chains or jumps found; nothing to do")
 	}
 	h.logf("done in %s", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// Prepare does what every pod needs from mesh-init before the rules: it
+// copies the binary for the hooks (--copy-self-to) and writes the proxy's
+// bootstrap (--envoy-bootstrap-to). Execute runs it first; `mesh-init
+// validate`, which writes no rules (cni capture mode), runs it alone. Both
+// need no privilege beyond writing the shared volume.
+func Prepare(cmd meshinit.CaptureCommand, h *Host) error {
+	if cmd.CopySelfTo != "" {
+		if err := CopySelf(h.Self, cmd.CopySelfTo); err != nil {
+			return err
+		}
+		h.logf("copied the binary to %s", cmd.CopySelfTo)
+	}
+	if cmd.EnvoyBootstrapTo != "" {
+		data, err := meshinit.DecodeFile(cmd.EnvoyBootstrap)
+		if err != nil {
+			return &meshinit.UsageError{Err: fmt.Errorf("--%s: %w", meshinit.FlagEnvoyBootstrap, err)}
+		}
+		if err := writeFileAtomic(cmd.EnvoyBootstrapTo, bytes.NewReader(data), 0o644); err != nil {
+			return fmt.Errorf("writing the proxy's bootstrap: %w", err)
+		}
+		h.logf("wrote the proxy's bootstrap (%d bytes, sha256 %x) to %s", len(data), sha256.Sum256(data), cmd.EnvoyBootstrapTo)
+	}
 	return nil
 }

@@ -51,6 +51,14 @@ var Dockerfile = []Stage{
 		AptPackages:   []string{"iptables"},
 		VersionChecks: []string{"iptables-nft", "iptables-legacy", "ip6tables-nft", "ip6tables-legacy"},
 	},
+	{
+		Target:     "mesh-cni",
+		Base:       "gcr.io/distroless/static-debian12:nonroot",
+		Binaries:   map[string]string{"/usr/local/bin/mesh-cni": "bin/mesh-cni"},
+		User:       "0:0",
+		Entrypoint: []string{"/usr/local/bin/mesh-cni"},
+		Cmd:        []string{"install"},
+	},
 }
 
 // MakeBuild maps `make build`'s outputs to their packages (the Makefile's
@@ -58,6 +66,7 @@ var Dockerfile = []Stage{
 var MakeBuild = map[string]string{
 	"bin/injector":  "./cmd/injector",
 	"bin/mesh-init": "./cmd/mesh-init",
+	"bin/mesh-cni":  "./cmd/mesh-cni",
 }
 
 // iptablesAlternatives are the unsuffixed names Debian's iptables package
@@ -125,6 +134,7 @@ func Ref(name string) string { return Repo + name + ":" + Tag }
 var (
 	PauseRef      = Ref("pause")
 	MeshInitRef   = Ref("mesh-init")
+	MeshCNIRef    = Ref("mesh-cni")
 	InjectorRef   = Ref("injector")
 	ProxyRef      = Ref("envoy-standin")
 	AppRef        = Ref("testapp")
@@ -234,12 +244,17 @@ func StageByTarget(target string) Stage {
 
 // Set is every image the node tier loads.
 type Set struct {
-	Pause, MeshInit, Injector, Proxy, App, Distroless, Registry Spec
+	Pause, MeshInit, Injector, Proxy, App, Distroless Spec
+	// MeshCNI is the cni capture mode's node agent (the chart's cni.enabled
+	// DaemonSet).
+	MeshCNI Spec
+	// Registry serves test/registry's stand-ins in a pod (the rollouts).
+	Registry Spec
 }
 
 // All lists the set's images.
 func (s *Set) All() []Spec {
-	return []Spec{s.Pause, s.MeshInit, s.Injector, s.Proxy, s.App, s.Distroless, s.Registry}
+	return []Spec{s.Pause, s.MeshInit, s.Injector, s.Proxy, s.App, s.Distroless, s.MeshCNI, s.Registry}
 }
 
 // NewSet describes every image from built binaries.
@@ -250,6 +265,9 @@ func NewSet(bins Binaries) (*Set, error) {
 		return nil, err
 	}
 	if set.Injector, err = FromStage(StageByTarget("injector"), InjectorRef, bins); err != nil {
+		return nil, err
+	}
+	if set.MeshCNI, err = FromStage(StageByTarget("mesh-cni"), MeshCNIRef, bins); err != nil {
 		return nil, err
 	}
 	// Kubernetes' pause image runs as 65535.

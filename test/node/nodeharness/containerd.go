@@ -111,6 +111,12 @@ func startContainerd(dir, sandboxImage string) (*containerd, error) {
 			return nil, err
 		}
 	}
+	// The node's own CNI bin folder (Debian's plugins linked in), so a
+	// plugin installed into it, like mesh-cni, goes with the node (cni.go).
+	binDir := filepath.Join(cniDir, "bin")
+	if err := linkCNIPlugins(binDir); err != nil {
+		return nil, err
+	}
 	conf, err := cniConfig(filepath.Join(cniDir, "ipam"))
 	if err != nil {
 		return nil, err
@@ -119,7 +125,7 @@ func startContainerd(dir, sandboxImage string) (*containerd, error) {
 		return nil, err
 	}
 	cfg := fmt.Sprintf(containerdConfig, filepath.Join(c.dir, "root"), filepath.Join(c.dir, "state"), c.Socket,
-		c.Socket+".ttrpc", filepath.Join(c.dir, "opt"), sandboxImage, CNIBinDir, filepath.Join(cniDir, "net.d"),
+		c.Socket+".ttrpc", filepath.Join(c.dir, "opt"), sandboxImage, binDir, filepath.Join(cniDir, "net.d"),
 		filepath.Join(c.dir, "runc"))
 	cfgPath := filepath.Join(c.dir, "config.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {

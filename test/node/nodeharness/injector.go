@@ -32,6 +32,13 @@ type InjectorOptions struct {
 	// values (the images of this node).
 	ValuesFiles []string
 	Set         []string
+	// NamespaceLabels, when set, narrow every webhook entry to namespaces
+	// that also carry these labels (and the readiness probe's namespace
+	// carries them): a test's own injector serves only its namespaces.
+	// Mutating webhooks run in the order of their configurations' names,
+	// so a release named before "sidecar-injector" injects those pods
+	// first and the shared injector then skips them (already injected).
+	NamespaceLabels map[string]string
 }
 
 // Injector is `injector serve` running as the chart's Deployment would run
@@ -118,14 +125,23 @@ func (n *Node) StartInjector(ctx context.Context, o InjectorOptions) (*Injector,
 	// Registered once the process has its address, with no caBundle: the
 	// self-managed mode fills it in, as in a cluster.
 	harness.PointAt(in.Webhook, "https://"+in.Process.Addr+webhook.InjectPath, nil)
+	for k, v := range o.NamespaceLabels {
+		harness.Scope(in.Webhook, k, v)
+	}
 	if err := harness.ApplyWebhookConfiguration(ctx, n.Clientset, in.Webhook); err != nil {
 		return nil, err
 	}
 	if err := in.Process.WaitReady(Deadline); err != nil {
 		return nil, fmt.Errorf("%w\ninjector output:\n%s", err, in.Process.Out.Tail(4096))
 	}
-	probeNS := "node-tier-webhook-probe"
-	if err := n.EnsureNamespace(ctx, probeNS, map[string]string{InjectionLabel: "enabled"}); err != nil {
+	probeNS, probeLabels := "node-tier-webhook-probe", map[string]string{InjectionLabel: "enabled"}
+	if len(o.NamespaceLabels) > 0 {
+		probeNS += "-" + o.Release
+		for k, v := range o.NamespaceLabels {
+			probeLabels[k] = v
+		}
+	}
+	if err := n.EnsureNamespace(ctx, probeNS, probeLabels); err != nil {
 		return nil, err
 	}
 	probe := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "probe", Namespace: probeNS},

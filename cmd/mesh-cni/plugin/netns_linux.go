@@ -1,0 +1,103 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"runtime"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sidecar-injector/injector/cmd/mesh-init/capture"
+	"github.com/sidecar-injector/injector/webhook/meshinit"
+)
+
+// NetNS writes the rules with mesh-init's runtime from inside the pod's
+// network namespace: the plugin runs in the host's mount namespace, with
+// the host's iptables binaries (the nft and legacy backends of the node's
+// iptables package), and enters only the network namespace, on one locked
+// OS thread, from which the iptables programs are started (a child
+// process inherits its parent thread's namespaces). No nsenter, no shell.
+type NetNS struct{}
+
+var _ Rules = NetNS{}
+
+// Apply implements Rules.
+func (NetNS) Apply(ctx context.Context, netns string, c meshinit.CaptureConfig, log io.Writer) error {
+	return inNetNS(netns, func(h *capture.Host) error {
+		h.Log = log
+		return capture.Execute(ctx, meshinit.CaptureCommand{Config: c}, h)
+	})
+}
+
+// Cleanup implements Rules.
+func (NetNS) Cleanup(ctx context.Context, netns string, c meshinit.CaptureConfig, log io.Writer) error {
+	return inNetNS(netns, func(h *capture.Host) error {
+		h.Log = log
+		return capture.Execute(ctx, meshinit.CaptureCommand{Config: c, Cleanup: true}, h)
+	})
+}
+
+// Check implements Rules.
+func (NetNS) Check(ctx context.Context, netns string, c meshinit.CaptureConfig, log io.Writer) error {
+	return inNetNS(netns, func(h *capture.Host) error {
+		h.Log = log
+		return capture.Verify(ctx, c, h)
+	})
+}
+
+// inNetNS runs fn on a new goroutine locked to an OS thread that has
+// entered the network namespace at path. /proc/net, which names the
+// process's namespace, is read through /proc/thread-self/net instead, so
+// mesh-init's IPv6 and backend detection see the pod's namespace; the
+// /proc/sys/net files already follow the reading thread. If the thread
+// cannot return to the host's namespace it is never unlocked, so the Go
+// runtime ends it instead of reusing it.
+func inNetNS(path string, fn func(h *capture.Host) error) error {
+	target, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%s: %w", path, ErrNetNSGone)
+	}
+	if err != nil {
+		return fmt.Errorf("opening the pod's network namespace: %w", err)
+	}
+	defer target.Close()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("opening the host's network namespace: %w", err)
+			return
+		}
+		defer orig.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("entering the network namespace %s: %w", path, err)
+			return
+		}
+		h := capture.NewHost(io.Discard, io.Discard)
+		h.ReadFile = threadProc
+		ferr := fn(h)
+		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- errors.Join(ferr, fmt.Errorf("returning to the host's network namespace: %w", err))
+			return // still locked: the thread ends with this goroutine
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// threadProc reads a /proc file as seen from the calling thread.
+func threadProc(name string) ([]byte, error) {
+	if rest, ok := strings.CutPrefix(name, "/proc/net/"); ok {
+		name = "/proc/thread-self/net/" + rest
+	}
+	return os.ReadFile(name)
+}

@@ -1,0 +1,51 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/sidecar-injector/injector/cmd/mesh-init/capture"
+	"github.com/sidecar-injector/injector/cmd/mesh-init/validate"
+	"github.com/sidecar-injector/injector/webhook/meshinit"
+)
+
+// validateMain is `mesh-init validate`, the init container of the cni
+// capture mode: the same arguments as `capture` (the injector renders them
+// with the same contract), but instead of writing rules, which needs
+// NET_ADMIN, it installs the hook tool and the bootstrap and then proves,
+// unprivileged, that the node's mesh-cni plugin wrote them.
+func validateMain(args []string, stdout, stderr io.Writer) int {
+	cmd, err := meshinit.ParseCaptureCommand(args, os.LookupEnv)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintf(stdout, "Usage: mesh-init validate [the flags of mesh-init capture]\n\n"+
+			"Installs the hook tool (--copy-self-to) and the proxy's bootstrap, then checks from inside the pod,\n"+
+			"without privileges, that the capture rules the flags describe are in place (written by the node's\n"+
+			"mesh-cni plugin). Exit codes: 0 in place, 1 failure, 2 invalid arguments, %d rules missing.\n", validate.ExitNotCaptured)
+		return capture.ExitOK
+	}
+	if err == nil && (cmd.DryRun || cmd.Cleanup) {
+		err = &meshinit.UsageError{Err: errors.New("--dry-run and --cleanup belong to mesh-init capture, not validate")}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "mesh-init validate: %v\n", err)
+		return validate.ExitCode(err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	h := capture.NewHost(stdout, stderr)
+	if err := capture.Prepare(cmd, h); err != nil {
+		fmt.Fprintf(stderr, "mesh-init validate: %v\n", err)
+		return capture.ExitCode(err)
+	}
+	err = validate.Run(ctx, validate.Options{Capture: cmd.Config, ReadFile: os.ReadFile, Prefixes: validate.Prefixes, Log: stderr})
+	if err != nil {
+		fmt.Fprintf(stderr, "mesh-init validate: %v\n", err)
+	}
+	return validate.ExitCode(err)
+}

@@ -13,10 +13,10 @@ FUZZTIME ?= 15s
 TOOLS_ENV = eval "$$(bash test/tools/install.sh --print-env)"
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test test-node test-busy tools lint vet fmt-check unit fuzz bench clean
+.PHONY: help build run run-node test test-node test-busy measure-node tools lint vet fmt-check unit fuzz bench clean
 
 help: ## show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-8s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## build bin/injector, bin/mesh-init and bin/mesh-cni (static, CGO off, as in the Dockerfile)
 	$(GOBUILD) -o $(BIN)/injector ./cmd/injector
@@ -25,6 +25,12 @@ build: ## build bin/injector, bin/mesh-init and bin/mesh-cni (static, CGO off, a
 
 run: ## the injector on a local kube-apiserver + etcd with the chart's webhook: sample pods and what they get (the first run builds kube-apiserver, etcd and helm: 5-14 min)
 	eval "$$(bash test/tools/install.sh --only controlplane --print-env)" && eval "$$(bash test/tools/install.sh --only helm --print-env)" && $(GO) run ./test/demo
+
+# The demo pods of `make run` running on a real node (docs/node.md). Not
+# part of `make run`: the node adds the kubelet's build and the images' to
+# its first run (about 7.5 more minutes), and needs root.
+run-node: ## make run's demo pods actually Running on a real kubelet (root; first run builds the kubelet: ~8 min more)
+	$(TOOLS_ENV) && $(GO) run ./test/node/demo
 
 test: tools fmt-check unit fuzz ## run every test: gofmt, go vet and all tiers with -race (netns, e2e, node), brief fuzzing
 
@@ -44,6 +50,13 @@ UNIT_PKGS  = $$($(GO) list ./... | grep -v -e /test/e2e -e /test/netns -e "/test
 test-busy: ## the unit tiers with -race while BUSY_N CPU burners (default 2x cores) keep the machine busy
 	$(GO) build -o $(BIN)/busy ./test/busy
 	$(BIN)/busy -n $(BUSY_N) -- $(GO) test -race -count=1 -timeout 25m $(UNIT_PKGS)
+
+# The node tier's heavy measurements in full (docs/lossless.md): every
+# rollout case with 3 replicas, one at a time, and 20 pods per start/stop
+# series. Without the race detector, which would slow the measuring client.
+measure-node: tools ## docs/lossless.md's measurements in full (root; about 18 min)
+	$(TOOLS_ENV) && SIDECAR_INJECTOR_NODE_MEASURE=full $(GO) test -count=1 -timeout 60m -v \
+		-run '^(TestLosslessRollouts|TestStartAndStopTimes|TestTeardownLeavesTheHostAsItWas)$$' ./test/node/
 
 tools: ## install and build the test prerequisites (cached)
 	bash test/tools/install.sh

@@ -72,7 +72,7 @@ func TestEventsThroughTheAPIServer(t *testing.T) {
 	_, err = cs.CoreV1().Pods(ns).Create(ctx, pod(optedOut, "sidecar-injector.io/inject", "false"), metav1.CreateOptions{})
 	require.NoError(t, err)
 	var skipped corev1.Event
-	harness.WaitFor(t, 30*time.Second, "an InjectionSkipped event on the ReplicaSet", func() error {
+	harness.WaitFor(t, "an InjectionSkipped event on the ReplicaSet", func() error {
 		evs := ownerEvents(ctx, t, cs, ns, optedOut.UID)
 		if len(evs) == 0 {
 			return fmt.Errorf("no event yet")
@@ -94,7 +94,7 @@ func TestEventsThroughTheAPIServer(t *testing.T) {
 	refusedRS := rs("refused")
 	_, err = cs.CoreV1().Pods(ns).Create(ctx, pod(refusedRS, "sidecar-injector.io/drain-seconds", "soon"), metav1.CreateOptions{})
 	require.Error(t, err)
-	harness.WaitFor(t, 30*time.Second, "an InjectionRefused event on the ReplicaSet", func() error {
+	harness.WaitFor(t, "an InjectionRefused event on the ReplicaSet", func() error {
 		evs := ownerEvents(ctx, t, cs, ns, refusedRS.UID)
 		if len(evs) == 0 {
 			return fmt.Errorf("no event yet")
@@ -113,7 +113,7 @@ func TestEventsThroughTheAPIServer(t *testing.T) {
 		_, err := cs.CoreV1().Pods(ns).Create(ctx, pod(burst, "sidecar-injector.io/inject", "false"), metav1.CreateOptions{})
 		require.NoError(t, err)
 	}
-	harness.WaitFor(t, 60*time.Second, "the burst's event counted up to the spam filter's burst", func() error {
+	harness.WaitFor(t, "the burst's event counted up to the spam filter's burst", func() error {
 		evs := ownerEvents(ctx, t, cs, ns, burst.UID)
 		if len(evs) != 1 || evs[0].Count != 25 {
 			var counts []int32

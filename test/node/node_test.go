@@ -191,12 +191,34 @@ func TestInjectedPodTrafficGoesThroughTheStandIn(t *testing.T) {
 	}
 
 	// The stand-in's own log proves the connections went through it.
-	lines, err := n.ProxyLog(ctx, meshNS, "app")
-	if err != nil {
-		t.Fatal(err)
+	meshIP4, _ := nodeharness.PodIP(meshed, false)
+	meshIP6, _ := nodeharness.PodIP(meshed, true)
+	peerIP4, _ := nodeharness.PodIP(peer, false)
+	peerIP6, _ := nodeharness.PodIP(peer, true)
+	wantConns := []string{
+		"inbound IPv4 " + hostPort(meshIP4, 8080), "inbound IPv6 " + hostPort(meshIP6, 8080),
+		"outbound IPv4 " + hostPort(peerIP4, 8080), "outbound IPv6 " + hostPort(peerIP6, 8080),
 	}
+	proxied := func(lines []standin.LogLine) map[string]bool {
+		seen := map[string]bool{}
+		for _, l := range lines {
+			if l.Msg == "connection" {
+				seen[l.Direction+" "+l.Family+" "+l.OriginalDst] = true
+			}
+		}
+		return seen
+	}
+	lines, _ := n.WaitProxyLog(ctx, meshNS, "app", "every connection", func(lines []standin.LogLine) bool {
+		seen := proxied(lines)
+		for _, w := range wantConns {
+			if !seen[w] {
+				return false
+			}
+		}
+		return true
+	})
 	var banner bool
-	seen := map[string]bool{}
+	seen := proxied(lines)
 	for _, l := range lines {
 		if strings.Contains(l.Msg, standin.Banner) && l.UID != nil {
 			banner = true
@@ -204,21 +226,11 @@ func TestInjectedPodTrafficGoesThroughTheStandIn(t *testing.T) {
 				t.Errorf("the stand-in runs as UID %d, want the proxy UID 1337", *l.UID)
 			}
 		}
-		if l.Msg == "connection" {
-			seen[l.Direction+" "+l.Family+" "+l.OriginalDst] = true
-		}
 	}
 	if !banner {
 		t.Errorf("no %q start line in the proxy's log", standin.Banner)
 	}
-	meshIP4, _ := nodeharness.PodIP(meshed, false)
-	meshIP6, _ := nodeharness.PodIP(meshed, true)
-	peerIP4, _ := nodeharness.PodIP(peer, false)
-	peerIP6, _ := nodeharness.PodIP(peer, true)
-	for _, want := range []string{
-		"inbound IPv4 " + hostPort(meshIP4, 8080), "inbound IPv6 " + hostPort(meshIP6, 8080),
-		"outbound IPv4 " + hostPort(peerIP4, 8080), "outbound IPv6 " + hostPort(peerIP6, 8080),
-	} {
+	for _, want := range wantConns {
 		if !seen[want] {
 			t.Errorf("the Envoy STAND-IN did not proxy %q; it proxied %v", want, keys(seen))
 		}
@@ -302,18 +314,10 @@ func TestClassicSidecarPodRuns(t *testing.T) {
 	// listens on the pod network without being a pod.
 	var res callResult
 	get(t, ctx, u, &res)
-	lines, err := n.ProxyLog(ctx, ns, "app")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var through bool
-	for _, l := range lines {
-		if l.Msg == "connection" && l.Direction == "outbound" && l.OriginalDst == hostPort(nodeharness.NodeIP4, 10250) {
-			through = true
-		}
-	}
-	if !through {
-		t.Errorf("the classic-mode pod's outbound connection did not go through the stand-in: %+v", lines)
+	if _, err := n.WaitProxyLog(ctx, ns, "app", "the outbound connection to the kubelet's port", func(lines []standin.LogLine) bool {
+		return connections(lines)["outbound "+hostPort(nodeharness.NodeIP4, 10250)] > 0
+	}); err != nil {
+		t.Errorf("the classic-mode pod's outbound connection did not go through the stand-in (call result %+v): %v", res, err)
 	}
 	t.Logf("classic mode: create -> Ready %s", took.Round(time.Millisecond))
 }

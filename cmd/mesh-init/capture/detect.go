@@ -171,6 +171,37 @@ func effectiveCaps(readFile func(string) ([]byte, error)) (uint64, error) {
 	return 0, errors.New("no CapEff line in /proc/self/status")
 }
 
+// capNames are the capabilities by bit (linux/capability.h), for the log
+// line that says what the init container really ran with.
+var capNames = []string{
+	"CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
+	"SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW",
+	"IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT",
+	"SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD",
+	"LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG",
+	"WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
+}
+
+// DescribeCaps names the capabilities of a CapEff mask: "NET_ADMIN,NET_RAW
+// (0x3000)"; bits this list does not know are shown as CAP_<n>.
+func DescribeCaps(caps uint64) string {
+	var names []string
+	for bit := 0; bit < 64; bit++ {
+		if caps&(1<<bit) == 0 {
+			continue
+		}
+		if bit < len(capNames) {
+			names = append(names, capNames[bit])
+		} else {
+			names = append(names, fmt.Sprintf("CAP_%d", bit))
+		}
+	}
+	if len(names) == 0 {
+		names = []string{"none"}
+	}
+	return fmt.Sprintf("%s (%#x)", strings.Join(names, ","), caps)
+}
+
 // capabilityFix is the sentence every permission error ends with.
 const capabilityFix = "mesh-init needs NET_ADMIN and NET_RAW: run the init container as root (runAsUser: 0) " +
 	"with securityContext.capabilities.add: [NET_ADMIN, NET_RAW]"

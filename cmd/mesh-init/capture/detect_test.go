@@ -98,6 +98,18 @@ func TestCheckCapabilities(t *testing.T) {
 	}
 }
 
+func TestDescribeCaps(t *testing.T) {
+	for caps, want := range map[uint64]string{
+		0x3000:        "NET_ADMIN,NET_RAW (0x3000)",
+		0:             "none (0x0)",
+		1<<12 | 1<<63: "NET_ADMIN,CAP_63 (0x8000000000001000)",
+	} {
+		if got := DescribeCaps(caps); got != want {
+			t.Errorf("DescribeCaps(%#x) = %q, want %q", caps, got, want)
+		}
+	}
+}
+
 func TestLegacyTablesEmpty(t *testing.T) {
 	if !legacyTablesEmpty(files(nil)) {
 		t.Error("absent files: not empty")

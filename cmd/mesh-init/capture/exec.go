@@ -503,6 +503,12 @@ func Execute(ctx context.Context, cmd meshinit.CaptureCommand, h *Host) error {
 	if err := checkCapabilities(h.ReadFile, c.Mode); err != nil {
 		return err
 	}
+	// What the rules were written with, from the kernel's own record: a
+	// reader of the pod's log (or the node tier) sees the privileges the
+	// init container really had.
+	if caps, err := effectiveCaps(h.ReadFile); err == nil {
+		h.logf("effective capabilities: %s", DescribeCaps(caps))
+	}
 	fams, err := h.families(c, cmd.Cleanup)
 	if err != nil {
 		return err

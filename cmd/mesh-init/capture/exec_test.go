@@ -115,7 +115,8 @@ func TestExecuteAutoFreshPod(t *testing.T) {
 	if got := f.inputs["ip6tables-nft-restore"]; got != ApplyInput(meshinit.DefaultCaptureConfig(), IPv6, NATState{}) {
 		t.Errorf("IPv6 input:\n%s", got)
 	}
-	for _, want := range []string{"IPv6: detected (eth0 has the global IPv6 address fd00:", "iptables backend: nft (auto: both backends hold 0 rules; nft is the default)"} {
+	for _, want := range []string{"IPv6: detected (eth0 has the global IPv6 address fd00:", "iptables backend: nft (auto: both backends hold 0 rules; nft is the default)",
+		"effective capabilities: CHOWN,DAC_OVERRIDE,", ",CHECKPOINT_RESTORE (0x1ffffffffff)"} {
 		if !strings.Contains(f.log.String(), want) {
 			t.Errorf("log lacks %q:\n%s", want, f.log.String())
 		}

@@ -139,6 +139,9 @@ var (
 	ProxyRef      = Ref("envoy-standin")
 	AppRef        = Ref("testapp")
 	DistrolessRef = Ref("testapp-distroless")
+	// RegistryRef serves test/registry's Eureka and Nacos stand-ins in a
+	// pod (test/node/cmd/registry).
+	RegistryRef = Ref("registry-standin")
 )
 
 // Binaries are the static binaries the images hold, by name.
@@ -149,6 +152,7 @@ var testPackages = map[string]string{
 	"envoy-standin": "./test/node/cmd/envoy-standin",
 	"pause":         "./test/node/cmd/pause",
 	"testapp":       "./test/node/cmd/testapp",
+	"registry":      "./test/node/cmd/registry",
 }
 
 // BuildBinaries builds every binary the images need in one `go build`
@@ -244,11 +248,13 @@ type Set struct {
 	// MeshCNI is the cni capture mode's node agent (the chart's cni.enabled
 	// DaemonSet).
 	MeshCNI Spec
+	// Registry serves test/registry's stand-ins in a pod (the rollouts).
+	Registry Spec
 }
 
 // All lists the set's images.
 func (s *Set) All() []Spec {
-	return []Spec{s.Pause, s.MeshInit, s.Injector, s.Proxy, s.App, s.Distroless, s.MeshCNI}
+	return []Spec{s.Pause, s.MeshInit, s.Injector, s.Proxy, s.App, s.Distroless, s.MeshCNI, s.Registry}
 }
 
 // NewSet describes every image from built binaries.
@@ -294,5 +300,8 @@ func NewSet(bins Binaries) (*Set, error) {
 	}
 	set.Distroless = Spec{Ref: DistrolessRef, Files: append(d.files, File{Path: "/usr/local/bin/testapp", Source: bins["testapp"], Mode: 0o755}),
 		Entrypoint: []string{"/usr/local/bin/testapp"}, Cmd: []string{"serve"}, User: "65532:65532", Env: d.env, WorkingDir: d.workdir}
+	// The registry stand-in: the program alone, non-root.
+	set.Registry = Spec{Ref: RegistryRef, Files: append(append([]File(nil), d.files...), File{Path: "/usr/local/bin/registry", Source: bins["registry"], Mode: 0o755}),
+		Entrypoint: []string{"/usr/local/bin/registry"}, User: "65532:65532", Env: d.env, WorkingDir: d.workdir}
 	return &set, nil
 }

@@ -150,7 +150,7 @@ func (c *containerd) ctr(ctx context.Context, args ...string) (string, error) {
 // waitReady waits until containerd answers on its socket.
 func (c *containerd) waitReady(ctx context.Context) error {
 	return Poll(ctx, "containerd to answer on "+c.Socket, func(ctx context.Context) (bool, string, error) {
-		if err := c.proc.Exited(); err != nil {
+		if err := c.proc.exitError(); err != nil {
 			return false, "", fmt.Errorf("%v\ncontainerd log:\n%s", err, c.proc.Tail(4096))
 		}
 		if _, err := c.ctr(ctx, "version"); err != nil {

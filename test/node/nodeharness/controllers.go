@@ -55,8 +55,8 @@ func (c *controllers) stop() error {
 }
 
 func (c *controllers) exited() error {
-	if err := c.kcm.Exited(); err != nil {
+	if err := c.kcm.exitError(); err != nil {
 		return err
 	}
-	return c.scheduler.Exited()
+	return c.scheduler.exitError()
 }

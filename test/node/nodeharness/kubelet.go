@@ -65,7 +65,7 @@ type kubelet struct {
 	dir  string
 }
 
-func startKubelet(dir, nodeName, kubeconfig, runtimeSocket, bin string) (*kubelet, error) {
+func startKubelet(dir, nodeName, kubeconfig, runtimeSocket, bin string, extra ...string) (*kubelet, error) {
 	k := &kubelet{dir: filepath.Join(dir, "kubelet")}
 	logs := filepath.Join(dir, "pod-logs")
 	for _, d := range []string{k.dir, logs} {
@@ -79,15 +79,15 @@ func startKubelet(dir, nodeName, kubeconfig, runtimeSocket, bin string) (*kubele
 		return nil, err
 	}
 	var err error
-	k.proc, err = startProc("kubelet", filepath.Join(dir, "kubelet.log"), nil, bin,
-		"--config="+cfgPath,
-		"--kubeconfig="+kubeconfig,
-		"--root-dir="+k.dir,
-		"--cert-dir="+filepath.Join(k.dir, "pki"),
-		"--hostname-override="+nodeName,
-		"--node-ip="+NodeIP4.String()+","+NodeIP6.String(),
+	k.proc, err = startProc("kubelet", filepath.Join(dir, "kubelet.log"), nil, bin, append([]string{
+		"--config=" + cfgPath,
+		"--kubeconfig=" + kubeconfig,
+		"--root-dir=" + k.dir,
+		"--cert-dir=" + filepath.Join(k.dir, "pki"),
+		"--hostname-override=" + nodeName,
+		"--node-ip=" + NodeIP4.String() + "," + NodeIP6.String(),
 		"--v=2",
-	)
+	}, extra...)...)
 	return k, err
 }
 

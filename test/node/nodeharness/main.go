@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -14,6 +15,9 @@ import (
 )
 
 var (
+	// stopBy is when Main tears the node down ahead of -test.timeout
+	// (zero: no timeout).
+	stopBy     time.Time
 	sharedMu   sync.Mutex
 	shared     *Node
 	sharedErr  error
@@ -29,7 +33,15 @@ func Shared(t testing.TB) *Node {
 	defer sharedMu.Unlock()
 	if !sharedDone {
 		sharedDone = true
-		shared, sharedErr = Start(context.Background(), Options{Controllers: true, Logf: func(f string, a ...any) {
+		ctx := context.Background()
+		if !stopBy.IsZero() {
+			// Waiting for another run's lock ends before the test
+			// binary's own timeout would.
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithDeadline(ctx, stopBy)
+			defer cancel()
+		}
+		shared, sharedErr = Start(ctx, Options{Controllers: true, Logf: func(f string, a ...any) {
 			fmt.Fprintf(os.Stderr, f+"\n", a...)
 		}})
 	}
@@ -56,6 +68,10 @@ func stopShared() (leftovers []string, err error) {
 // t.Cleanup, so the teardown must not wait for it.
 const timeoutMargin = 90 * time.Second
 
+// parallelWaits is how many parallel node-tier tests run at once by
+// default.
+const parallelWaits = 8
+
 // Main runs the tests (m.Run) and tears the shared node down afterwards,
 // on SIGINT or SIGTERM, and shortly before -test.timeout would kill the
 // process; then it checks that the host is as it was (links, iptables and
@@ -63,6 +79,14 @@ const timeoutMargin = 90 * time.Second
 // and fails the run if not. Use it from TestMain: os.Exit(nodeharness.Main(m)).
 func Main(m *testing.M) int {
 	flag.Parse()
+	// The node tier's parallel tests wait on the kubelet rather than use
+	// the CPU: unless -parallel was given, run more of them at once than
+	// the default (GOMAXPROCS, 2 here).
+	explicit := false
+	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "test.parallel" })
+	if !explicit {
+		_ = flag.Set("test.parallel", fmt.Sprint(max(runtime.GOMAXPROCS(0), parallelWaits)))
+	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
@@ -73,6 +97,7 @@ func Main(m *testing.M) int {
 	}()
 	if f := flag.Lookup("test.timeout"); f != nil {
 		if d, ok := f.Value.(flag.Getter).Get().(time.Duration); ok && d > 2*timeoutMargin {
+			stopBy = time.Now().Add(d - timeoutMargin)
 			time.AfterFunc(d-timeoutMargin, func() {
 				fmt.Fprintf(os.Stderr, "node tier: the test binary's -test.timeout (%s) is %s away: tearing the node down now\n", d, timeoutMargin)
 				report(stopShared())

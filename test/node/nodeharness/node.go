@@ -38,6 +38,11 @@ import (
 // TEST_DEADLINE_SCALE raises it, and the one below, on a slower machine.
 var Deadline = testkit.Deadline(5 * time.Minute)
 
+// LockWait bounds waiting for another node-tier run on this machine (one
+// node per machine): long enough for a whole other run, the full
+// measurements included (docs/lossless.md), since waiting is the point.
+const LockWait = 30 * time.Minute
+
 // BuildDeadline bounds building the images' binaries: a cold Go build
 // cache compiles the injector and its Kubernetes dependencies (about 4
 // minutes on an idle 2-core machine), which is not a wait.
@@ -60,6 +65,12 @@ type Options struct {
 	Controllers bool
 	// Logf receives progress lines (nil: discarded).
 	Logf func(format string, args ...any)
+	// KubeletFlags are added to the kubelet's command line, after the
+	// node's own (fault tests: a kubelet that cannot start).
+	KubeletFlags []string
+	// NoImages skips building and importing the node's images (fault
+	// tests that never run a pod).
+	NoImages bool
 }
 
 // Node is a running node.
@@ -124,8 +135,20 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 	}
 	defer func() {
 		if err != nil {
-			if serr := n.Stop(); serr != nil {
+			// Everything set up so far is torn down, and the host compared
+			// with the snapshot, before the lock is released: a failed
+			// start leaves nothing behind, or says what it left.
+			serr := n.stop()
+			var left []string
+			if n.lock != nil {
+				left = n.before.Leftovers(TakeSnapshot(), n.PIDs(), n.Markers()...)
+			}
+			n.unlock()
+			if serr != nil {
 				err = fmt.Errorf("%w\n(and tearing down: %v)", err, serr)
+			}
+			if len(left) > 0 {
+				err = fmt.Errorf("%w\n(and the failed start left this behind:\n  %s)", err, strings.Join(left, "\n  "))
 			}
 			n = nil
 		}
@@ -182,6 +205,9 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 	go func() {
 		var b built
 		defer func() { imgs <- b }()
+		if o.NoImages {
+			return
+		}
 		binDir := filepath.Join(dir, "bin")
 		if b.err = os.MkdirAll(binDir, 0o755); b.err != nil {
 			return
@@ -220,7 +246,11 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 		return n, fmt.Errorf("building the images: %w", b.err)
 	}
 	n.Binaries, n.Images = b.bins, b.set
-	n.step("images built (go build + go-containerregistry)", t)
+	if o.NoImages {
+		n.step("images skipped (NoImages)", t)
+	} else {
+		n.step("images built (go build + go-containerregistry)", t)
+	}
 
 	t = time.Now()
 	if n.containerd, err = startContainerd(dir, images.PauseRef); err != nil {
@@ -233,8 +263,10 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 	}
 	ictx, icancel := context.WithTimeout(ctx, Deadline)
 	defer icancel()
-	if err := n.containerd.importImages(ictx, b.tar); err != nil {
-		return n, err
+	if !o.NoImages {
+		if err := n.containerd.importImages(ictx, b.tar); err != nil {
+			return n, err
+		}
 	}
 	n.step("containerd up, images imported", t)
 
@@ -243,7 +275,7 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 	if err := os.WriteFile(rootCA, cp.Config.CAData, 0o644); err != nil {
 		return n, err
 	}
-	if n.kubelet, err = startKubelet(dir, NodeName, cp.Kubeconfig, n.containerd.Socket, filepath.Join(NodeAssets(), "kubelet")); err != nil {
+	if n.kubelet, err = startKubelet(dir, NodeName, cp.Kubeconfig, n.containerd.Socket, filepath.Join(NodeAssets(), "kubelet"), o.KubeletFlags...); err != nil {
 		return n, err
 	}
 	n.pids = append(n.pids, n.kubelet.proc.PID())
@@ -305,7 +337,7 @@ func childPIDs() []int {
 }
 
 func (n *Node) takeLock(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, Deadline)
+	ctx, cancel := context.WithTimeout(ctx, LockWait)
 	defer cancel()
 	if err := os.MkdirAll(filepath.Dir(lockPath), 0o755); err != nil {
 		return err
@@ -314,19 +346,40 @@ func (n *Node) takeLock(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	start, lastLog := time.Now(), time.Time{}
 	for {
 		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err == nil {
 			break
 		}
-		n.logf("node: waiting for another node-tier run on this machine (lock %s)", lockPath)
+		if time.Since(lastLog) >= time.Minute {
+			lastLog = time.Now()
+			n.logf("node: waiting (%s so far, at most %s) for another node-tier run on this machine: %s holds %s",
+				time.Since(start).Round(time.Second), LockWait, lockHolder(), lockPath)
+		}
 		sleep(ctx, time.Second)
 		if ctx.Err() != nil {
 			f.Close()
-			return fmt.Errorf("another node-tier run holds %s: %w", lockPath, ctx.Err())
+			return fmt.Errorf("another node-tier run (%s) still holds %s after %s: %w", lockHolder(), lockPath, time.Since(start).Round(time.Second), ctx.Err())
 		}
 	}
+	// Say who holds it, for whoever waits.
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte(fmt.Sprintf("pid %d: %s\n", os.Getpid(), strings.Join(os.Args, " "))), 0)
 	n.lock = f
 	return nil
+}
+
+// lockHolder is what the lock's holder wrote into it.
+func lockHolder() string {
+	b, err := os.ReadFile(lockPath)
+	if err != nil || len(strings.TrimSpace(string(b))) == 0 {
+		return "an unknown process"
+	}
+	s := strings.TrimSpace(string(b))
+	if len(s) > 200 {
+		s = s[:200] + "..."
+	}
+	return s
 }
 
 // sweepLeftovers removes what a killed run left: its processes, mounts,
@@ -430,9 +483,33 @@ func (n *Node) stop() error {
 }
 
 // deleteAllPods deletes every pod through the API server (grace period 1s:
-// the tests are over) and waits until the kubelet has confirmed each one
-// gone.
+// the tests are over), waits until the kubelet has confirmed each one
+// gone, and then until containerd runs no container or sandbox any more: a
+// pod deleted with no grace period leaves the API at once, while the
+// kubelet is still stopping its containers and tearing its sandbox down
+// (CNI DEL, the shim), which must finish before the kubelet stops.
 func (n *Node) deleteAllPods() error {
+	if err := n.deletePodsThroughAPI(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), Deadline)
+	defer cancel()
+	var last string
+	for {
+		out, err := n.containerd.ctr(ctx, "tasks", "ls", "-q")
+		if err == nil && strings.TrimSpace(out) == "" {
+			return nil
+		}
+		last = strings.TrimSpace(out)
+		if ctx.Err() != nil {
+			return fmt.Errorf("containerd still runs tasks %s %s after the pods left the API (the kubelet did not stop them)\nkubelet log:\n%s",
+				strings.Join(strings.Fields(last), ", "), Deadline, n.kubelet.proc.Tail(4096))
+		}
+		sleep(ctx, 200*time.Millisecond)
+	}
+}
+
+func (n *Node) deletePodsThroughAPI() error {
 	ctx, cancel := context.WithTimeout(context.Background(), Deadline)
 	defer cancel()
 	cs := n.Clientset

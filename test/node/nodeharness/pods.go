@@ -241,6 +241,23 @@ func GetJSON(ctx context.Context, u string, into any) error {
 	}, nil)
 }
 
+// WaitProxyLog reads the Envoy STAND-IN's log until cond holds for it
+// (bounded by Deadline): a line the stand-in has just written reaches the
+// kubelet's log file (and so the API) a moment later, longer on a busy
+// machine. It returns the last log read.
+func (n *Node) WaitProxyLog(ctx context.Context, ns, pod, what string, cond func([]standin.LogLine) bool) ([]standin.LogLine, error) {
+	var lines []standin.LogLine
+	err := Poll(ctx, fmt.Sprintf("the Envoy STAND-IN's log of %s/%s to show %s", ns, pod, what), func(ctx context.Context) (bool, string, error) {
+		l, err := n.ProxyLog(ctx, ns, pod)
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		lines = l
+		return cond(l), fmt.Sprintf("%d lines: %+v", len(l), l), nil
+	}, nil)
+	return lines, err
+}
+
 // ProxyLog reads the Envoy STAND-IN's log of an injected pod (container
 // mesh-proxy) through the API server.
 func (n *Node) ProxyLog(ctx context.Context, ns, pod string) ([]standin.LogLine, error) {

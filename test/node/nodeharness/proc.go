@@ -1,10 +1,12 @@
 package nodeharness
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -81,6 +83,47 @@ func (p *Proc) Stop(grace time.Duration) error {
 	// Anything else left in its process group.
 	_ = syscall.Kill(-p.PID(), syscall.SIGKILL)
 	return nil
+}
+
+// Said returns the last n error lines of the process's output: klog's
+// E and F lines (Kubernetes components), containerd's level=error and
+// level=fatal lines, and lines starting with "Error" (cobra). It is what
+// a process that exited says about why, ahead of the flag dump it starts
+// with.
+func (p *Proc) Said(n int) string {
+	f, err := os.Open(p.LogPath)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		l := sc.Text()
+		if klogError.MatchString(l) || strings.Contains(l, "level=error") || strings.Contains(l, "level=fatal") || strings.HasPrefix(l, "Error") {
+			lines = append(lines, l)
+			if len(lines) > n {
+				lines = lines[1:]
+			}
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// klogError matches klog's error and fatal line headers (E1207 23:05:46...).
+var klogError = regexp.MustCompile(`^[EF]\d{4} \d{2}:\d{2}:\d{2}`)
+
+// exitError says that the process exited and what it said about it.
+func (p *Proc) exitError() error {
+	err := p.Exited()
+	if err == nil {
+		return nil
+	}
+	if said := p.Said(5); said != "" {
+		return fmt.Errorf("%w; it said:\n%s", err, said)
+	}
+	return err
 }
 
 // Tail is the last n bytes of the process's output.

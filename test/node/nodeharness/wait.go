@@ -53,7 +53,7 @@ func (n *Node) processDiag() string {
 		if p == nil {
 			continue
 		}
-		if err := p.Exited(); err != nil {
+		if err := p.exitError(); err != nil {
 			fmt.Fprintf(&b, "%v\n", err)
 		}
 		fmt.Fprintf(&b, "--- %s log (tail) ---\n%s\n", p.Name, p.Tail(3000))
@@ -77,8 +77,8 @@ func (n *Node) containerdProc() *Proc {
 
 func (n *Node) waitNodeReady(ctx context.Context) error {
 	return Poll(ctx, "node "+NodeName+" to register and be Ready", func(ctx context.Context) (bool, string, error) {
-		if err := n.kubelet.proc.Exited(); err != nil {
-			return false, "", fmt.Errorf("%v\nkubelet log:\n%s", err, n.kubelet.proc.Tail(6000))
+		if err := n.kubelet.proc.exitError(); err != nil {
+			return false, "", fmt.Errorf("%v\nkubelet log (tail):\n%s", err, n.kubelet.proc.Tail(6000))
 		}
 		node, err := n.Clientset.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {

@@ -9,6 +9,13 @@
 //	                         and returns both ends' view of that connection
 //	    GET /events          JSON: lifecycle events with timestamps (start,
 //	                         signals), also logged one JSON line each
+//	    * /offline           records an "offline" event (method, query and
+//	                         caller) and answers 200 "ok": the far end of a
+//	                         registry offline call (the hook's http preset)
+//	  --register=eureka|nacos registers the pod in a Eureka- or Nacos-like
+//	                         registry when it starts and deregisters it on
+//	                         SIGTERM, from the environment a Spring app reads
+//	                         (register.go)
 //	testapp call [--count=1] [--interval=1s] URL...
 //	    GETs each URL, logs one JSON line per request; exit 1 if any failed
 //
@@ -104,6 +111,7 @@ func serve(args []string) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	listen := fs.String("listen", "8080", "comma-separated ports to serve on, both families")
 	termDelay := fs.Duration("term-delay", 0, "keep serving this long after SIGTERM")
+	register := fs.String("register", "", "register in a registry at start, deregister on SIGTERM: eureka or nacos (settings from the environment, as a Spring app reads them)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -120,6 +128,10 @@ func serve(args []string) int {
 		res := callOnce(r.Context(), r.URL.Query().Get("addr"))
 		logLine(map[string]any{"event": "call", "target": res.Target, "local": res.Local, "remote": res.Remote, "error": res.Error})
 		writeJSON(w, res)
+	})
+	mux.HandleFunc("/offline", func(w http.ResponseWriter, r *http.Request) {
+		record("offline", fmt.Sprintf("%s %s from %s", r.Method, r.URL.RequestURI(), r.RemoteAddr))
+		fmt.Fprint(w, "ok")
 	})
 	mux.HandleFunc("/events", func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
@@ -138,11 +150,23 @@ func serve(args []string) int {
 		}
 		go func() { _ = srv.Serve(ln) }()
 	}
-	record("start", "listening on "+*listen)
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	record("start", "listening on "+*listen)
+	var reg registration
+	if *register != "" {
+		var err error
+		if reg, err = newRegistration(*register, os.Getenv); err != nil {
+			fmt.Fprintf(os.Stderr, "testapp: %v\n", err)
+			return 2
+		}
+		go reg.register()
+	}
 	s := <-sigs
 	record("signal", s.String())
+	if reg != nil {
+		reg.deregister()
+	}
 	if *termDelay > 0 {
 		time.Sleep(*termDelay)
 	}

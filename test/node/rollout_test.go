@@ -1,0 +1,244 @@
+package node
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/sidecar-injector/injector/test/node/images"
+	"github.com/sidecar-injector/injector/test/node/nodeharness"
+	"github.com/sidecar-injector/injector/test/node/rollout"
+)
+
+// fullMeasure is set to run the node tier's heavy measurements in full
+// (docs/lossless.md): every rollout scenario with 3 replicas, and 20 pods
+// per start and stop median. Without it `make test` runs a short version.
+const fullMeasureEnv = "SIDECAR_INJECTOR_NODE_MEASURE"
+
+func fullMeasure() bool { return os.Getenv(fullMeasureEnv) == "full" }
+
+// The rollout measurements' parameters (docs/lossless.md explains each).
+const (
+	// The client: one request every 20ms (50 a second), each on a new
+	// connection, a request slower than 5s failed.
+	clientInterval = 20 * time.Millisecond
+	clientTimeout  = 5 * time.Second
+	// kube-proxy's propagation delay, emulated.
+	endpointsDelay = time.Second
+	// A registry consumer's fetch interval: the Eureka client's 30s
+	// fetch, the server's 30s response cache and the load balancer's
+	// list, scaled down together.
+	registryPoll = 2 * time.Second
+	// The drain that covers both (injector default: 5s).
+	drainSeconds = 5
+	// The client runs this long before and after each rollout.
+	settle = 2 * time.Second
+)
+
+type rolloutCase struct {
+	name     string
+	injected bool
+	// ann are the pod template's annotations (drain, registry preset).
+	ann map[string]string
+	// registry is "" for the Service path, else "eureka" or "nacos".
+	registry string
+	// lossless says this is the right setting: zero failures expected.
+	lossless bool
+	// fullOnly cases run only with SIDECAR_INJECTOR_NODE_MEASURE=full.
+	fullOnly bool
+}
+
+func rolloutCases() []rolloutCase {
+	drain := func(s int) map[string]string {
+		return map[string]string{"sidecar-injector.io/drain-seconds": fmt.Sprint(s), "sidecar-injector.io/registry": "none"}
+	}
+	preset := func(p string, s int) map[string]string {
+		return map[string]string{"sidecar-injector.io/drain-seconds": fmt.Sprint(s), "sidecar-injector.io/registry": p}
+	}
+	cases := []rolloutCase{
+		{name: "svc-no-injection"},
+		{name: "svc-injected-drain-0s", injected: true, ann: drain(0), fullOnly: true},
+		{name: fmt.Sprintf("svc-injected-drain-%ds", drainSeconds), injected: true, ann: drain(drainSeconds), lossless: true},
+	}
+	for _, reg := range []string{"eureka", "nacos"} {
+		cases = append(cases,
+			rolloutCase{name: reg + "-no-injection", registry: reg, fullOnly: true},
+			rolloutCase{name: fmt.Sprintf("%s-injected-registry-none-drain-%ds", reg, drainSeconds), registry: reg, injected: true, ann: drain(drainSeconds), fullOnly: reg == "nacos"},
+			rolloutCase{name: fmt.Sprintf("%s-injected-%s-preset-drain-1s", reg, reg), registry: reg, injected: true, ann: preset(reg, 1), fullOnly: true},
+			rolloutCase{name: fmt.Sprintf("%s-injected-%s-preset-drain-%ds", reg, reg, drainSeconds), registry: reg, injected: true, ann: preset(reg, drainSeconds), lossless: true, fullOnly: reg == "nacos"},
+		)
+	}
+	return cases
+}
+
+// TestLosslessRollouts measures what a client loses while a Deployment's
+// pods are replaced one by one by kube-controller-manager (test/node/rollout;
+// docs/lossless.md), through a Service's EndpointSlices (kube-proxy
+// emulated) and through a registry the app registers in itself
+// (test/registry's Eureka and Nacos 2.5.1 stand-ins, served from pods by
+// test/node/cmd/registry), without injection, with injection and the
+// wrong setting, and with the right one: the right one must lose nothing.
+// `make test` runs a short version (2 replicas; Service: no injection vs
+// the drain; Eureka: registry none vs the eureka preset);
+// SIDECAR_INJECTOR_NODE_MEASURE=full runs every case with 3 replicas and
+// also requires the wrong settings to lose requests.
+func TestLosslessRollouts(t *testing.T) {
+	n := nodeharness.Shared(t)
+	if !n.Controllers {
+		t.Skip("kube-controller-manager is not built (bash test/tools/install.sh --only node): no Deployment controller")
+	}
+	injector(t, n)
+	regs := registryPods(t, n)
+	replicas := int32(2)
+	if fullMeasure() {
+		replicas = 3
+	}
+	var mu sync.Mutex
+	var reports []*rollout.Report
+	load := loadavg()
+	t.Cleanup(func() {
+		if len(reports) == 0 {
+			return
+		}
+		t.Logf("rollouts of %d replicas, one request every %s on a new connection; Service path: kube-proxy emulated %s after the API server; registry path: consumer fetch every %s (test/registry's stand-ins in pods); load average before %s, after %s\n%s",
+			replicas, clientInterval, endpointsDelay, registryPoll, load, loadavg(), rollout.Table(reports))
+	})
+	for _, tc := range rolloutCases() {
+		if tc.fullOnly && !fullMeasure() {
+			continue
+		}
+		t.Run(tc.name, func(t *testing.T) {
+			// The short version runs its cases at once (they mostly
+			// wait); the full measurement one at a time, so that each
+			// case's numbers are its own.
+			if !fullMeasure() {
+				t.Parallel()
+			}
+			ctx := t.Context()
+			ns := "ro-" + tc.name
+			labels := map[string]string(nil)
+			if tc.injected {
+				labels = map[string]string{nodeharness.InjectionLabel: "enabled"}
+			}
+			if err := n.EnsureNamespace(ctx, ns, labels); err != nil {
+				t.Fatal(err)
+			}
+			dep := rolloutDeployment(ns, replicas, tc.ann)
+			sc := rollout.Scenario{Name: tc.name, Deployment: dep, Interval: clientInterval, Timeout: clientTimeout,
+				Path: "/whoami", Settle: settle, Logf: t.Logf}
+			app := &dep.Spec.Template.Spec.Containers[0]
+			switch tc.registry {
+			case "":
+				sc.Service = &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns},
+					Spec: corev1.ServiceSpec{Selector: dep.Spec.Selector.MatchLabels,
+						Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}}}
+				sc.Discovery = &rollout.EndpointSlices{Client: n.Clientset, Namespace: ns, Service: "web", Port: 8080, Delay: endpointsDelay}
+			default:
+				r := regs[tc.registry]
+				// Each case its own application name: one registry serves all.
+				appName := strings.ReplaceAll(tc.name, "-", "")
+				app.Env = append(app.Env, r.Env(appName)...)
+				app.Args = append(app.Args, "--register="+tc.registry)
+				sc.Discovery = &rollout.RegistryPoll{Registry: r, App: appName, Interval: registryPoll}
+			}
+			rep, err := rollout.Run(ctx, n.Clientset, sc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mu.Lock()
+			reports = append(reports, rep)
+			mu.Unlock()
+			t.Logf("%s: sent %d, failed %d (window %s, %v); old pods gone at %v", tc.name, rep.Sent, rep.Failed,
+				rep.Window.Round(time.Millisecond), rep.Errors, rep.Gone)
+			switch {
+			case tc.lossless && rep.Failed > 0:
+				t.Errorf("%s lost %d of %d requests (%v) in a %s window; the right setting must lose none", tc.name, rep.Failed, rep.Sent, rep.Errors, rep.Window)
+			case !tc.lossless && fullMeasure() && rep.Failed == 0:
+				t.Errorf("%s lost nothing: the measurement shows no difference from the right setting", tc.name)
+			}
+		})
+	}
+}
+
+// rolloutDeployment is the measured app: testapp behind a readiness
+// probe, replaced one pod at a time (maxSurge 1, maxUnavailable 0).
+func rolloutDeployment(ns string, replicas int32, ann map[string]string) *appsv1.Deployment {
+	labels := map[string]string{"app": "web"}
+	pod := appPod(ns, "")
+	pod.Spec.TerminationGracePeriodSeconds = nil
+	pod.Spec.Containers[0].Env = append(pod.Spec.Containers[0].Env,
+		corev1.EnvVar{Name: "POD_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}})
+	one := intstr.FromInt32(1)
+	zero := intstr.FromInt32(0)
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Strategy: appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType,
+				RollingUpdate: &appsv1.RollingUpdateDeployment{MaxSurge: &one, MaxUnavailable: &zero}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: ann}, Spec: pod.Spec},
+		},
+	}
+}
+
+// loadavg is /proc/loadavg's first three fields.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// registryPods runs test/registry's Eureka and Nacos stand-ins in pods
+// outside the mesh (test/node/cmd/registry) and returns them as the
+// rollout harness reads them. Every case registers its own application,
+// so one of each serves all.
+func registryPods(t *testing.T, n *nodeharness.Node) map[string]rollout.Registry {
+	t.Helper()
+	ctx := t.Context()
+	const ns = "ro-registries"
+	if err := n.EnsureNamespace(ctx, ns, nil); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]rollout.Registry{}
+	for _, kind := range []string{"eureka", "nacos"} {
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: kind, Namespace: ns},
+			Spec: corev1.PodSpec{
+				TerminationGracePeriodSeconds: ptr(int64(1)),
+				Containers: []corev1.Container{{
+					Name: "registry", Image: images.RegistryRef, ImagePullPolicy: corev1.PullIfNotPresent,
+					Args: []string{"--kind=" + kind, "--listen=:8080"},
+					ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+						Path: "/healthz", Port: intstr.FromInt32(8080)}}, PeriodSeconds: 1},
+				}},
+			},
+		}
+		p, _, err := n.RunPod(ctx, pod)
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := hostPort(mustIP(t, p, false), 8080)
+		if kind == "eureka" {
+			out[kind] = rollout.Eureka{URL: "http://" + addr + "/eureka"}
+		} else {
+			out[kind] = rollout.Nacos{Addr: addr}
+		}
+		t.Logf("registry STAND-IN (test/registry %s) in pod %s/%s at %s", kind, ns, kind, addr)
+	}
+	return out
+}

@@ -66,6 +66,9 @@ func inNetNS(path string, fn func(h *capture.Host) error) error {
 		return fmt.Errorf("opening the pod's network namespace: %w", err)
 	}
 	defer target.Close()
+	if err := checkNetNS(path, target); err != nil {
+		return err
+	}
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -78,6 +81,9 @@ func inNetNS(path string, fn func(h *capture.Host) error) error {
 		defer orig.Close()
 		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
 			runtime.UnlockOSThread()
+			if errors.Is(err, unix.EINVAL) {
+				err = &NetNSError{Path: path, Reason: "is not a network namespace (setns: " + err.Error() + ")"}
+			}
 			errc <- fmt.Errorf("entering the network namespace %s: %w", path, err)
 			return
 		}
@@ -100,4 +106,38 @@ func threadProc(name string) ([]byte, error) {
 		name = "/proc/thread-self/net/" + rest
 	}
 	return os.ReadFile(name)
+}
+
+// NetNSError is a CNI_NETNS the plugin must not enter: not a network
+// namespace (a file, a folder, another kind of namespace), or the
+// plugin's own, which is the host's: writing the capture rules there would
+// capture the node.
+type NetNSError struct {
+	Path   string
+	Reason string
+}
+
+func (e *NetNSError) Error() string { return "CNI_NETNS " + e.Path + " " + e.Reason }
+
+// checkNetNS makes sure f, opened from path, is a network namespace other
+// than the plugin's own, as the CNI library's ns package and skel do.
+func checkNetNS(path string, f *os.File) error {
+	var fs unix.Statfs_t
+	if err := unix.Fstatfs(int(f.Fd()), &fs); err != nil {
+		return fmt.Errorf("inspecting CNI_NETNS %s: %w", path, err)
+	}
+	if fs.Type != unix.NSFS_MAGIC && fs.Type != unix.PROC_SUPER_MAGIC {
+		return &NetNSError{Path: path, Reason: fmt.Sprintf("is not a namespace file (filesystem type %#x, not nsfs)", fs.Type)}
+	}
+	if ns, err := unix.IoctlRetInt(int(f.Fd()), unix.NS_GET_NSTYPE); err == nil && ns != unix.CLONE_NEWNET {
+		return &NetNSError{Path: path, Reason: "is a namespace, but not a network namespace"}
+	}
+	var target, own unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &target); err != nil {
+		return fmt.Errorf("inspecting CNI_NETNS %s: %w", path, err)
+	}
+	if err := unix.Stat("/proc/self/ns/net", &own); err == nil && own.Dev == target.Dev && own.Ino == target.Ino {
+		return &NetNSError{Path: path, Reason: "is the plugin's own network namespace (the host's), not a pod's"}
+	}
+	return nil
 }

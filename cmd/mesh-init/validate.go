@@ -27,7 +27,8 @@ func validateMain(args []string, stdout, stderr io.Writer) int {
 			"Installs the hook tool (--copy-self-to) and the proxy's bootstrap, then checks from inside the pod,\n"+
 			"without privileges, that the capture rules the flags describe are in place (written by the node's\n"+
 			"mesh-cni plugin). Exit codes: 0 in place, 1 failure (or settings it cannot test), 2 invalid arguments,\n"+
-			"%d rules missing, %d interrupted before it concluded.\n", validate.ExitNotCaptured, validate.ExitInterrupted)
+			"%d rules missing, %d interrupted before it concluded, %d rules written for other settings (the annotation was changed).\n",
+			validate.ExitNotCaptured, validate.ExitInterrupted, validate.ExitSettingsDiffer)
 		return capture.ExitOK
 	}
 	if err == nil && (cmd.DryRun || cmd.Cleanup) {
@@ -54,7 +55,8 @@ func validateMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mesh-init validate: %v\n", err)
 		return capture.ExitCode(err)
 	}
-	err = validate.Run(ctx, validate.Options{Capture: cmd.Config, ReadFile: os.ReadFile, Prefixes: validate.Prefixes, Log: stderr})
+	err = validate.Run(ctx, validate.Options{Capture: cmd.Config, ReadFile: os.ReadFile, Prefixes: validate.Prefixes,
+		Record: capture.ReadLoopbackAlias, Log: stderr})
 	if err != nil {
 		fmt.Fprintf(stderr, "mesh-init validate: %v\n", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -126,5 +127,75 @@ func TestCNIFailedAddLeavesNothing(t *testing.T) {
 	}
 	if !mapsEqual(before, after) {
 		t.Errorf("the failed ADD changed the tables:\n%s", diffSaves(before, after))
+	}
+}
+
+// The settings record: ADD leaves it on the pod's loopback interface; the
+// validator, unprivileged, passes with the pod's own settings and fails
+// (exit 6) when the plugin wrote rules for an annotation changed after
+// admission, even one crafted so that the probe alone would pass; an
+// inbound-only pod without a record fails (exit 4), with one passes; DEL
+// removes it.
+func TestCNISettingsRecord(t *testing.T) {
+	requirePrerequisites(t)
+	bin := buildMeshCNI(t)
+	ctx := context.Background()
+	tp := newTopo(t, true)
+	spec := meshinit.DefaultCaptureConfig()
+	// Changed after admission: only the two destinations the validator
+	// probes in this topology are captured, everything else goes around
+	// the proxy.
+	tampered := spec
+	tampered.IncludeOutboundCIDRs = meshinit.CIDRSet{CIDRs: meshinit.CIDRList{
+		netip.MustParsePrefix("10.200.0.254/32"), netip.MustParsePrefix("fd00:200::ffff:ffff:ffff:fffe/128")}}
+	tampered.IncludeInboundPorts = meshinit.PortSet{}
+	if _, err := invoke.ExecPluginWithResult(ctx, bin, cniConf(t, tampered.AnnotationValue()), cniArgs("ADD", tp.pod), nil); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	if out := run(t, "ip", "-n", tp.pod, "link", "show", "lo"); !strings.Contains(out, "alias "+tampered.SettingsRecord()) {
+		t.Errorf("no record after ADD:\n%s", out)
+	}
+	res := runAs(t, tp.pod, 65534, 65534, append([]string{meshInit, "validate"}, spec.Args()...)...)
+	if res.code != validate.ExitSettingsDiffer || !strings.Contains(res.output, "changed after the injector wrote it") {
+		t.Errorf("validate, annotation changed: exit %d, want %d\n%s", res.code, validate.ExitSettingsDiffer, res.output)
+	}
+	// Probing alone would not notice: without the record the same check passes.
+	run(t, "ip", "-n", tp.pod, "link", "set", "lo", "alias", "")
+	res = runAs(t, tp.pod, 65534, 65534, append([]string{meshInit, "validate"}, spec.Args()...)...)
+	if res.code != 0 {
+		t.Errorf("validate by probing alone: exit %d (the tampered rules capture the probe)\n%s", res.code, res.output)
+	}
+	run(t, "ip", "-n", tp.pod, "link", "set", "lo", "alias", tampered.SettingsRecord())
+	res = runAs(t, tp.pod, 65534, 65534, append([]string{meshInit, "validate"}, tampered.Args()...)...)
+	if res.code != 0 || !strings.Contains(res.output, "exactly these settings") {
+		t.Errorf("validate with the settings the rules were written for: exit %d\n%s", res.code, res.output)
+	}
+	if err := invoke.ExecPluginWithoutResult(ctx, bin, cniConf(t, tampered.AnnotationValue()), cniArgs("DEL", tp.pod), nil); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	if out := run(t, "ip", "-n", tp.pod, "link", "show", "lo"); strings.Contains(out, "alias") {
+		t.Errorf("the record outlived DEL:\n%s", out)
+	}
+
+	// Inbound capture only: nothing to probe, so the record decides.
+	inbound := spec
+	inbound.IncludeOutboundCIDRs = meshinit.CIDRSet{}
+	res = runAs(t, tp.pod, 65534, 65534, append([]string{meshInit, "validate"}, inbound.Args()...)...)
+	if res.code != validate.ExitNotCaptured {
+		t.Errorf("inbound only, before ADD: exit %d, want %d\n%s", res.code, validate.ExitNotCaptured, res.output)
+	}
+	if _, err := invoke.ExecPluginWithResult(ctx, bin, cniConf(t, inbound.AnnotationValue()), cniArgs("ADD", tp.pod), nil); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	res = runAs(t, tp.pod, 65534, 65534, append([]string{meshInit, "validate"}, inbound.Args()...)...)
+	if res.code != 0 {
+		t.Errorf("inbound only, after ADD: exit %d\n%s", res.code, res.output)
+	}
+	if err := invoke.ExecPluginWithoutResult(ctx, bin, cniConf(t, inbound.AnnotationValue()), cniArgs("CHECK", tp.pod), nil); err != nil {
+		t.Errorf("CHECK: %v", err)
+	}
+	// CHECK with other settings than the recorded ones fails.
+	if err := invoke.ExecPluginWithoutResult(ctx, bin, cniConf(t, spec.AnnotationValue()), cniArgs("CHECK", tp.pod), nil); err == nil {
+		t.Error("CHECK with other settings passed")
 	}
 }

@@ -26,27 +26,51 @@ type NetNS struct{}
 
 var _ Rules = NetNS{}
 
-// Apply implements Rules.
+// Apply implements Rules: the rules, then the settings record
+// (meshinit.SettingsRecord) as the loopback interface's alias, which the
+// pod's unprivileged validator compares with the settings of its own
+// immutable arguments (docs/capture.md, "Who can set the annotation").
 func (NetNS) Apply(ctx context.Context, netns string, c meshinit.CaptureConfig, log io.Writer) error {
 	return inNetNS(netns, func(h *capture.Host) error {
 		h.Log = log
-		return capture.Execute(ctx, meshinit.CaptureCommand{Config: c}, h)
+		if err := capture.Execute(ctx, meshinit.CaptureCommand{Config: c}, h); err != nil {
+			return err
+		}
+		if err := capture.WriteLoopbackAlias(c.SettingsRecord()); err != nil {
+			return fmt.Errorf("recording the settings: %w", err)
+		}
+		fmt.Fprintf(log, "mesh-init: recorded the settings (%s)\n", c.SettingsRecord())
+		return nil
 	})
 }
 
-// Cleanup implements Rules.
+// Cleanup implements Rules: our chains, and our record.
 func (NetNS) Cleanup(ctx context.Context, netns string, c meshinit.CaptureConfig, log io.Writer) error {
 	return inNetNS(netns, func(h *capture.Host) error {
 		h.Log = log
-		return capture.Execute(ctx, meshinit.CaptureCommand{Config: c, Cleanup: true}, h)
+		err := capture.Execute(ctx, meshinit.CaptureCommand{Config: c, Cleanup: true}, h)
+		if alias, aerr := capture.ReadLoopbackAlias(); aerr == nil && strings.HasPrefix(alias, meshinit.SettingsRecordPrefix) {
+			err = errors.Join(err, capture.WriteLoopbackAlias(""))
+		}
+		return err
 	})
 }
 
-// Check implements Rules.
+// Check implements Rules: the rules and the record are those of c.
 func (NetNS) Check(ctx context.Context, netns string, c meshinit.CaptureConfig, log io.Writer) error {
 	return inNetNS(netns, func(h *capture.Host) error {
 		h.Log = log
-		return capture.Verify(ctx, c, h)
+		if err := capture.Verify(ctx, c, h); err != nil {
+			return err
+		}
+		alias, err := capture.ReadLoopbackAlias()
+		if err != nil {
+			return fmt.Errorf("reading the settings record: %w", err)
+		}
+		if alias != c.SettingsRecord() {
+			return fmt.Errorf("the settings record on the loopback interface is %q, not %q", alias, c.SettingsRecord())
+		}
+		return nil
 	})
 }
 

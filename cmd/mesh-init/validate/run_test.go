@@ -31,7 +31,8 @@ func dualStack(name string) ([]byte, error) {
 
 func options(c meshinit.CaptureConfig, log *strings.Builder) Options {
 	return Options{Capture: c, ReadFile: dualStack, Log: log, Timeout: 2 * time.Second,
-		Prefixes: func() ([]netip.Prefix, error) { return podPrefixes, nil }}
+		Prefixes: func() ([]netip.Prefix, error) { return podPrefixes, nil },
+		Record:   func() (string, error) { return "", nil }}
 }
 
 func TestRunFailsWhenItCannotTest(t *testing.T) {
@@ -50,19 +51,59 @@ func TestRunFailsWhenItCannotTest(t *testing.T) {
 	}
 }
 
-func TestRunNothingCaptured(t *testing.T) {
-	for _, set := range []func(c *meshinit.CaptureConfig){
-		func(c *meshinit.CaptureConfig) { c.IncludeOutboundCIDRs = meshinit.CIDRSet{} },
-		func(c *meshinit.CaptureConfig) { c.ExcludeOutboundPorts = meshinit.PortList{{From: 1, To: 65535}} },
+// Without an outbound connection to probe, the plugin's settings record
+// decides: the settings' own record passes, none fails a pod whose
+// inbound traffic is captured (it cannot be probed), and settings that
+// capture nothing at all have nothing to check.
+func TestRunWithoutProbe(t *testing.T) {
+	inboundOnly := meshinit.DefaultCaptureConfig()
+	inboundOnly.IncludeOutboundCIDRs = meshinit.CIDRSet{}
+	allPortsExcluded := meshinit.DefaultCaptureConfig()
+	allPortsExcluded.ExcludeOutboundPorts = meshinit.PortList{{From: 1, To: 65535}}
+	nothing := inboundOnly
+	nothing.IncludeInboundPorts = meshinit.PortSet{}
+	for _, tc := range []struct {
+		name   string
+		c      meshinit.CaptureConfig
+		record string
+		exit   int
+		log    string
+	}{
+		{"inbound only, no record", inboundOnly, "", ExitNotCaptured, ""},
+		{"inbound only, its record", inboundOnly, inboundOnly.SettingsRecord(), 0, "recorded writing the rules for exactly these settings"},
+		{"every outbound port excluded, no record", allPortsExcluded, "", ExitNotCaptured, ""},
+		{"every outbound port excluded, its record", allPortsExcluded, allPortsExcluded.SettingsRecord(), 0, "exactly these settings"},
+		{"nothing captured at all, no record", nothing, "", 0, "nothing to check"},
+		{"inbound only, another record", inboundOnly, meshinit.DefaultCaptureConfig().SettingsRecord(), ExitSettingsDiffer, ""},
+		{"inbound only, someone else's alias", inboundOnly, "uplink to rack 7", ExitNotCaptured, ""},
 	} {
-		c := meshinit.DefaultCaptureConfig()
-		set(&c)
-		var log strings.Builder
-		o := options(c, &log)
-		o.routed = func([]netip.AddrPort) (netip.AddrPort, bool) { t.Fatal("probed"); return netip.AddrPort{}, false }
-		if err := Run(context.Background(), o); err != nil || !strings.Contains(log.String(), "nothing to check") {
-			t.Errorf("%s: %v\n%s", c.AnnotationValue(), err, log.String())
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			var log strings.Builder
+			o := options(tc.c, &log)
+			o.Record = func() (string, error) { return tc.record, nil }
+			o.routed = func([]netip.AddrPort) (netip.AddrPort, bool) { t.Fatal("probed"); return netip.AddrPort{}, false }
+			err := Run(context.Background(), o)
+			if ExitCode(err) != tc.exit || !strings.Contains(log.String(), tc.log) {
+				t.Errorf("exit %d (%v), want %d\n%s", ExitCode(err), err, tc.exit, log.String())
+			}
+		})
+	}
+}
+
+// Settings the plugin recorded differently fail the pod before any probe,
+// naming the annotation: someone changed it after admission.
+func TestRunSettingsDiffer(t *testing.T) {
+	c := meshinit.DefaultCaptureConfig()
+	tampered := c
+	tampered.IncludeOutboundCIDRs = meshinit.CIDRSet{CIDRs: meshinit.CIDRList{netip.MustParsePrefix("192.0.2.1/32")}}
+	var log strings.Builder
+	o := options(c, &log)
+	o.Record = func() (string, error) { return tampered.SettingsRecord(), nil }
+	o.routed = func([]netip.AddrPort) (netip.AddrPort, bool) { t.Fatal("probed"); return netip.AddrPort{}, false }
+	err := Run(context.Background(), o)
+	var sd *SettingsDifferError
+	if !errors.As(err, &sd) || ExitCode(err) != ExitSettingsDiffer || !strings.Contains(err.Error(), meshinit.CNIAnnotation) {
+		t.Errorf("%v (exit %d)", err, ExitCode(err))
 	}
 }
 

@@ -46,6 +46,10 @@ const (
 	// ExitInterrupted: the check was stopped (SIGTERM, the pod being
 	// deleted) before it could conclude; nothing is known about the rules.
 	ExitInterrupted = 5
+	// ExitSettingsDiffer: the node's plugin wrote rules for settings other
+	// than this pod's spec says (its annotation was changed after
+	// admission).
+	ExitSettingsDiffer = 6
 )
 
 // TestPort is the port the probe connections go to, unless the settings
@@ -69,6 +73,11 @@ type Options struct {
 	// Log receives one line per decision.
 	Log io.Writer
 
+	// Record reads the settings record the mesh-cni plugin left in the
+	// pod's network namespace ("" for none): capture.ReadLoopbackAlias
+	// when nil.
+	Record func() (string, error)
+
 	// routed picks the first candidate the pod has a route to (tests
 	// replace it; routed by default).
 	routed func([]netip.AddrPort) (netip.AddrPort, bool)
@@ -79,6 +88,29 @@ func (o Options) route(cands []netip.AddrPort) (netip.AddrPort, bool) {
 		return o.routed(cands)
 	}
 	return routed(cands)
+}
+
+// SettingsDifferError is a settings record other than the one of the
+// pod's own settings: the rules in the namespace were written for other
+// settings.
+type SettingsDifferError struct{ Got, Want string }
+
+func (e *SettingsDifferError) Error() string {
+	return fmt.Sprintf("the node's mesh-cni plugin wrote the capture rules for other settings than this pod's spec says (record %q, want %q): "+
+		"the pod's annotation %s was changed after the injector wrote it. The pod's network cannot be trusted to go through the proxy; "+
+		"delete the pod to have it created and injected again (docs/capture.md)", e.Got, e.Want, meshinit.CNIAnnotation)
+}
+
+// NotRecordedError is a pod whose rules nothing can confirm: no settings
+// record, and no outbound connection to probe (the settings capture
+// inbound traffic only, which cannot be observed from inside the pod).
+type NotRecordedError struct{}
+
+func (e *NotRecordedError) Error() string {
+	return "the settings capture inbound traffic only, which cannot be probed from inside the pod, and the node's mesh-cni plugin left no " +
+		"record of having written the rules for this pod's network namespace: the capture rules are missing (or the plugin on this node " +
+		"predates the record). Is the mesh-cni node agent running on this pod's node, and was it ready before the pod was created? " +
+		"Delete the pod to have it created again (docs/capture.md)"
 }
 
 // InterruptedError is a check stopped before it concluded.
@@ -144,6 +176,10 @@ func Run(ctx context.Context, o Options) error {
 	default:
 		logf("IPv6: not checked (%s)", st.Reason)
 	}
+	recorded, err := o.checkRecord(logf)
+	if err != nil {
+		return err
+	}
 	verified, unroutable, captured := 0, 0, 0
 	for _, f := range fams {
 		if ctx.Err() != nil {
@@ -170,14 +206,52 @@ func Run(ctx context.Context, o Options) error {
 		verified++
 		logf("%s: a connection to %s arrived at the proxy's port with its original destination: the capture rules are in place", f, target)
 	}
-	if verified == 0 && unroutable > 0 {
+	switch {
+	case verified > 0 || recorded:
+	case unroutable > 0:
 		return fmt.Errorf("found no routed destination to test the capture rules with (addresses %v): the pod's routes are unusual; "+
 			"exclude nothing the test needs or use the init capture mode", prefixes)
+	case capturesInbound(c):
+		return &NotRecordedError{}
 	}
-	if captured == 0 {
-		logf("nothing to check: the settings capture no outbound traffic")
+	if captured == 0 && !recorded {
+		logf("nothing to check: the settings capture no traffic")
 	}
 	return nil
+}
+
+// checkRecord compares the plugin's settings record with this pod's
+// settings: recorded is true when they are the same; a record of other
+// settings is an error; no record is logged (a plugin that predates it).
+func (o Options) checkRecord(logf func(string, ...any)) (recorded bool, err error) {
+	read := o.Record
+	if read == nil {
+		read = capture.ReadLoopbackAlias
+	}
+	want := o.Capture.SettingsRecord()
+	got, err := read()
+	switch {
+	case err != nil:
+		logf("cannot read the settings record (%v); checking the rules by probing alone", err)
+	case got == want:
+		logf("the node's mesh-cni plugin recorded writing the rules for exactly these settings (%s)", want)
+		return true, nil
+	case strings.HasPrefix(got, meshinit.SettingsRecordPrefix):
+		return false, &SettingsDifferError{Got: got, Want: want}
+	default:
+		logf("no settings record in the pod's network namespace (the rules are missing, or the node's mesh-cni predates the record): checking by probing alone")
+	}
+	return false, nil
+}
+
+// capturesInbound reports whether c redirects any inbound connection.
+func capturesInbound(c meshinit.CaptureConfig) bool {
+	for _, r := range capture.ChainRules(c, capture.IPv4) {
+		if strings.HasPrefix(r, "-A "+capture.ChainInbound+" ") && strings.HasSuffix(r, "-j "+capture.ChainInRedirect) {
+			return true
+		}
+	}
+	return false
 }
 
 // abbreviate shortens a long candidate list for a log line.
@@ -333,6 +407,8 @@ func originalDst(c *net.TCPConn, v6 bool) (netip.AddrPort, error) {
 // ExitCode maps Run's error to the process exit code.
 func ExitCode(err error) int {
 	var nc *NotCapturedError
+	var nr *NotRecordedError
+	var sd *SettingsDifferError
 	var ie *InterruptedError
 	var fe *meshinit.FlagError
 	var ue *meshinit.UsageError
@@ -341,7 +417,9 @@ func ExitCode(err error) int {
 		return capture.ExitOK
 	case errors.As(err, &ie):
 		return ExitInterrupted
-	case errors.As(err, &nc):
+	case errors.As(err, &sd):
+		return ExitSettingsDiffer
+	case errors.As(err, &nc), errors.As(err, &nr):
 		return ExitNotCaptured
 	case errors.As(err, &fe), errors.As(err, &ue):
 		return capture.ExitUsage

@@ -1,6 +1,8 @@
 package meshinit
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -58,4 +60,21 @@ func ParseCaptureAnnotation(value string) (CaptureConfig, error) {
 		return fail(&UsageError{Err: err})
 	}
 	return c, nil
+}
+
+// SettingsRecordPrefix starts the record the mesh-cni plugin leaves in a
+// pod's network namespace (as the alias of its loopback interface, which
+// any process in the pod can read and only one with NET_ADMIN there can
+// change) once it has written the rules: SettingsRecord of the settings
+// it wrote them for.
+const SettingsRecordPrefix = "mesh-cni settings sha256:"
+
+// SettingsRecord is the record of c: the prefix and the SHA-256 of c's
+// annotation value (canonical: every flag, in Args' order). `mesh-init
+// validate` compares it with the record of the settings in its own
+// arguments, which are part of the pod's immutable spec, while the
+// annotation the plugin reads can be changed after admission.
+func (c CaptureConfig) SettingsRecord() string {
+	sum := sha256.Sum256([]byte(c.AnnotationValue()))
+	return SettingsRecordPrefix + hex.EncodeToString(sum[:])
 }

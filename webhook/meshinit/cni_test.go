@@ -78,3 +78,32 @@ func TestCaptureAnnotationErrors(t *testing.T) {
 		}
 	}
 }
+
+// The settings record the plugin writes from the annotation equals the one
+// the validator computes from its own arguments when both came from the
+// same settings, and differs for any other settings: the record is what
+// catches an annotation changed after admission.
+func TestSettingsRecord(t *testing.T) {
+	args := []string{"--exclude-outbound-ports=8761,80", "--include-outbound-cidrs=fd00::/8,10.0.0.0/8", "--ipv6=required"}
+	cmd, err := ParseCaptureCommand(args, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromAnnotation, err := ParseCaptureAnnotation(cmd.Config.AnnotationValue())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromArgs, err := ParseCaptureCommand(cmd.Config.Args(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := fromAnnotation.SettingsRecord()
+	if rec != fromArgs.Config.SettingsRecord() || !strings.HasPrefix(rec, SettingsRecordPrefix) || len(rec) >= 256 {
+		t.Errorf("records %q and %q", rec, fromArgs.Config.SettingsRecord())
+	}
+	other := cmd.Config
+	other.ExcludeOutboundPorts = append(PortList{{From: 1, To: 1}}, other.ExcludeOutboundPorts...)
+	if other.SettingsRecord() == rec {
+		t.Error("other settings, same record")
+	}
+}

@@ -9,11 +9,17 @@
 // .conflist or .json (go-cni's rule). The plugin's entry is appended to
 // its plugins list, after the primary plugins, declaring the
 // io.kubernetes.cri.pod-annotations capability; a single-plugin .conf
-// file is turned into a .conflist holding it and ours. Every write is
-// atomic (a temporary file in the same folder, synced, renamed over the
-// file), so the runtime never reads half a file, and happens only when the
-// content changes, so the runtime's file watcher sees no loop. The folder
-// is polled: when the primary CNI rewrites its file without our entry, or
+// file is turned into a .conflist holding it and ours (unless a .conflist
+// of that name that the agent did not make exists: then both are left
+// alone and the readiness check says why). A symbolic link is followed to
+// its target when that lies inside the folder, and the target is edited in
+// place of the link; other links are left alone, likewise. Every write is
+// atomic (a temporary file in the same folder, synced, exchanged with the
+// file) and a compare-and-swap against the primary CNI rewriting its file
+// meanwhile (files.go), so the runtime never reads half a file and no
+// update of the primary is lost, and happens only when the content
+// changes, so the runtime's file watcher sees no loop. The folder is
+// polled: when the primary CNI rewrites its file without our entry, or
 // another file becomes the first, the entry is put back where it belongs
 // (and removed from the file that is no longer first). Entries of other
 // plugins are never touched.
@@ -102,7 +108,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 
 // Run installs and keeps the plugin chained until ctx ends, then
 // uninstalls it. An error reaching the folders at start is returned; later
-// ones are logged and retried.
+// ones are logged (a repeated one once, then every repeatEvery) and
+// retried.
 func Run(ctx context.Context, o Options) error {
 	if o.Interval <= 0 {
 		o.Interval = 2 * time.Second
@@ -114,20 +121,10 @@ func Run(ctx context.Context, o Options) error {
 	}
 	o.installed = &seen{}
 	o.logf("bin folder %s, configuration folder %s, checked every %s", o.BinDir, o.ConfDir, o.Interval)
-	waiting := false
+	removeTemps(o, o.BinDir, o.ConfDir)
+	var rep repeats
 	for {
-		err := Sync(o)
-		switch {
-		case errors.Is(err, errNoConfig):
-			if !waiting {
-				o.logf("waiting for the node's CNI configuration in %s", o.ConfDir)
-			}
-			waiting = true
-		case err != nil:
-			o.logf("%v (retrying)", err)
-		default:
-			waiting = false
-		}
+		rep.report(o, time.Now(), Sync(o))
 		select {
 		case <-ctx.Done():
 			o.logf("stopping: removing the plugin")
@@ -137,7 +134,52 @@ func Run(ctx context.Context, o Options) error {
 	}
 }
 
+// repeatEvery is how often an error that keeps recurring is logged again.
+const repeatEvery = 5 * time.Minute
+
+// repeats logs Sync's outcome: an error when it first occurs, then only a
+// reminder every repeatEvery while it recurs unchanged, and its end.
+type repeats struct {
+	last    string
+	waiting bool
+	n       int
+	at      time.Time
+}
+
+func (r *repeats) report(o Options, now time.Time, err error) {
+	if err == nil {
+		if r.last != "" && !r.waiting {
+			o.logf("recovered from: %s", r.last)
+		}
+		r.last, r.waiting = "", false
+		return
+	}
+	msg := err.Error()
+	waiting := errors.Is(err, errNoConfig)
+	if waiting {
+		msg = fmt.Sprintf("waiting for the node's CNI configuration in %s", o.ConfDir)
+	}
+	if msg == r.last {
+		r.n++
+		if now.Sub(r.at) >= repeatEvery {
+			o.logf("%s (still, %d more times in %s)", msg, r.n, now.Sub(r.at).Round(time.Second))
+			r.n, r.at = 0, now
+		}
+		return
+	}
+	r.last, r.waiting, r.n, r.at = msg, waiting, 0, now
+	if waiting {
+		o.logf("%s", msg)
+		return
+	}
+	o.logf("%s (retrying every %s; logged again every %s while it recurs)", msg, o.Interval, repeatEvery)
+}
+
 var errNoConfig = errors.New("no CNI configuration yet")
+
+// attempts bounds the retries of one edit whose file keeps changing under
+// it; the next poll tries again.
+const attempts = 5
 
 // Sync makes the node's folders hold the plugin: the binary, and the
 // entry in the first configuration file and in no other.
@@ -152,19 +194,32 @@ func Sync(o Options) error {
 	if len(files) == 0 {
 		return errNoConfig
 	}
-	var errs []error
-	for i, f := range files {
-		if i == 0 {
-			errs = append(errs, chain(o, f))
-			continue
-		}
-		if changed, err := rewrite(f, func(c *conflist) bool { return c.remove() }); err != nil {
+	errs := []error{retry(func() error { return chain(o, files[0]) })}
+	// Listed again: chaining a single-plugin file renames it.
+	if files, err = confFiles(o.ConfDir); err != nil || len(files) == 0 {
+		return errors.Join(append(errs, err)...)
+	}
+	for _, f := range files[1:] {
+		removed, err := unchain(f, o.ConfDir)
+		switch {
+		case err != nil:
 			errs = append(errs, err)
-		} else if changed {
+		case removed:
 			o.logf("removed the plugin from %s, which is no longer the first configuration", f)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// retry runs an edit again while its file changed under it.
+func retry(edit func() error) error {
+	var err error
+	for i := 0; i < attempts; i++ {
+		if err = edit(); !errors.Is(err, errChanged) {
+			return err
+		}
+	}
+	return fmt.Errorf("%w %d times in a row; trying again later", err, attempts)
 }
 
 // Check reports whether the plugin is installed and chained.
@@ -179,9 +234,19 @@ func Check(o Options) error {
 	if len(files) == 0 {
 		return fmt.Errorf("no CNI configuration in %s", o.ConfDir)
 	}
-	c, err := readConflist(files[0])
+	real, err := resolve(o.ConfDir, files[0])
 	if err != nil {
 		return err
+	}
+	c, err := readConflist(real)
+	if err != nil {
+		return err
+	}
+	if c.single {
+		if err := clash(files[0]); err != nil {
+			return err
+		}
+		return fmt.Errorf("%s is a single-plugin configuration not yet turned into a .conflist chaining %s", files[0], plugin.Type)
 	}
 	if !c.chained() {
 		return fmt.Errorf("%s does not chain %s with the %s capability", files[0], plugin.Type, plugin.PodAnnotationsCapability)
@@ -191,25 +256,36 @@ func Check(o Options) error {
 
 // Uninstall removes the plugin's entry from every configuration file and
 // then its binary: in that order, so the runtime never runs a
-// configuration that names a missing plugin.
+// configuration that names a missing plugin. If an entry cannot be
+// removed, the binary stays (pods keep being set up) and the error says
+// which file.
 func Uninstall(o Options) error {
-	var errs []error
+	bin := filepath.Join(o.BinDir, plugin.Type)
 	files, err := confFiles(o.ConfDir)
-	errs = append(errs, err)
+	if err != nil {
+		return fmt.Errorf("listing the configuration files: %w; keeping %s, which one of them may name", err, bin)
+	}
+	var errs []error
 	for _, f := range files {
-		changed, err := rewrite(f, func(c *conflist) bool { return c.remove() })
-		errs = append(errs, err)
-		if changed {
+		removed, err := unchain(f, o.ConfDir)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("removing the plugin from %s: %w", f, err))
+		case removed:
 			o.logf("removed the plugin from %s", f)
 		}
 	}
-	bin := filepath.Join(o.BinDir, plugin.Type)
-	if err := os.Remove(bin); err == nil {
-		o.logf("removed %s", bin)
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		errs = append(errs, err)
+	if len(errs) > 0 {
+		return fmt.Errorf("%w; keeping %s, which that configuration still names", errors.Join(errs...), bin)
 	}
-	return errors.Join(errs...)
+	if _, err := os.Lstat(bin); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err := os.Remove(bin); err != nil {
+		return err
+	}
+	o.logf("removed %s", bin)
+	return nil
 }
 
 // confFiles lists the configuration files the runtime considers, in the
@@ -277,40 +353,143 @@ func (s *seen) remember(path string, st os.FileInfo) {
 	s.path, s.size, s.mod = path, st.Size(), st.ModTime()
 }
 
-// chain puts the plugin's entry into the first configuration file.
+// chain puts the plugin's entry into the first configuration file, path
+// (through a link, into its target).
 func chain(o Options, path string) error {
-	if filepath.Ext(path) != ".conflist" {
-		c, err := readConflist(path)
-		if err != nil {
-			return err
-		}
-		if c.single {
-			// A single-plugin configuration: a .conflist holding it and ours
-			// replaces it (the .conf goes only once the .conflist is there).
-			c.add()
-			list := strings.TrimSuffix(path, filepath.Ext(path)) + ".conflist"
-			b, err := c.marshal()
-			if err != nil {
-				return err
-			}
-			if err := writeAtomic(list, b, c.mode); err != nil {
-				return err
-			}
-			if err := os.Remove(path); err != nil {
-				return err
-			}
-			o.logf("turned %s into %s and chained the plugin there", path, list)
-			return nil
-		}
-	}
-	changed, err := rewrite(path, func(c *conflist) bool { return c.add() })
+	real, err := resolve(o.ConfDir, path)
 	if err != nil {
 		return err
 	}
-	if changed {
+	c, err := readConflist(real)
+	if err != nil {
+		return err
+	}
+	if c.single {
+		if real != path {
+			return fmt.Errorf("%s is a symbolic link to a single-plugin configuration, which the agent does not turn into a .conflist "+
+				"(the link would have to go); make it a .conflist", path)
+		}
+		return convert(o, path, c)
+	}
+	if !c.add() {
+		return nil
+	}
+	b, err := c.marshal()
+	if err != nil {
+		return err
+	}
+	if err := replace(real, b, c.mode, c.id); err != nil {
+		return err
+	}
+	if real != path {
+		o.logf("chained the plugin into %s (the target of %s)", real, path)
+	} else {
 		o.logf("chained the plugin into %s", path)
 	}
 	return nil
+}
+
+// convertedKey marks a .conflist the agent made from a single-plugin
+// file, with that file's name: when the primary CNI writes its .conf again
+// (which then comes first), the agent may replace its own .conflist, and
+// only its own. libcni ignores keys it does not know.
+const convertedKey = "meshCNIConvertedFrom"
+
+// convert turns the single-plugin file path into a .conflist of the same
+// name holding it and ours, then removes path.
+func convert(o Options, path string, c *conflist) error {
+	list := strings.TrimSuffix(path, filepath.Ext(path)) + ".conflist"
+	c.add()
+	from, _ := json.Marshal(filepath.Base(path))
+	c.top[convertedKey] = from
+	b, err := c.marshal()
+	if err != nil {
+		return err
+	}
+	if _, err := os.Lstat(list); err == nil {
+		if err := clash(path); err != nil {
+			return err
+		}
+		twin, err := readConflist(list)
+		if err != nil {
+			return err
+		}
+		if err := replace(list, b, c.mode, twin.id); err != nil {
+			return err
+		}
+	} else if err := create(list, b, c.mode); err != nil {
+		return err
+	}
+	if err := removeIf(path, c.id); err != nil {
+		return err
+	}
+	o.logf("turned %s into %s and chained the plugin there", path, list)
+	return nil
+}
+
+// errClash is a single-plugin file whose .conflist name is taken.
+var errClash = errors.New("clashes with an existing .conflist")
+
+// clash says why the single-plugin file path cannot become a .conflist:
+// a file of that name exists that the agent did not make from it.
+func clash(path string) error {
+	list := strings.TrimSuffix(path, filepath.Ext(path)) + ".conflist"
+	fi, err := os.Lstat(list)
+	if err != nil {
+		return nil
+	}
+	if fi.Mode().IsRegular() {
+		if twin, err := readConflist(list); err == nil && twin.convertedFrom() == filepath.Base(path) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s %w: it would become %s, which exists and was not made by %s from it; "+
+		"both are left alone: remove or rename one of them", path, errClash, list, plugin.Type)
+}
+
+// unchain removes every entry of ours from the configuration file path;
+// removed says whether there was one. A file the agent cannot parse is
+// left alone unless it may hold an entry of ours (an error: the caller
+// must keep the binary it names).
+func unchain(path, dir string) (removed bool, err error) {
+	real, err := resolve(dir, path)
+	if err != nil {
+		// Gone, or a link the agent does not follow (so never wrote
+		// through): ours only if its content names the plugin.
+		if b, rerr := os.ReadFile(path); rerr != nil || !mentionsUs(b) {
+			return false, nil
+		}
+		return false, err
+	}
+	err = retry(func() error {
+		b, id, mode, err := readFile(real)
+		if err != nil {
+			return err
+		}
+		c, err := parseConflist(real, b)
+		if err != nil {
+			if mentionsUs(b) {
+				return fmt.Errorf("%w, and it names %s", err, plugin.Type)
+			}
+			return nil
+		}
+		if c.single || !c.remove() {
+			return nil
+		}
+		out, err := c.marshal()
+		if err != nil {
+			return err
+		}
+		if err := replace(real, out, mode, id); err != nil {
+			return err
+		}
+		removed = true
+		return nil
+	})
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	return removed, err
 }
 
 // conflist is a configuration file, kept as raw JSON so that everything
@@ -321,18 +500,25 @@ type conflist struct {
 	// single: the file is one plugin's configuration (a .conf), not a list.
 	single bool
 	mode   os.FileMode
+	// id is the version of the file that was read.
+	id identity
 }
 
 func readConflist(path string) (*conflist, error) {
-	b, err := os.ReadFile(path)
+	b, id, mode, err := readFile(path)
 	if err != nil {
 		return nil, err
 	}
-	st, err := os.Stat(path)
+	c, err := parseConflist(path, b)
 	if err != nil {
 		return nil, err
 	}
-	c := &conflist{mode: st.Mode().Perm()}
+	c.id, c.mode = id, mode
+	return c, nil
+}
+
+func parseConflist(path string, b []byte) (*conflist, error) {
+	c := &conflist{}
 	if err := json.Unmarshal(b, &c.top); err != nil {
 		return nil, fmt.Errorf("%s is not a JSON object (waiting for the primary CNI to finish it): %w", path, err)
 	}
@@ -360,6 +546,13 @@ func readConflist(path string) (*conflist, error) {
 	c.plugins = []json.RawMessage{pb}
 	c.top = map[string]json.RawMessage{"cniVersion": c.top["cniVersion"], "name": c.top["name"]}
 	return c, nil
+}
+
+// convertedFrom is the file the agent made this .conflist from, if any.
+func (c *conflist) convertedFrom() string {
+	var s string
+	_ = json.Unmarshal(c.top[convertedKey], &s)
+	return s
 }
 
 // entry is our plugin's configuration entry.
@@ -429,56 +622,10 @@ func (c *conflist) marshal() ([]byte, error) {
 	return append(b, '\n'), nil
 }
 
-// rewrite applies edit to a conflist file and writes it back when edit
-// reports a change. Single-plugin files are never ours to change.
-func rewrite(path string, edit func(*conflist) bool) (bool, error) {
-	c, err := readConflist(path)
-	if err != nil {
-		return false, err
-	}
-	if c.single || !edit(c) {
-		return false, nil
-	}
-	b, err := c.marshal()
-	if err != nil {
-		return false, err
-	}
-	return true, writeAtomic(path, b, c.mode)
-}
-
 func compact(b []byte) []byte {
 	var buf bytes.Buffer
 	if json.Compact(&buf, b) != nil {
 		return b
 	}
 	return buf.Bytes()
-}
-
-// writeAtomic writes data to a temporary file in path's folder (a name
-// the runtime ignores: no configuration extension), syncs it and renames
-// it over path.
-func writeAtomic(path string, data []byte, mode os.FileMode) (err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+plugin.Type+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err = tmp.Write(data); err != nil {
-		return err
-	}
-	if err = tmp.Chmod(mode); err != nil {
-		return err
-	}
-	if err = tmp.Sync(); err != nil {
-		return err
-	}
-	if err = tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

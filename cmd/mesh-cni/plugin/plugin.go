@@ -120,7 +120,13 @@ func (p *Plugin) Main(env func(string) string, stdin io.Reader, stdout io.Writer
 		var v struct {
 			CNIVersion string `json:"cniVersion"`
 		}
-		_ = json.Unmarshal(input, &v)
+		// The spec gives VERSION {"cniVersion": …}; older runtimes give
+		// nothing, which is answered too. Anything else is an error.
+		if len(bytes.TrimSpace(input)) > 0 {
+			if err := json.Unmarshal(input, &v); err != nil {
+				return fail(types.NewError(types.ErrDecodingFailure, "the VERSION input on standard input is not a JSON object with a cniVersion", err.Error()))
+			}
+		}
 		if v.CNIVersion == "" {
 			v.CNIVersion = cniVersion
 		}
@@ -133,7 +139,7 @@ func (p *Plugin) Main(env func(string) string, stdin io.Reader, stdout io.Writer
 	}
 	var conf netConf
 	if err := json.Unmarshal(input, &conf); err != nil {
-		return fail(types.NewError(types.ErrDecodingFailure, "the plugin configuration on standard input is not valid JSON", err.Error()))
+		return fail(decodingError(input, err))
 	}
 	if conf.CNIVersion != "" {
 		cniVersion = conf.CNIVersion
@@ -148,8 +154,18 @@ func (p *Plugin) Main(env func(string) string, stdin io.Reader, stdout io.Writer
 		"DEL":   {"CNI_CONTAINERID", "CNI_IFNAME"},
 	}
 	switch command {
-	case "ADD", "DEL", "CHECK":
+	case "ADD", "DEL":
+	case "CHECK":
+		if !atLeast(conf.CNIVersion, "0.4.0") {
+			// CHECK came with spec 0.4.0 (the library's skel says the same).
+			return fail(types.NewError(types.ErrIncompatibleCNIVersion, "config version does not allow CHECK",
+				fmt.Sprintf("the configuration's cniVersion is %s; CHECK needs 0.4.0 or newer", conf.CNIVersion)))
+		}
 	case "STATUS", "GC":
+		if !atLeast(conf.CNIVersion, "1.1.0") {
+			return fail(types.NewError(types.ErrIncompatibleCNIVersion, "config version does not allow "+command,
+				fmt.Sprintf("the configuration's cniVersion is %s; %s needs 1.1.0 or newer", conf.CNIVersion, command)))
+		}
 		// CNI 1.1: the plugin keeps no state outside the pods' network
 		// namespaces and is ready whenever its binary runs.
 		return 0
@@ -263,8 +279,20 @@ func (in invocation) add(ctx context.Context) *types.Error {
 	}
 	var log bytes.Buffer
 	if err := in.p.Rules.Apply(ctx, in.netns, c, &log); err != nil {
-		return types.NewError(ErrRules, fmt.Sprintf("%s: writing the capture rules in the pod's network namespace %s failed: %v", in.pod(), in.netns, err),
-			oneLine(log.String()))
+		if e := netnsError(err); e != nil {
+			return e
+		}
+		// One family's rules may be in place and the other's not: remove
+		// ours, so a failed ADD leaves no half capture behind (the
+		// runtime's DEL would too, but need not come).
+		var clog bytes.Buffer
+		undo := "the rules it wrote before failing were removed"
+		if cerr := in.p.Rules.Cleanup(ctx, in.netns, c, &clog); cerr != nil {
+			undo = fmt.Sprintf("removing the rules it wrote before failing failed too: %v", cerr)
+		}
+		in.logf("ADD failed: %v; %s", err, undo)
+		return types.NewError(ErrRules, fmt.Sprintf("%s: writing the capture rules in the pod's network namespace %s failed: %v; %s", in.pod(), in.netns, err, undo),
+			oneLine(log.String()+"\n"+clog.String()))
 	}
 	in.logf("capture rules written (%s)", oneLine(log.String()))
 	return nil
@@ -307,9 +335,48 @@ func (in invocation) check(ctx context.Context) *types.Error {
 	}
 	var log bytes.Buffer
 	if err := in.p.Rules.Check(ctx, in.netns, c, &log); err != nil {
+		if e := netnsError(err); e != nil {
+			return e
+		}
 		return types.NewError(ErrCheck, fmt.Sprintf("%s: %v", in.pod(), err), oneLine(log.String()))
 	}
 	return nil
+}
+
+// netnsError is the spec's error 8 for a CNI_NETNS that is gone, is not
+// a network namespace, or is the plugin's own (the host's); nil for any
+// other error.
+func netnsError(err error) *types.Error {
+	var ne *NetNSError
+	if errors.As(err, &ne) {
+		return types.NewError(types.ErrInvalidNetNS, ne.Error(), "")
+	}
+	if errors.Is(err, ErrNetNSGone) {
+		return types.NewError(types.ErrInvalidNetNS, err.Error(), "")
+	}
+	return nil
+}
+
+// atLeast compares two CNI versions; a version that does not parse is not
+// at least anything.
+func atLeast(v, min string) bool {
+	ok, err := version.GreaterThanOrEqualTo(v, min)
+	return err == nil && ok
+}
+
+// decodingError says why the configuration did not decode: not JSON at
+// all, or JSON with a field of the wrong type (named).
+func decodingError(input []byte, err error) *types.Error {
+	var te *json.UnmarshalTypeError
+	if json.Valid(input) && errors.As(err, &te) {
+		field := te.Field
+		if i := strings.LastIndex(field, "."); i >= 0 && strings.HasPrefix(field, "PluginConf.") {
+			field = field[i+1:]
+		}
+		return types.NewError(types.ErrDecodingFailure,
+			fmt.Sprintf("the plugin configuration's %q is a JSON %s, which the CNI spec does not allow there", field, te.Value), err.Error())
+	}
+	return types.NewError(types.ErrDecodingFailure, "the plugin configuration on standard input is not valid JSON", err.Error())
 }
 
 // parseArgs reads CNI_ARGS ("K=V;K=V").

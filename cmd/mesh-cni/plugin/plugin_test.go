@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -33,11 +35,16 @@ type call struct {
 type fakeRules struct {
 	calls []call
 	err   error
+	// applyErr, when set, fails Apply alone.
+	applyErr error
 }
 
 func (f *fakeRules) Apply(_ context.Context, netns string, c meshinit.CaptureConfig, log io.Writer) error {
 	f.calls = append(f.calls, call{"apply", netns, c})
 	io.WriteString(log, "mesh-init: IPv4: wrote 12 rules\n")
+	if f.applyErr != nil {
+		return f.applyErr
+	}
 	return f.err
 }
 func (f *fakeRules) Cleanup(_ context.Context, netns string, c meshinit.CaptureConfig, _ io.Writer) error {
@@ -246,6 +253,19 @@ func TestErrors(t *testing.T) {
 			types.ErrInvalidEnvironmentVariables, []string{`"FROB"`}},
 		{"not chained", podEnv("ADD"), []byte(`{"cniVersion":"1.0.0","name":"pods","type":"mesh-cni","runtimeConfig":{}}`), "1.0.0",
 			types.ErrInvalidNetworkConfig, []string{"chained plugin"}},
+		{"CHECK in a 0.3.1 configuration (CHECK is 0.4.0's)", podEnv("CHECK"), config(t, "0.3.1", meshed, true), "0.3.1",
+			types.ErrIncompatibleCNIVersion, []string{"config version does not allow CHECK"}},
+		{"CHECK in a 0.3.0 configuration", podEnv("CHECK"), config(t, "0.3.0", meshed, true), "0.3.0",
+			types.ErrIncompatibleCNIVersion, []string{"config version does not allow CHECK"}},
+		{"STATUS in a 1.0.0 configuration (STATUS is 1.1.0's)", podEnv("STATUS"), config(t, "1.0.0", nil, true), "1.0.0",
+			types.ErrIncompatibleCNIVersion, []string{"config version does not allow STATUS"}},
+		{"GC in a 0.4.0 configuration", podEnv("GC"), config(t, "0.4.0", nil, true), "0.4.0",
+			types.ErrIncompatibleCNIVersion, []string{"config version does not allow GC"}},
+		{"VERSION with input that is not JSON", map[string]string{"CNI_COMMAND": "VERSION"}, []byte("not json"), "1.0.0",
+			types.ErrDecodingFailure, []string{"VERSION input", "not a JSON object"}},
+		{"a prevResult that is a list", podEnv("ADD"),
+			[]byte(`{"cniVersion":"1.0.0","name":"pods","type":"mesh-cni","prevResult":[1,2],"runtimeConfig":{}}`), "1.0.0",
+			types.ErrDecodingFailure, []string{`"prevResult" is a JSON array`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rules := &fakeRules{}
@@ -270,6 +290,74 @@ func TestErrors(t *testing.T) {
 	e := cniError(t, code, out, "1.0.0")
 	if e.Code != ErrRules || !strings.Contains(e.Msg, "no nat table") || !strings.Contains(e.Details, "IPv4: wrote 12 rules") {
 		t.Errorf("%+v", e)
+	}
+}
+
+// A failed ADD removes whatever part of the rules it wrote (one family's,
+// say) before it answers with the error.
+func TestFailedAddCleansUp(t *testing.T) {
+	rules := &fakeRules{applyErr: errors.New("writing the IPv6 rules (nft backend) failed: no nat table")}
+	code, out, log := runPlugin(t, rules, podEnv("ADD"), config(t, "1.0.0", meshed, true))
+	e := cniError(t, code, out, "1.0.0")
+	if e.Code != ErrRules || !strings.Contains(e.Msg, "no nat table") || !strings.Contains(e.Msg, "were removed") {
+		t.Errorf("%+v", e)
+	}
+	if len(rules.calls) != 2 || rules.calls[0].op != "apply" || rules.calls[1].op != "cleanup" || !reflect.DeepEqual(rules.calls[1].c, rules.calls[0].c) {
+		t.Errorf("calls %+v", rules.calls)
+	}
+	if !strings.Contains(log, "ADD failed") {
+		t.Errorf("log %q", log)
+	}
+	rules = &fakeRules{applyErr: errors.New("no nat table"), err: errors.New("iptables gone")}
+	code, out, _ = runPlugin(t, rules, podEnv("ADD"), config(t, "1.0.0", meshed, true))
+	if e := cniError(t, code, out, "1.0.0"); !strings.Contains(e.Msg, "failed too: iptables gone") {
+		t.Errorf("%+v", e)
+	}
+}
+
+// CNI_NETNS that is not a pod's network namespace: error 8 (the library's
+// ErrInvalidNetNS) on ADD and CHECK, with the real namespace code (these
+// are refused before any privilege is needed); DEL succeeds and touches
+// nothing.
+func TestInvalidNetNS(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "hostname")
+	if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ netns, want string }{
+		{file, "not a namespace file"},
+		{t.TempDir(), "not a namespace file"},
+		{"/proc/self/ns/mnt", "not a network namespace"},
+		{"/proc/self/ns/net", "the plugin's own network namespace"},
+		{filepath.Join(t.TempDir(), "gone"), "no longer exists"},
+	} {
+		for _, cmd := range []string{"ADD", "CHECK"} {
+			env := podEnv(cmd)
+			env["CNI_NETNS"] = tc.netns
+			code, out, _ := runPlugin(t, NetNS{}, env, config(t, "1.0.0", meshed, true))
+			e := cniError(t, code, out, "1.0.0")
+			if e.Code != types.ErrInvalidNetNS || !strings.Contains(e.Msg, tc.want) || !strings.Contains(e.Msg, tc.netns) {
+				t.Errorf("%s %s: %+v", cmd, tc.netns, e)
+			}
+		}
+		env := podEnv("DEL")
+		env["CNI_NETNS"] = tc.netns
+		if code, out, _ := runPlugin(t, NetNS{}, env, config(t, "1.0.0", meshed, true)); code != 0 || out != "" {
+			t.Errorf("DEL %s: exit %d %q", tc.netns, code, out)
+		}
+	}
+}
+
+// STATUS and GC of a 1.1.0 configuration: success, nothing printed.
+func TestStatusGC(t *testing.T) {
+	for _, cmd := range []string{"STATUS", "GC"} {
+		if code, out, _ := runPlugin(t, &fakeRules{}, podEnv(cmd), config(t, "1.1.0", nil, true)); code != 0 || out != "" {
+			t.Errorf("%s: exit %d %q", cmd, code, out)
+		}
+	}
+	// VERSION with no input at all (older runtimes) still answers.
+	if code, out, _ := runPlugin(t, nil, map[string]string{"CNI_COMMAND": "VERSION"}, nil); code != 0 || !strings.Contains(out, "supportedVersions") {
+		t.Errorf("VERSION without input: %d %q", code, out)
 	}
 }
 

@@ -43,6 +43,13 @@ const (
 	// ExitNotCaptured: the capture rules are missing from the pod's network
 	// namespace (the message says which family and what to do).
 	ExitNotCaptured = 4
+	// ExitInterrupted: the check was stopped (SIGTERM, the pod being
+	// deleted) before it could conclude; nothing is known about the rules.
+	ExitInterrupted = 5
+	// ExitSettingsDiffer: the node's plugin wrote rules for settings other
+	// than this pod's spec says (its annotation was changed after
+	// admission).
+	ExitSettingsDiffer = 6
 )
 
 // TestPort is the port the probe connections go to, unless the settings
@@ -65,6 +72,63 @@ type Options struct {
 	Prefixes func() ([]netip.Prefix, error)
 	// Log receives one line per decision.
 	Log io.Writer
+
+	// Record reads the settings record the mesh-cni plugin left in the
+	// pod's network namespace ("" for none): capture.ReadLoopbackAlias
+	// when nil.
+	Record func() (string, error)
+
+	// routed picks the first candidate the pod has a route to (tests
+	// replace it; routed by default).
+	routed func([]netip.AddrPort) (netip.AddrPort, bool)
+}
+
+func (o Options) route(cands []netip.AddrPort) (netip.AddrPort, bool) {
+	if o.routed != nil {
+		return o.routed(cands)
+	}
+	return routed(cands)
+}
+
+// SettingsDifferError is a settings record other than the one of the
+// pod's own settings: the rules in the namespace were written for other
+// settings.
+type SettingsDifferError struct{ Got, Want string }
+
+func (e *SettingsDifferError) Error() string {
+	return fmt.Sprintf("the node's mesh-cni plugin wrote the capture rules for other settings than this pod's spec says (record %q, want %q): "+
+		"the pod's annotation %s was changed after the injector wrote it. The pod's network cannot be trusted to go through the proxy; "+
+		"delete the pod to have it created and injected again (docs/capture.md)", e.Got, e.Want, meshinit.CNIAnnotation)
+}
+
+// NotRecordedError is a pod whose rules nothing can confirm: no settings
+// record, and no outbound connection to probe (the settings capture
+// inbound traffic only, which cannot be observed from inside the pod).
+type NotRecordedError struct{}
+
+func (e *NotRecordedError) Error() string {
+	return "the settings capture inbound traffic only, which cannot be probed from inside the pod, and the node's mesh-cni plugin left no " +
+		"record of having written the rules for this pod's network namespace: the capture rules are missing (or the plugin on this node " +
+		"predates the record). Is the mesh-cni node agent running on this pod's node, and was it ready before the pod was created? " +
+		"Delete the pod to have it created again (docs/capture.md)"
+}
+
+// InterruptedError is a check stopped before it concluded.
+type InterruptedError struct{ Err error }
+
+func (e *InterruptedError) Error() string {
+	return fmt.Sprintf("interrupted (%v) before the check concluded; nothing is known about the capture rules", e.Err)
+}
+
+// UntestableError is a family whose settings capture outbound connections,
+// but only to destinations no probe can be built for. The check fails
+// rather than pass without looking.
+type UntestableError struct{ Family capture.Family }
+
+func (e *UntestableError) Error() string {
+	return fmt.Sprintf("%s: the settings capture outbound connections only to link-local destinations (fe80::/10), which this check "+
+		"cannot test (a connection to one needs an interface the settings do not name), so it cannot tell whether the capture rules are "+
+		"in place; capture other destinations too (--include-outbound-cidrs, --include-outbound-ports) or use the init capture mode", e.Family)
 }
 
 // NotCapturedError is a family whose probe connection was not redirected.
@@ -112,17 +176,28 @@ func Run(ctx context.Context, o Options) error {
 	default:
 		logf("IPv6: not checked (%s)", st.Reason)
 	}
-	verified, unroutable := 0, 0
+	recorded, err := o.checkRecord(logf)
+	if err != nil {
+		return err
+	}
+	verified, unroutable, captured := 0, 0, 0
 	for _, f := range fams {
+		if ctx.Err() != nil {
+			return &InterruptedError{Err: context.Cause(ctx)}
+		}
 		cands := Candidates(c, f, prefixes)
 		if len(cands) == 0 {
-			logf("%s: not checked: the settings capture no outbound %s connection", f, f)
+			if capturesUntestable(c, f) {
+				return &UntestableError{Family: f}
+			}
+			logf("%s: not checked: the settings redirect no outbound %s connection that can leave the pod", f, f)
 			continue
 		}
-		target, ok := routed(cands)
+		captured++
+		target, ok := o.route(cands)
 		if !ok {
 			unroutable++
-			logf("%s: not checked: no route to any of %v (the pod cannot send %s traffic, so none can bypass the proxy)", f, cands, f)
+			logf("%s: not checked: no route to any of %v (the pod cannot send %s traffic, so none can bypass the proxy)", f, abbreviate(cands), f)
 			continue
 		}
 		if err := probe(ctx, f, c.OutboundPort, target, o.Timeout); err != nil {
@@ -131,135 +206,60 @@ func Run(ctx context.Context, o Options) error {
 		verified++
 		logf("%s: a connection to %s arrived at the proxy's port with its original destination: the capture rules are in place", f, target)
 	}
-	if verified == 0 && unroutable > 0 {
+	switch {
+	case verified > 0 || recorded:
+	case unroutable > 0:
 		return fmt.Errorf("found no routed destination to test the capture rules with (addresses %v): the pod's routes are unusual; "+
 			"exclude nothing the test needs or use the init capture mode", prefixes)
+	case capturesInbound(c):
+		return &NotRecordedError{}
 	}
-	if verified == 0 {
-		logf("nothing to check: the settings capture no outbound traffic")
+	if captured == 0 && !recorded {
+		logf("nothing to check: the settings capture no traffic")
 	}
 	return nil
 }
 
-// Documentation addresses (RFC 5737, RFC 3849): never a real host.
-var (
-	doc4 = netip.MustParseAddr("192.0.2.1")
-	doc6 = netip.MustParseAddr("2001:db8::1")
-)
-
-// Candidates are destinations the settings redirect for family f, best
-// first: the documentation address (routed when the pod has a default
-// route), then an unused-looking host on each of the pod's subnets (routed
-// on the link), then a host in each included CIDR. Each is paired with a
-// port the settings capture.
-func Candidates(c meshinit.CaptureConfig, f capture.Family, prefixes []netip.Prefix) []netip.AddrPort {
-	is6 := f == capture.IPv6
-	var addrs []netip.Addr
-	if is6 {
-		addrs = append(addrs, doc6)
-	} else {
-		addrs = append(addrs, doc4)
+// checkRecord compares the plugin's settings record with this pod's
+// settings: recorded is true when they are the same; a record of other
+// settings is an error; no record is logged (a plugin that predates it).
+func (o Options) checkRecord(logf func(string, ...any)) (recorded bool, err error) {
+	read := o.Record
+	if read == nil {
+		read = capture.ReadLoopbackAlias
 	}
-	own := map[netip.Addr]bool{}
-	for _, p := range prefixes {
-		own[p.Addr().Unmap()] = true
+	want := o.Capture.SettingsRecord()
+	got, err := read()
+	switch {
+	case err != nil:
+		logf("cannot read the settings record (%v); checking the rules by probing alone", err)
+	case got == want:
+		logf("the node's mesh-cni plugin recorded writing the rules for exactly these settings (%s)", want)
+		return true, nil
+	case strings.HasPrefix(got, meshinit.SettingsRecordPrefix):
+		return false, &SettingsDifferError{Got: got, Want: want}
+	default:
+		logf("no settings record in the pod's network namespace (the rules are missing, or the node's mesh-cni predates the record): checking by probing alone")
 	}
-	for _, p := range prefixes {
-		a := p.Addr().Unmap()
-		if a.Is6() != is6 || a.IsLoopback() || a.IsLinkLocalUnicast() {
-			continue
-		}
-		if h, ok := hostIn(netip.PrefixFrom(a, p.Bits()).Masked(), own); ok {
-			addrs = append(addrs, h)
-		}
-	}
-	for _, p := range c.IncludeOutboundCIDRs.CIDRs.Family(is6) {
-		if h, ok := hostIn(p, own); ok {
-			addrs = append(addrs, h)
-		}
-	}
-	var out []netip.AddrPort
-	seen := map[netip.AddrPort]bool{}
-	for _, a := range addrs {
-		if port, ok := capturedPort(c, f, a); ok {
-			ap := netip.AddrPortFrom(a, port)
-			if !seen[ap] {
-				seen[ap] = true
-				out = append(out, ap)
-			}
-		}
-	}
-	return out
+	return false, nil
 }
 
-// hostIn picks a host address high in p (its last address but one, or
-// lower when that is the pod's own), which on a pod subnet is rarely in
-// use; ok is false for prefixes too small to hold one.
-func hostIn(p netip.Prefix, own map[netip.Addr]bool) (netip.Addr, bool) {
-	bits := p.Addr().BitLen() - p.Bits()
-	if bits < 2 {
-		return netip.Addr{}, false
-	}
-	b := p.Addr().AsSlice()
-	// The last address of the prefix: every host bit set.
-	for i := 0; i < bits; i++ {
-		b[len(b)-1-i/8] |= 1 << (i % 8)
-	}
-	last, _ := netip.AddrFromSlice(b)
-	a := last.Prev()
-	for n := 0; n < 8 && p.Contains(a); n++ {
-		if !own[a] {
-			return a, true
-		}
-		a = a.Prev()
-	}
-	return netip.Addr{}, false
-}
-
-// capturedPort returns a port whose connections to a the rules of family f
-// redirect, mirroring capture's rule order: excluded ports and CIDRs are
-// never redirected, included ports always, then included CIDRs.
-func capturedPort(c meshinit.CaptureConfig, f capture.Family, a netip.Addr) (uint16, bool) {
-	is6 := f == capture.IPv6
-	for _, p := range c.ExcludeOutboundCIDRs.Family(is6) {
-		if p.Contains(a) {
-			return 0, false
-		}
-	}
-	excluded := func(port uint16) bool { return inList(c.ExcludeOutboundPorts, port) }
-	byCIDR := c.IncludeOutboundCIDRs.All
-	for _, p := range c.IncludeOutboundCIDRs.CIDRs.Family(is6) {
-		if p.Bits() == 0 || p.Contains(a) {
-			byCIDR = true
-		}
-	}
-	if byCIDR {
-		for port := uint16(TestPort); port < TestPort+1000; port++ {
-			if !excluded(port) {
-				return port, true
-			}
-		}
-	}
-	for _, r := range c.IncludeOutboundPorts {
-		for port := r.From; ; port++ {
-			if !excluded(port) {
-				return port, true
-			}
-			if port == r.To {
-				break
-			}
-		}
-	}
-	return 0, false
-}
-
-func inList(l meshinit.PortList, port uint16) bool {
-	for _, r := range l {
-		if r.From <= port && port <= r.To {
+// capturesInbound reports whether c redirects any inbound connection.
+func capturesInbound(c meshinit.CaptureConfig) bool {
+	for _, r := range capture.ChainRules(c, capture.IPv4) {
+		if strings.HasPrefix(r, "-A "+capture.ChainInbound+" ") && strings.HasSuffix(r, "-j "+capture.ChainInRedirect) {
 			return true
 		}
 	}
 	return false
+}
+
+// abbreviate shortens a long candidate list for a log line.
+func abbreviate(cands []netip.AddrPort) string {
+	if len(cands) <= 8 {
+		return fmt.Sprint(cands)
+	}
+	return fmt.Sprintf("%v and %d more", cands[:8], len(cands)-8)
 }
 
 // routed returns the first candidate the pod has a route to, asking the
@@ -301,10 +301,14 @@ func probe(ctx context.Context, f capture.Family, port uint16, target netip.Addr
 	want := hex.EncodeToString(token)
 	go serve(ln, f, target, want)
 
+	parent := ctx
 	notCaptured := func(err error) error {
+		if parent.Err() != nil {
+			return &InterruptedError{Err: context.Cause(parent)}
+		}
 		return &NotCapturedError{Family: f, Target: target, Listener: listener, Err: err}
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := context.WithTimeout(parent, timeout)
 	defer cancel()
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", target.String())
@@ -314,6 +318,9 @@ func probe(ctx context.Context, f capture.Family, port uint16, target netip.Addr
 	defer conn.Close()
 	deadline, _ := ctx.Deadline()
 	_ = conn.SetDeadline(deadline)
+	// A stop while waiting for the token ends the wait at once.
+	stop := context.AfterFunc(parent, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
 	line, err := bufio.NewReader(conn).ReadString('\n')
 	if err != nil {
 		return notCaptured(fmt.Errorf("connected, but the far end sent no token (%v): something other than this pod answered", err))
@@ -400,12 +407,19 @@ func originalDst(c *net.TCPConn, v6 bool) (netip.AddrPort, error) {
 // ExitCode maps Run's error to the process exit code.
 func ExitCode(err error) int {
 	var nc *NotCapturedError
+	var nr *NotRecordedError
+	var sd *SettingsDifferError
+	var ie *InterruptedError
 	var fe *meshinit.FlagError
 	var ue *meshinit.UsageError
 	switch {
 	case err == nil:
 		return capture.ExitOK
-	case errors.As(err, &nc):
+	case errors.As(err, &ie):
+		return ExitInterrupted
+	case errors.As(err, &sd):
+		return ExitSettingsDiffer
+	case errors.As(err, &nc), errors.As(err, &nr):
 		return ExitNotCaptured
 	case errors.As(err, &fe), errors.As(err, &ue):
 		return capture.ExitUsage

@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"encoding/json"
 	"path/filepath"
 	"testing"
 
@@ -8,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 	jsonpatchv4 "gopkg.in/evanphx/json-patch.v4"
 	admissionv1 "k8s.io/api/admission/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
@@ -46,5 +48,29 @@ func TestHandlerOddObjects(t *testing.T) {
 				assert.Contains(t, string(out), "futureContainerField")
 			}
 		})
+	}
+}
+
+// appendResponse writes the envelope by hand; it must say what
+// json.Marshal of the same struct says, for every shape an answer takes.
+func TestAppendResponseMatchesMarshal(t *testing.T) {
+	var remaining int64 = 3
+	for _, out := range []responseOut{
+		{UID: "u-1", Allowed: true, Result: &metav1.Status{Code: 200}},
+		{UID: "u-2", Allowed: true, Result: &metav1.Status{Code: 200, Message: `injected with policy "default" <&> é \u2028`},
+			PatchType: &jsonPatchType, AuditAnnotations: map[string]string{"reason": "r", "decision": "injected", "policy": "p"},
+			Warnings: []string{"one", `two "quoted"`}},
+		{UID: "", Allowed: false, Result: &metav1.Status{Code: 403, Reason: metav1.StatusReasonForbidden, Message: "no", Status: "Failure"}},
+		{UID: "u-4", Result: &metav1.Status{Code: 500, Details: &metav1.StatusDetails{Name: "x"}}},
+		{UID: "u-5", Result: &metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status"}, ListMeta: metav1.ListMeta{RemainingItemCount: &remaining}}},
+		{UID: "u-6", Allowed: true, Result: &metav1.Status{}, AuditAnnotations: map[string]string{}, Warnings: []string{}},
+		{UID: "u-7", Allowed: true, Result: &metav1.Status{Message: "bad \xff utf-8"}},
+	} {
+		want, err := json.Marshal(&out)
+		require.NoError(t, err)
+		got, err := appendResponse(nil, &out)
+		require.NoError(t, err)
+		got = append(got, '}')
+		assert.JSONEq(t, string(want), string(got), "%+v", out)
 	}
 }

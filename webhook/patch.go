@@ -81,8 +81,8 @@ func annotationOps(ops []jsonpatch.Operation, orig *corev1.Pod, added []inject.A
 func appOps(ops []jsonpatch.Operation, path string, orig *corev1.Container, a inject.AppEdit) []jsonpatch.Operation {
 	if len(a.Mounts) > 0 {
 		if len(orig.VolumeMounts) > 0 {
-			for _, m := range a.Mounts {
-				ops = append(ops, jsonpatch.NewOperation("add", path+"/volumeMounts/-", m))
+			for i := range a.Mounts {
+				ops = append(ops, jsonpatch.NewOperation("add", path+"/volumeMounts/-", &a.Mounts[i]))
 			}
 		} else {
 			ops = append(ops, jsonpatch.NewOperation("add", path+"/volumeMounts", a.Mounts))
@@ -111,11 +111,14 @@ func appOps(ops []jsonpatch.Operation, path string, orig *corev1.Container, a in
 // JSON marshalled when the policy loaded, never encoded again.
 func insertOps(ops []jsonpatch.Operation, path string, origLen int, inserts []inject.Insert, list inject.List) []jsonpatch.Operation {
 	var items []any
-	for _, in := range inserts {
+	for i := range inserts {
+		in := &inserts[i]
 		if in.List != list {
 			continue
 		}
-		var v any = json.RawMessage(in.JSON)
+		// A pointer into the record boxes without a copy of the slice
+		// header; encoding/json and appendPatch write it as the raw JSON.
+		var v any = (*json.RawMessage)(&in.JSON)
 		if in.JSON == nil {
 			v = in.Container
 			if in.Volume != nil {
@@ -125,6 +128,9 @@ func insertOps(ops []jsonpatch.Operation, path string, origLen int, inserts []in
 		if origLen > 0 {
 			ops = append(ops, jsonpatch.NewOperation("add", path+"/"+strconv.Itoa(in.Index), v))
 			continue
+		}
+		if items == nil {
+			items = make([]any, 0, len(inserts))
 		}
 		items = append(items, v)
 	}

@@ -57,8 +57,15 @@ type containerView struct {
 	Lifecycle       *corev1.Lifecycle              `json:"lifecycle"`
 	SecurityContext *corev1.SecurityContext        `json:"securityContext"`
 	RestartPolicy   *corev1.ContainerRestartPolicy `json:"restartPolicy"`
-	// Env tells which app container carries a registry's settings.
-	Env []corev1.EnvVar `json:"env"`
+	// Env tells which app container carries a registry's settings, by
+	// the variables' names only: their values (often valueFrom
+	// references, a third of the bench pod's allocations when decoded)
+	// are skipped.
+	Env []envView `json:"env"`
+}
+
+type envView struct {
+	Name string `json:"name"`
 }
 
 type volumeView struct {
@@ -98,7 +105,14 @@ func containers(in []containerView) []corev1.Container {
 		out[i] = corev1.Container{
 			Name: c.Name, Command: c.Command, Ports: c.Ports, VolumeMounts: c.VolumeMounts,
 			VolumeDevices: c.VolumeDevices, Lifecycle: c.Lifecycle, SecurityContext: c.SecurityContext,
-			RestartPolicy: c.RestartPolicy, Env: c.Env,
+			RestartPolicy: c.RestartPolicy,
+		}
+		if c.Env != nil {
+			env := make([]corev1.EnvVar, len(c.Env))
+			for j, e := range c.Env {
+				env[j].Name = e.Name
+			}
+			out[i].Env = env
 		}
 	}
 	return out

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -429,7 +430,7 @@ func median(v []float64) float64 {
 }
 
 // BenchmarkAPIServerProfile takes the kube-apiserver's CPU profile while 8
-// clients create bench pods for 8 s in each mode, and writes it to
+// clients (APISERVER_PROFILE_CLIENTS) create bench pods for 8 s in each mode, and writes it to
 // $APISERVER_PROFILE_DIR/<mode>.pprof: where the API server's time goes
 // with and without the webhook (docs/performance.md). b.N is ignored: the
 // window is fixed so the profiles compare.
@@ -443,14 +444,21 @@ func BenchmarkAPIServerProfile(b *testing.B) {
 	}
 	require.NoError(b, os.MkdirAll(dir, 0o755))
 	const window = 8 * time.Second
+	conc := 8
+	if v := os.Getenv("APISERVER_PROFILE_CLIENTS"); v != "" {
+		n, err := strconv.Atoi(v)
+		require.NoError(b, err, "APISERVER_PROFILE_CLIENTS")
+		conc = n
+	}
 	p := newPerfEnv(b)
 	anchors := startAnchors(b)
+	cpu := findAPIServer(b, p)
 	pod := benchPod(b)
 	for _, mode := range benchModes() {
 		b.Run(mode.name, func(b *testing.B) {
 			p.setMode(b, mode, anchors)
 			p.emptyNamespace(b)
-			p.createPodsMarked(b, pod, 200, 8, statusKey(mode), mode.injected, mode.optOut) // warm-up
+			p.createPodsMarked(b, pod, 200, conc, statusKey(mode), mode.injected, mode.optOut) // warm-up
 			type result struct {
 				b   []byte
 				err error
@@ -461,18 +469,21 @@ func BenchmarkAPIServerProfile(b *testing.B) {
 					Param("seconds", fmt.Sprint(int(window.Seconds()))).DoRaw(context.Background())
 				got <- result{raw, err}
 			}()
+			cpuBefore := cpu.seconds(b)
 			start := time.Now()
 			n := 0
 			for time.Since(start) < window-300*time.Millisecond {
-				p.createPodsMarked(b, pod, 50, 8, statusKey(mode), mode.injected, mode.optOut)
+				p.createPodsMarked(b, pod, 50, conc, statusKey(mode), mode.injected, mode.optOut)
 				n += 50
 			}
 			elapsed := time.Since(start)
+			cpuSec := cpu.seconds(b) - cpuBefore
 			r := <-got
 			require.NoError(b, r.err)
 			require.NoError(b, os.WriteFile(filepath.Join(dir, mode.name+".pprof"), r.b, 0o644))
 			b.ReportMetric(float64(n)/elapsed.Seconds(), "pods/s")
 			b.ReportMetric(float64(n), "pods")
+			b.ReportMetric(cpuSec/float64(n)*1e3, "apiserver-cpu-ms/pod")
 		})
 	}
 }

@@ -3,6 +3,7 @@ package inject
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -113,7 +114,7 @@ func (e *Engine) inject(pod *corev1.Pod, ns Namespace) (Decision, *Changes, *eva
 		}
 		return withPolicy(decide(Refused, reason, err.Error()), pol), nil, ev
 	}
-	d := withPolicy(decide(Injected, reason, why+"; injected with policy "+fmt.Sprintf("%q", pol.Name)), pol)
+	d := withPolicy(decide(Injected, reason, why+"; injected with policy "+strconv.Quote(pol.Name)), pol)
 	d.Warnings = append(warnings, more...)
 	return d, ch, ev
 }

@@ -2,6 +2,7 @@ package inject
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -210,7 +211,7 @@ func annotate(pod *corev1.Pod, r *Rendered, ch *Changes) ([]string, error) {
 		return nil, err
 	}
 	ch.Annotations = append(ch.Annotations, Annotation{policy.StatusAnnotation, status})
-	sort.Slice(ch.Annotations, func(i, j int) bool { return ch.Annotations[i].Key < ch.Annotations[j].Key })
+	slices.SortFunc(ch.Annotations, func(a, b Annotation) int { return strings.Compare(a.Key, b.Key) })
 
 	// Every key added is new to the pod (injection never replaces one).
 	size := annotationsSize(pod.Annotations)

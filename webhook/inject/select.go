@@ -2,6 +2,7 @@ package inject
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -118,7 +119,7 @@ func optIn(pod *corev1.Pod, ns Namespace, pol *policy.Policy) (Reason, string, [
 		}
 		return refuse(decide(Skipped, ReasonPodOptedOut, fmt.Sprintf("the pod opts out with %s", key)))
 	case nsValue == "enabled":
-		return ReasonNamespaceEnabled, fmt.Sprintf("namespace %q is labelled %s=enabled", ns.Name, policy.NamespaceLabel), warnings, nil
+		return ReasonNamespaceEnabled, "namespace " + strconv.Quote(ns.Name) + " is labelled " + policy.NamespaceLabel + "=enabled", warnings, nil
 	case podChoice == "true":
 		return ReasonPodOptedIn, fmt.Sprintf("the pod opts in with %s", key), warnings, nil
 	}

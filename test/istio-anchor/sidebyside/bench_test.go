@@ -14,8 +14,9 @@ import (
 
 	"github.com/sidecar-injector/injector/test/istio-anchor/anchor"
 	"github.com/sidecar-injector/injector/test/istio-anchor/anchor/anchortest"
+	"github.com/sidecar-injector/injector/test/testkit/podcases"
 	"github.com/sidecar-injector/injector/webhook"
-	"github.com/sidecar-injector/injector/webhook/inject/injecttest"
+	"github.com/sidecar-injector/injector/webhook/inject"
 )
 
 func TestMain(m *testing.M) {
@@ -32,7 +33,7 @@ func TestMain(m *testing.M) {
 // and native sidecars, for namespace "shop" labelled for injection (as
 // webhook/bench_test.go's BenchmarkAdmission/default).
 func ours(tb testing.TB) *webhook.Handler {
-	e, err := webhook.Compile(nil, injecttest.Options(true))
+	e, err := inject.Compile(nil, podcases.Options(true))
 	if err != nil {
 		tb.Fatal(err)
 	}

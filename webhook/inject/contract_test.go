@@ -234,7 +234,12 @@ func TestJobCommandsAreWrappedInClassicModeOnly(t *testing.T) {
 	proxy := pods["job-pod-native"].Spec.InitContainers[1]
 	require.NotNil(t, proxy.RestartPolicy)
 	assert.Equal(t, corev1.ContainerRestartPolicyAlways, *proxy.RestartPolicy)
-	require.NotNil(t, proxy.StartupProbe, "native proxy holds the app with a startup probe")
+	assert.Nil(t, proxy.StartupProbe, "a startup probe would hold the app until its next 1s tick")
+	require.NotNil(t, proxy.Lifecycle, "native proxy holds the app with its postStart hook")
+	require.NotNil(t, proxy.Lifecycle.PostStart)
+	require.NotNil(t, proxy.Lifecycle.PostStart.Exec)
+	assert.Equal(t, []string{inject.DefaultPaths.Tool, "hook", "wait-ready"}, proxy.Lifecycle.PostStart.Exec.Command[:3])
+	assert.Nil(t, proxy.Lifecycle.PreStop, "a native proxy stops after the app by itself")
 }
 
 // The grace period is raised to fit offline + sleep + shutdown, never

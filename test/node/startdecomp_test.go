@@ -34,7 +34,9 @@ type startParts struct {
 	// kubeletAdd: the kubelet got the pod (SyncLoop ADD): admission
 	// (the webhook), storage, scheduling and the kubelet's watch.
 	kubeletAdd time.Duration
-	// sandbox: the kubelet's PLEG saw the pod sandbox (CNI done).
+	// sandbox: the kubelet's PLEG saw the pod sandbox: the network is
+	// set up and the first container (mesh-init, or the app) started, in
+	// the same sync.
 	sandbox time.Duration
 	// initStart, initEnd: mesh-init's (or istio-init's) own run, from its
 	// "done in" line (the copy, the bootstrap and the rules).
@@ -228,7 +230,7 @@ func at0(startParts) time.Duration { return time.Nanosecond } // the create call
 
 var injectedPhases = []phase{
 	{"create → kubelet has it", between(at0, func(p startParts) time.Duration { return p.kubeletAdd })},
-	{"→ sandbox seen", between(func(p startParts) time.Duration { return p.kubeletAdd }, func(p startParts) time.Duration { return p.sandbox })},
+	{"→ PLEG sees the sandbox (its first container started)", between(func(p startParts) time.Duration { return p.kubeletAdd }, func(p startParts) time.Duration { return p.sandbox })},
 	{"→ init starts", between(func(p startParts) time.Duration { return p.sandbox }, func(p startParts) time.Duration { return p.initStart })},
 	{"init runs", between(func(p startParts) time.Duration { return p.initStart }, func(p startParts) time.Duration { return p.initEnd })},
 	{"init exit → PLEG sees it", between(func(p startParts) time.Duration { return p.initEnd }, func(p startParts) time.Duration { return p.initSeen })},
@@ -243,7 +245,7 @@ var injectedPhases = []phase{
 
 var plainPhases = []phase{
 	{"create → kubelet has it", injectedPhases[0].of},
-	{"→ sandbox seen", injectedPhases[1].of},
+	{"→ PLEG sees the sandbox (its first container started)", injectedPhases[1].of},
 	{"→ app starts", between(func(p startParts) time.Duration { return p.sandbox }, func(p startParts) time.Duration { return p.appStart })},
 	{"app starts → PLEG sees it", injectedPhases[10].of},
 	{"app starts → pod Ready", injectedPhases[11].of},

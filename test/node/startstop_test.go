@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/sidecar-injector/injector/test/node/nodeharness"
+	"github.com/sidecar-injector/injector/test/node/standin"
 )
 
 // TestStartAndStopTimes measures what injection adds to a pod's start
@@ -26,9 +27,11 @@ import (
 // and the containers' logs (startdecomp_test.go). The figure issue 18
 // asks for, the start time added by injection excluding the proxy's own
 // start, is per round: injected create → Ready − plain create → Ready −
-// the Envoy STAND-IN's own start → ready. `make test` runs 2 pods of the
-// first two series and 1 of the before and Istio shapes;
-// SIDECAR_INJECTOR_NODE_MEASURE=full runs 20 of each (docs/lossless.md).
+// the Envoy STAND-IN's own start → ready. Before the series, a pod whose
+// proxy is slow to become ready shows the app waiting for it. `make test`
+// runs 2 pods of the first two series and 1 of the before and Istio
+// shapes; SIDECAR_INJECTOR_NODE_MEASURE=full runs 20 of each
+// (docs/lossless.md).
 func TestStartAndStopTimes(t *testing.T) {
 	n := nodeharness.Shared(t)
 	injector(t, n)
@@ -55,6 +58,25 @@ func TestStartAndStopTimes(t *testing.T) {
 	}
 	if _, err := istioShape(injected, plainNS, "check"); err != nil {
 		t.Fatal(err)
+	}
+	// The gate holds: a proxy slow to become ready (the stand-in told to
+	// answer 503 for 2s after it starts, as an initializing Envoy does)
+	// keeps the app from starting until it is ready. Without the proxy's
+	// postStart hook the app would start a few hundred milliseconds after
+	// the proxy.
+	slow := handMade(injected, plainNS, "slow-proxy")
+	px := initContainer(slow, ourShape.proxy)
+	px.Env = append(px.Env, corev1.EnvVar{Name: standin.ReadyDelayEnv, Value: "2s"})
+	_, _, sp := startStop(t, n, slow, ourShape)
+	switch {
+	case sp.proxyStart == 0 || sp.proxyReady == 0 || sp.appStart == 0:
+		t.Errorf("slow proxy: the logs lack a start: %s", fmtParts(sp))
+	case sp.proxyReady-sp.proxyStart < 2*time.Second:
+		t.Errorf("slow proxy: the stand-in was ready %s after it started: the 2s delay did not apply (%s)", sp.proxyReady-sp.proxyStart, fmtParts(sp))
+	case sp.appStart < sp.proxyReady:
+		t.Errorf("slow proxy: the app started %s before the proxy was ready: its postStart hook did not hold the app (%s)", sp.proxyReady-sp.appStart, fmtParts(sp))
+	default:
+		t.Logf("slow proxy (ready 2s after it started): the app started %s after the proxy was ready (%s)", (sp.appStart - sp.proxyReady).Round(time.Millisecond), fmtParts(sp))
 	}
 	type series struct {
 		name  string

@@ -44,9 +44,9 @@ type startParts struct {
 	// initSeen: the PLEG reported the init container's exit.
 	initSeen time.Duration
 	// proxyStart, proxyReady: the Envoy stand-in's first log line and its
-	// "ready" line; proxySeen: the PLEG reported it running (after its
-	// postStart hook, when it has one: the sync that starts it runs the
-	// hook, then asks for the relist).
+	// "ready" line; proxySeen: the PLEG reported it running (a periodic
+	// relist may do so while its postStart hook still runs; the pod
+	// worker, busy in the sync that runs the hook, acts on it after).
 	proxyStart, proxyReady, proxySeen time.Duration
 	// started: the kubelet's startup probe reported the proxy started
 	// (startup-probe shapes only).
@@ -237,7 +237,7 @@ var injectedPhases = []phase{
 	{"→ proxy starts", between(func(p startParts) time.Duration { return p.initSeen }, func(p startParts) time.Duration { return p.proxyStart })},
 	{"proxy's own start (stand-in start → ready)", between(func(p startParts) time.Duration { return p.proxyStart }, func(p startParts) time.Duration { return p.proxyReady })},
 	{"proxy ready → startup probe says started", between(func(p startParts) time.Duration { return p.proxyReady }, func(p startParts) time.Duration { return p.started })},
-	{"proxy ready → PLEG sees it running", between(func(p startParts) time.Duration { return p.proxyReady }, func(p startParts) time.Duration { return p.proxySeen })},
+	{"proxy ready → PLEG reports it running", between(func(p startParts) time.Duration { return p.proxyReady }, func(p startParts) time.Duration { return p.proxySeen })},
 	{"proxy ready → app starts (the gate)", between(func(p startParts) time.Duration { return p.proxyReady }, func(p startParts) time.Duration { return p.appStart })},
 	{"app starts → PLEG sees it", between(func(p startParts) time.Duration { return p.appStart }, func(p startParts) time.Duration { return p.appSeen })},
 	{"app starts → pod Ready", between(func(p startParts) time.Duration { return p.appStart }, func(p startParts) time.Duration { return p.ready })},

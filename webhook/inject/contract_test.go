@@ -234,7 +234,12 @@ func TestJobCommandsAreWrappedInClassicModeOnly(t *testing.T) {
 	proxy := pods["job-pod-native"].Spec.InitContainers[1]
 	require.NotNil(t, proxy.RestartPolicy)
 	assert.Equal(t, corev1.ContainerRestartPolicyAlways, *proxy.RestartPolicy)
-	require.NotNil(t, proxy.StartupProbe, "native proxy holds the app with a startup probe")
+	assert.Nil(t, proxy.StartupProbe, "a startup probe would hold the app until its next 1s tick")
+	require.NotNil(t, proxy.Lifecycle, "native proxy holds the app with its postStart hook")
+	require.NotNil(t, proxy.Lifecycle.PostStart)
+	require.NotNil(t, proxy.Lifecycle.PostStart.Exec)
+	assert.Equal(t, []string{inject.DefaultPaths.Tool, "hook", "wait-ready"}, proxy.Lifecycle.PostStart.Exec.Command[:3])
+	assert.Nil(t, proxy.Lifecycle.PreStop, "a native proxy stops after the app by itself")
 }
 
 // The grace period is raised to fit offline + sleep + shutdown, never
@@ -308,5 +313,37 @@ func TestEveryRenderedHookParses(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// mesh-init's CPU limit is the proxy's by default (a lower quota slowed
+// every pod's start, docs/lossless.md) and never above the proxy's, so it
+// never raises the pod's effective CPU limit: that is the larger of the
+// sum over the containers, the proxy included, and any one init
+// container's.
+func TestInitCPULimitIsAtMostTheProxys(t *testing.T) {
+	e, err := inject.New(policy.BuiltinConfig(), podcases.Options(true))
+	require.NoError(t, err)
+	ns := inject.Namespace{Name: "shop", Labels: map[string]string{policy.NamespaceLabel: "enabled"}}
+	for _, tc := range []struct{ proxyLimit, want string }{
+		{"", "2"},        // the defaults: both 2
+		{"500m", "500m"}, // a smaller proxy: mesh-init follows it
+		{"4", "2"},       // a larger proxy: mesh-init keeps its own
+	} {
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
+		if tc.proxyLimit != "" {
+			pod.Annotations = map[string]string{"sidecar-injector.io/proxy-cpu-limit": tc.proxyLimit}
+		}
+		out, d := e.Inject(pod, ns)
+		require.Equal(t, inject.Injected, d.Result, "%s: %s", tc.proxyLimit, d.Message)
+		var init *corev1.Container
+		for i := range out.Spec.InitContainers {
+			if out.Spec.InitContainers[i].Name == inject.DefaultNames.Init {
+				init = &out.Spec.InitContainers[i]
+			}
+		}
+		require.NotNil(t, init)
+		got := init.Resources.Limits[corev1.ResourceCPU]
+		assert.Equal(t, tc.want, got.String(), "proxy limit %q", tc.proxyLimit)
 	}
 }

@@ -92,7 +92,7 @@ func (e *Engine) TemplateDataFor(s policy.Settings) TemplateData {
 		Native:         e.native(s.Lifecycle.NativeSidecar),
 		Names:          DefaultNames,
 		Paths:          DefaultPaths,
-		InitResources:  s.Init.Resources.Requirements(),
+		InitResources:  initResources(s),
 		ProxyResources: s.Proxy.Resources.Requirements(),
 		CNI:            s.Capture.Mode == policy.CaptureCNI,
 		ValidatorUID:   validatorUID(s),
@@ -114,6 +114,28 @@ func (e *Engine) TemplateDataFor(s policy.Settings) TemplateData {
 		Sleep:    meshinit.Duration(int64(s.Lifecycle.Drain()) * 1e9),
 	}.Args())
 	return d
+}
+
+// initResources are the init container's resources with its CPU limit
+// at most the proxy's (but not below its own request): a pod's effective
+// CPU limit is the larger of the sum over its containers, the proxy
+// included, and any one init container's, so the init container never
+// raises it, also when a policy or a pod's annotation lowers the proxy's
+// limit. mesh-init's default limit is the proxy's default for its start
+// time (policy.Defaults).
+func initResources(s policy.Settings) corev1.ResourceRequirements {
+	r := s.Init.Resources.Requirements()
+	limit, ok := r.Limits[corev1.ResourceCPU]
+	proxy, pok := s.Proxy.Resources.Requirements().Limits[corev1.ResourceCPU]
+	if !ok || !pok || limit.Cmp(proxy) <= 0 {
+		return r
+	}
+	limit = proxy
+	if req, ok := r.Requests[corev1.ResourceCPU]; ok && req.Cmp(limit) > 0 {
+		limit = req
+	}
+	r.Limits[corev1.ResourceCPU] = limit
+	return r
 }
 
 func toolCommand(tool, hook string, args []string) []string {

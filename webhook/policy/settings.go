@@ -271,9 +271,16 @@ func Defaults() Settings {
 		Init: Init{
 			Image:           DefaultInitImage,
 			ImagePullPolicy: corev1.PullIfNotPresent,
+			// The CPU limit is the proxy's: mesh-init and the iptables
+			// programs it runs take about 70ms of CPU, which a 100m CFS
+			// quota stretched to 0.5s of wall time, on every pod start
+			// (docs/lossless.md, "Start and stop times"). It is rendered at
+			// most the proxy's limit (inject.initResources), so the pod's
+			// effective CPU limit, the larger of its containers' sum and any
+			// one init container's, does not change.
 			Resources: Resources{
 				Requests: ResourceValues{CPU: q("10m"), Memory: q("16Mi")},
-				Limits:   ResourceValues{CPU: q("100m"), Memory: q("64Mi")},
+				Limits:   ResourceValues{CPU: q("2"), Memory: q("64Mi")},
 			},
 			IPTablesMode: meshinit.ModeAuto,
 			IPv6:         meshinit.IPv6Auto,

@@ -280,9 +280,9 @@ func classifyToolError(err error, f Family, mode meshinit.Mode, input string) er
 
 // CopySelf copies the file self (normally /proc/self/exe) to dst
 // atomically: it writes a temporary file in dst's directory (created with
-// mode 0755 when missing), makes it mode 0755, syncs it and renames it over
-// dst, so a reader sees either the old file or the whole new one — and a
-// running copy of the old file is not disturbed.
+// mode 0755 when missing), makes it mode 0755 and renames it over dst, so a
+// reader sees either the old file or the whole new one — and a running copy
+// of the old file is not disturbed.
 func CopySelf(self, dst string) error {
 	if fi, serr := os.Stat(dst); serr == nil && fi.IsDir() {
 		return fmt.Errorf("--copy-self-to=%s is a directory; give the file to create, such as %s",
@@ -300,8 +300,14 @@ func CopySelf(self, dst string) error {
 }
 
 // writeFileAtomic writes src to a temporary file in dst's directory
-// (created with mode 0755 when missing), sets mode, syncs it and renames it
-// over dst: a reader sees the old file or the whole new one.
+// (created with mode 0755 when missing), sets mode and renames it over dst:
+// a reader sees the old file or the whole new one.
+//
+// It does not fsync. The files live in the pod's emptyDir, which lives and
+// dies with the pod; only a crash of the node could lose written data, and
+// after one the kubelet starts a new sandbox and runs mesh-init again,
+// which writes both files anew. The sync of the 10 MB binary cost 36–116ms
+// of every pod's start on the node tier's disk (docs/lossless.md).
 func writeFileAtomic(dst string, src io.Reader, mode os.FileMode) (err error) {
 	dir := filepath.Dir(dst)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -321,9 +327,6 @@ func writeFileAtomic(dst string, src io.Reader, mode os.FileMode) (err error) {
 		return err
 	}
 	if err = tmp.Chmod(mode); err != nil {
-		return err
-	}
-	if err = tmp.Sync(); err != nil {
 		return err
 	}
 	if err = tmp.Close(); err != nil {

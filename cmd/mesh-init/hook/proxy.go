@@ -12,8 +12,10 @@ import (
 	"github.com/sidecar-injector/injector/webhook/meshinit"
 )
 
-// pollInterval is how often wait-ready asks the proxy.
-const pollInterval = 200 * time.Millisecond
+// pollInterval is how often wait-ready asks the proxy. The app's start
+// waits for the hook, so every poll not taken is start time saved; a
+// request to the proxy's loopback readiness port costs well under 1ms.
+const pollInterval = 50 * time.Millisecond
 
 // waitReady runs "hook wait-ready", the classic-mode proxy's postStart
 // hook: kubelet starts the next container only once it returns, and kills

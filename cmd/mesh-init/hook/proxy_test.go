@@ -35,7 +35,7 @@ func TestWaitReady(t *testing.T) {
 		if r.code != ExitOK {
 			t.Fatalf("exit %d\n%s%s", r.code, r.stdout, r.stderr)
 		}
-		// Three 503s, each followed by a 200ms pause, then the 200.
+		// Three 503s, each followed by a pollInterval pause, then the 200.
 		if reqs, sleeps := f.requests(), clk.Sleeps(); len(reqs) != 4 || len(sleeps) != 3 || sleeps[0] != pollInterval {
 			t.Errorf("%d polls, pauses %v", len(reqs), sleeps)
 		}
@@ -52,9 +52,11 @@ func TestWaitReady(t *testing.T) {
 		if r.code != ExitFailed {
 			t.Fatalf("exit %d", r.code)
 		}
-		// It polls until the timeout and not beyond: 600ms of pauses.
-		if took := clk.Now().Sub(start); took != 600*time.Millisecond || len(f.requests()) != 4 {
-			t.Errorf("waited %s over %d polls, want 600ms over 4", took, len(f.requests()))
+		// It polls until the timeout and not beyond: 600ms of pauses, a
+		// poll at the start and after each pause.
+		want := int(600*time.Millisecond/pollInterval) + 1
+		if took := clk.Now().Sub(start); took != 600*time.Millisecond || len(f.requests()) != want {
+			t.Errorf("waited %s over %d polls, want 600ms over %d", took, len(f.requests()), want)
 		}
 		if !strings.HasPrefix(r.stderr, "mesh-init wait-ready: FAILED: proxy not ready after 600ms; last answer: 503 \"no healthy upstream\"") {
 			t.Errorf("stderr = %q", r.stderr)

@@ -35,6 +35,9 @@ type Server struct {
 
 	healthFailed atomic.Bool
 	draining     atomic.Bool
+	// initializing: /ready answers 503 PRE_INITIALIZING, as Envoy does
+	// before its listeners and clusters are ready (ReadyDelayEnv).
+	initializing atomic.Bool
 	quit         chan struct{}
 	quitOnce     sync.Once
 
@@ -59,6 +62,16 @@ type proxyListener struct {
 func New(opts Options, boot *Bootstrap, log *slog.Logger) *Server {
 	return &Server{opts: opts, boot: boot, log: log.With("proxy", Banner), quit: make(chan struct{}), counts: map[string]int64{}, drainSleep: time.Sleep}
 }
+
+// SetInitializing makes /ready answer 503 PRE_INITIALIZING (true) or
+// serve as usual (false).
+func (s *Server) SetInitializing(v bool) { s.initializing.Store(v) }
+
+// ReadyDelayEnv, when set to a Go duration, keeps the stand-in not ready
+// (/ready: 503 PRE_INITIALIZING) for that long after its listeners are up:
+// a slow Envoy, for the node tier's proof that the injected pod's app
+// waits for the proxy.
+const ReadyDelayEnv = "ENVOY_STANDIN_READY_DELAY"
 
 // Quit is closed when /quitquitquit was called.
 func (s *Server) Quit() <-chan struct{} { return s.quit }
@@ -243,6 +256,11 @@ func (s *Server) adminMux() http.Handler {
 		// GET /ready: 200 "LIVE" while serving, 503 "DRAINING" after
 		// /healthcheck/fail (Envoy's server state).
 		"/ready": {false, func(w http.ResponseWriter, r *http.Request) {
+			if s.initializing.Load() {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				fmt.Fprintln(w, "PRE_INITIALIZING")
+				return
+			}
 			if s.healthFailed.Load() {
 				w.WriteHeader(http.StatusServiceUnavailable)
 				fmt.Fprintln(w, "DRAINING")
@@ -363,7 +381,15 @@ func Main(args []string, stdout, stderr io.Writer, signals <-chan os.Signal) int
 		fmt.Fprintf(stderr, "%s: %v\n", Banner, err)
 		return 1
 	}
+	var delay time.Duration
+	if v := os.Getenv(ReadyDelayEnv); v != "" {
+		if delay, err = time.ParseDuration(v); err != nil || delay < 0 {
+			fmt.Fprintf(stderr, "%s: %s=%q is not a duration such as 2s\n", Banner, ReadyDelayEnv, v)
+			return 1
+		}
+	}
 	s := New(opts, boot, log)
+	s.SetInitializing(delay > 0)
 	s.log.Info(Banner+" starting: a test stand-in for Envoy, NOT Envoy (TCP passthrough, readiness, admin)",
 		"uid", os.Getuid(), "gid", os.Getgid(), "pid", os.Getpid(),
 		"config_path", opts.ConfigPath, "log_level", opts.LogLevel, "concurrency", opts.Concurrency,
@@ -373,6 +399,17 @@ func Main(args []string, stdout, stderr io.Writer, signals <-chan os.Signal) int
 		s.log.Error("start failed", "error", err.Error())
 		s.Close()
 		return 1
+	}
+	if delay > 0 {
+		s.log.Info("initializing: /ready answers 503 PRE_INITIALIZING", "for", delay.String(), "env", ReadyDelayEnv)
+		select {
+		case sig := <-signals:
+			s.log.Info("signal received, exiting", "signal", sig.String())
+			s.Close()
+			return 0
+		case <-time.After(delay):
+			s.SetInitializing(false)
+		}
 	}
 	s.log.Info("ready")
 	select {

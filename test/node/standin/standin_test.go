@@ -190,6 +190,23 @@ func call(t *testing.T, method, url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// TestNotReadyWhileInitializing: a stand-in told to be slow
+// (ReadyDelayEnv) answers the readiness probe and the hook tool 503, as
+// Envoy does before it is initialized, and 200 once it is.
+func TestNotReadyWhileInitializing(t *testing.T) {
+	s, admin, ready, _ := start(t, 0, func(s *Server) { s.SetInitializing(true) })
+	if code, body := call(t, "GET", ready+"/healthz/ready"); code != 503 || body != "PRE_INITIALIZING\n" {
+		t.Errorf("readiness while initializing: %d %q", code, body)
+	}
+	if code, _ := call(t, "GET", admin+"/ready"); code != 503 {
+		t.Errorf("/ready while initializing: %d", code)
+	}
+	s.SetInitializing(false)
+	if code, body := call(t, "GET", ready+"/healthz/ready"); code != 200 || body != "LIVE\n" {
+		t.Errorf("readiness once initialized: %d %q", code, body)
+	}
+}
+
 // TestAdminSemantics: Envoy's answers to the calls the hook tool and the
 // readiness probe make.
 func TestAdminSemantics(t *testing.T) {

@@ -48,12 +48,55 @@ type rolloutCase struct {
 	injected bool
 	// ann are the pod template's annotations (drain, registry preset).
 	ann map[string]string
-	// registry is "" for the Service path, else "eureka" or "nacos".
+	// registry is "" for the Service path, else a key of appRegistries:
+	// the registry the app registers in and the consumers read, and how
+	// the hook reaches it.
 	registry string
 	// lossless says this is the right setting: zero failures expected.
 	lossless bool
 	// fullOnly cases run only with SIDECAR_INJECTOR_NODE_MEASURE=full.
 	fullOnly bool
+}
+
+// appRegistry is a registry as a rollout case uses it: the consumers'
+// side and the environment (the Registry), and how testapp registers.
+type appRegistry struct {
+	rollout.Registry
+	// register is testapp's --register; args are more of its arguments.
+	register string
+	args     []string
+	// contextPath puts every path of the app behind it
+	// (SERVER_SERVLET_CONTEXT_PATH): the probe's and the client's too.
+	contextPath string
+}
+
+// appRegistries are the registries of the rollouts, over the stand-ins
+// in pods (registryPods): each preset of the hook tool once, with the
+// registry the app registers in behind it.
+func appRegistries(pods map[string]rollout.Registry) map[string]appRegistry {
+	nacos := pods["nacos"].(rollout.Nacos)
+	expose := corev1.EnvVar{Name: "MANAGEMENT_ENDPOINTS_WEB_EXPOSURE_INCLUDE", Value: "health,serviceregistry"}
+	return map[string]appRegistry{
+		"eureka": {Registry: pods["eureka"], register: "eureka"},
+		"nacos":  {Registry: nacos, register: "nacos"},
+		"consul": {Registry: pods["consul"], register: "consul"},
+		// Spring Cloud Netflix with actuator on a management port.
+		"spring-netflix": {Registry: rollout.Via{Registry: pods["eureka"], Hook: "spring-cloud",
+			What:  "Spring Cloud Netflix's service-registry endpoint on the management port 8081",
+			Extra: []corev1.EnvVar{expose, {Name: "MANAGEMENT_SERVER_PORT", Value: "8081"}}}, register: "eureka"},
+		// Spring Cloud Alibaba with the app (actuator included) behind a
+		// servlet context path.
+		"spring-alibaba": {Registry: rollout.Via{Registry: nacos, Hook: "spring-cloud",
+			What:  "Spring Cloud Alibaba's service-registry endpoint behind the context path /shop",
+			Extra: []corev1.EnvVar{expose, {Name: "SERVER_SERVLET_CONTEXT_PATH", Value: "/shop"}}}, register: "nacos", contextPath: "/shop"},
+		"dubbo": {Registry: rollout.Dubbo{Nacos: nacos}, register: "dubbo"},
+		// The EDAS agent in the app's process, registered in Nacos.
+		"edas": {Registry: rollout.Via{Registry: nacos, Hook: "edas", What: "the EDAS agent's GET 127.0.0.1:54199/offline in the app"},
+			register: "nacos", args: []string{"--edas-agent"}},
+		// The app's own offline endpoint, with a check URL.
+		"http": {Registry: rollout.Via{Registry: nacos, Hook: "http", What: "the app's own POST /offline, checked on its /registration"},
+			register: "nacos"},
+	}
 }
 
 func rolloutCases() []rolloutCase {
@@ -76,6 +119,29 @@ func rolloutCases() []rolloutCase {
 			rolloutCase{name: fmt.Sprintf("%s-injected-%s-preset-drain-%ds", reg, reg, drainSeconds), registry: reg, injected: true, ann: preset(reg, drainSeconds), lossless: true, fullOnly: reg == "nacos"},
 		)
 	}
+	// Consul: a registry of its own, and its consumers' own query
+	// (?passing): registry none loses there too (full measurement).
+	cases = append(cases,
+		rolloutCase{name: fmt.Sprintf("consul-injected-registry-none-drain-%ds", drainSeconds), registry: "consul", injected: true, ann: drain(drainSeconds), fullOnly: true},
+		rolloutCase{name: fmt.Sprintf("consul-injected-consul-preset-drain-%ds", drainSeconds), registry: "consul", injected: true, ann: preset("consul", drainSeconds), lossless: true},
+	)
+	// The presets that reach Eureka or Nacos through the app itself: one
+	// rollout each with the drain it needs. What registry none loses with
+	// those registries is measured above.
+	for _, reg := range []string{"spring-netflix", "spring-alibaba", "dubbo", "edas", "http"} {
+		p := map[string]string{"spring-netflix": "spring-cloud", "spring-alibaba": "spring-cloud"}[reg]
+		if p == "" {
+			p = reg
+		}
+		ann := preset(p, drainSeconds)
+		if reg == "http" {
+			ann["sidecar-injector.io/offline-http-url"] = "http://127.0.0.1:8080/offline"
+			ann["sidecar-injector.io/offline-http-check-url"] = "http://127.0.0.1:8080/registration"
+			ann["sidecar-injector.io/offline-http-check-body"] = `"state":"deregistered"`
+		}
+		cases = append(cases, rolloutCase{name: fmt.Sprintf("%s-injected-%s-preset-drain-%ds", reg, p, drainSeconds), registry: reg,
+			injected: true, ann: ann, lossless: true})
+	}
 	return cases
 }
 
@@ -96,7 +162,7 @@ func TestLosslessRollouts(t *testing.T) {
 		t.Skip("kube-controller-manager is not built (bash test/tools/install.sh --only node): no Deployment controller")
 	}
 	injector(t, n)
-	regs := registryPods(t, n)
+	regs := appRegistries(registryPods(t, n))
 	replicas := int32(2)
 	if fullMeasure() {
 		replicas = 3
@@ -142,11 +208,18 @@ func TestLosslessRollouts(t *testing.T) {
 						Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}}}
 				sc.Discovery = &rollout.EndpointSlices{Client: n.Clientset, Namespace: ns, Service: "web", Port: 8080, Delay: endpointsDelay}
 			default:
-				r := regs[tc.registry]
+				r, ok := regs[tc.registry]
+				if !ok {
+					t.Fatalf("no registry %q", tc.registry)
+				}
 				// Each case its own application name: one registry serves all.
 				appName := strings.ReplaceAll(tc.name, "-", "")
 				app.Env = append(app.Env, r.Env(appName)...)
-				app.Args = append(app.Args, "--register="+tc.registry)
+				app.Args = append(append(app.Args, "--register="+r.register), r.args...)
+				if r.contextPath != "" {
+					app.ReadinessProbe.HTTPGet.Path = r.contextPath + "/whoami"
+					sc.Path = r.contextPath + "/whoami"
+				}
 				sc.Discovery = &rollout.RegistryPoll{Registry: r, App: appName, Interval: registryPoll}
 			}
 			rep, err := rollout.Run(ctx, n.Clientset, sc)
@@ -203,10 +276,10 @@ func loadavg() string {
 	return strings.Join(f[:3], " ")
 }
 
-// registryPods runs test/registry's Eureka and Nacos stand-ins in pods
-// outside the mesh (test/node/cmd/registry) and returns them as the
-// rollout harness reads them. Every case registers its own application,
-// so one of each serves all.
+// registryPods runs test/registry's Eureka, Nacos and Consul agent
+// stand-ins in pods outside the mesh (test/node/cmd/registry), at once,
+// and returns them as the rollout harness reads them. Every case
+// registers its own application, so one of each serves all.
 func registryPods(t *testing.T, n *nodeharness.Node) map[string]rollout.Registry {
 	t.Helper()
 	ctx := t.Context()
@@ -214,29 +287,42 @@ func registryPods(t *testing.T, n *nodeharness.Node) map[string]rollout.Registry
 	if err := n.EnsureNamespace(ctx, ns, nil); err != nil {
 		t.Fatal(err)
 	}
+	kinds := []string{"eureka", "nacos", "consul"}
+	pods := make([]*corev1.Pod, len(kinds))
+	errs := make([]error, len(kinds))
+	var wg sync.WaitGroup
+	for i, kind := range kinds {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pods[i], _, errs[i] = n.RunPod(ctx, &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Name: kind, Namespace: ns},
+				Spec: corev1.PodSpec{
+					TerminationGracePeriodSeconds: ptr(int64(1)),
+					Containers: []corev1.Container{{
+						Name: "registry", Image: images.RegistryRef, ImagePullPolicy: corev1.PullIfNotPresent,
+						Args: []string{"--kind=" + kind, "--listen=:8080"},
+						ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+							Path: "/healthz", Port: intstr.FromInt32(8080)}}, PeriodSeconds: 1},
+					}},
+				},
+			})
+		}()
+	}
+	wg.Wait()
 	out := map[string]rollout.Registry{}
-	for _, kind := range []string{"eureka", "nacos"} {
-		pod := &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: kind, Namespace: ns},
-			Spec: corev1.PodSpec{
-				TerminationGracePeriodSeconds: ptr(int64(1)),
-				Containers: []corev1.Container{{
-					Name: "registry", Image: images.RegistryRef, ImagePullPolicy: corev1.PullIfNotPresent,
-					Args: []string{"--kind=" + kind, "--listen=:8080"},
-					ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
-						Path: "/healthz", Port: intstr.FromInt32(8080)}}, PeriodSeconds: 1},
-				}},
-			},
+	for i, kind := range kinds {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
 		}
-		p, _, err := n.RunPod(ctx, pod)
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := hostPort(mustIP(t, p, false), 8080)
-		if kind == "eureka" {
+		addr := hostPort(mustIP(t, pods[i], false), 8080)
+		switch kind {
+		case "eureka":
 			out[kind] = rollout.Eureka{URL: "http://" + addr + "/eureka"}
-		} else {
+		case "nacos":
 			out[kind] = rollout.Nacos{Addr: addr}
+		case "consul":
+			out[kind] = rollout.Consul{Addr: addr}
 		}
 		t.Logf("registry STAND-IN (test/registry %s) in pod %s/%s at %s", kind, ns, kind, addr)
 	}

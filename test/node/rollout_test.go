@@ -3,6 +3,7 @@ package node
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -41,6 +42,14 @@ const (
 	drainSeconds = 5
 	// The client runs this long before and after each rollout.
 	settle = 2 * time.Second
+	// The short version (make test) runs this many rollouts at once, each
+	// client sending every shortClientInterval: ten cases of 50 requests a
+	// second at once, through their pods' stand-ins, held 2 cores at a
+	// load average of 44, and requests timed out by the hundred in every
+	// case, the right settings included (a busy machine, not lost
+	// instances).
+	shortRolloutsAtOnce = 5
+	shortClientInterval = 50 * time.Millisecond
 )
 
 type rolloutCase struct {
@@ -170,12 +179,17 @@ func TestLosslessRollouts(t *testing.T) {
 	var mu sync.Mutex
 	var reports []*rollout.Report
 	load := loadavg()
+	interval := clientInterval
+	if !fullMeasure() {
+		interval = shortClientInterval
+	}
+	slots := make(chan struct{}, shortRolloutsAtOnce)
 	t.Cleanup(func() {
 		if len(reports) == 0 {
 			return
 		}
 		t.Logf("rollouts of %d replicas, one request every %s on a new connection; Service path: kube-proxy emulated %s after the API server; registry path: consumer fetch every %s (test/registry's stand-ins in pods); load average before %s, after %s\n%s",
-			replicas, clientInterval, endpointsDelay, registryPoll, load, loadavg(), rollout.Table(reports))
+			replicas, interval, endpointsDelay, registryPoll, load, loadavg(), rollout.Table(reports))
 	})
 	for _, tc := range rolloutCases() {
 		if tc.fullOnly && !fullMeasure() {
@@ -187,6 +201,8 @@ func TestLosslessRollouts(t *testing.T) {
 			// case's numbers are its own.
 			if !fullMeasure() {
 				t.Parallel()
+				slots <- struct{}{}
+				defer func() { <-slots }()
 			}
 			ctx := t.Context()
 			ns := "ro-" + tc.name
@@ -198,7 +214,7 @@ func TestLosslessRollouts(t *testing.T) {
 				t.Fatal(err)
 			}
 			dep := rolloutDeployment(ns, replicas, tc.ann)
-			sc := rollout.Scenario{Name: tc.name, Deployment: dep, Interval: clientInterval, Timeout: clientTimeout,
+			sc := rollout.Scenario{Name: tc.name, Deployment: dep, Interval: interval, Timeout: clientTimeout,
 				Path: "/whoami", Settle: settle, Logf: t.Logf}
 			app := &dep.Spec.Template.Spec.Containers[0]
 			switch tc.registry {
@@ -231,6 +247,28 @@ func TestLosslessRollouts(t *testing.T) {
 			mu.Unlock()
 			t.Logf("%s: sent %d, failed %d (window %s, %v); old pods gone at %v", tc.name, rep.Sent, rep.Failed,
 				rep.Window.Round(time.Millisecond), rep.Errors, rep.Gone)
+			// A hook that failed in a replaced pod (its offline step not
+			// confirmed, a bad argument) exited non-zero, and the kubelet
+			// says so. (The new pods' hooks are cut short on purpose by
+			// the cleanup's one-second grace period.)
+			if evs, err := n.Clientset.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "reason=FailedPreStopHook"}); err != nil {
+				t.Error(err)
+			} else {
+				for _, e := range evs.Items {
+					if !slices.Contains(rep.OldPods, e.InvolvedObject.Name) {
+						continue
+					}
+					// The event keeps the hook's output out of the API;
+					// the kubelet's log has it.
+					var hook []string
+					for _, l := range strings.Split(n.KubeletLogAbout(e.InvolvedObject.Name, 200), "\n") {
+						if strings.Contains(l, "PreStop") {
+							hook = append(hook, l)
+						}
+					}
+					t.Errorf("%s: %s %s: %s; the kubelet logged:\n%s", tc.name, e.InvolvedObject.Name, e.Reason, e.Message, strings.Join(hook, "\n"))
+				}
+			}
 			switch {
 			case tc.lossless && rep.Failed > 0:
 				t.Errorf("%s lost %d of %d requests (%v) in a %s window; the right setting must lose none", tc.name, rep.Failed, rep.Sent, rep.Errors, rep.Window)

@@ -14,10 +14,12 @@ import (
 const dubboInterface = "org.sidecarinjector.testapp.Whoami"
 
 // dubboMetadataDelay is how long after an unregistration Dubbo 3 updates
-// its application-level instance: the deployer's metadata refresh
-// (dubbo.application.metadata.publish.delay, 1000 ms); with no service
-// left (EMPTY_REVISION) the instance is unregistered
-// (AbstractServiceDiscovery.update and doUpdate, apache/dubbo 3.3).
+// its application-level instance: the deployer refreshes metadata and
+// instance every dubbo.application.metadata.publish.delay (1000 ms,
+// DefaultApplicationDeployer), and with no service left (EMPTY_REVISION)
+// the update unregisters the instance (AbstractServiceDiscovery.update and
+// doUpdate; apache/dubbo 324c625). The emulation waits the whole period,
+// the worst case.
 const dubboMetadataDelay = time.Second
 
 // dubboProvider is a Dubbo 3 provider registered in Nacos with register

@@ -13,8 +13,10 @@
 //	        (cancel), GET /eureka/apps/{APP} (the consumers' fetch: every
 //	        instance with its status, the override applied)
 //	nacos:  POST and DELETE /nacos/v1/ns/instance (register, deregister),
-//	        GET /nacos/v1/ns/instance/list (the consumers' list: every
-//	        instance as consumers see it, the override applied)
+//	        GET /nacos/v1/ns/instance/list (the consumers' list: the
+//	        enabled instances, the override applied, as 2.x lists them:
+//	        InstanceOperatorClientImpl.listInstance selects enabled ones
+//	        only)
 //	consul: PUT /v1/agent/service/register (the app's registration with
 //	        its agent; deregistration is the stand-in's own), GET
 //	        /v1/health/service/{name}[?passing] (the consumers' health
@@ -203,7 +205,7 @@ func (s *nacos) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		k := nacosKey(r)
 		hosts := []map[string]any{}
 		for _, i := range s.n.Instances() {
-			if i.Service == k.Service && i.Group == k.Group && (i.Namespace == k.Namespace || (i.Namespace == "" && k.Namespace == "public")) {
+			if i.Service == k.Service && i.Group == k.Group && (i.Namespace == k.Namespace || (i.Namespace == "" && k.Namespace == "public")) && i.Enabled {
 				hosts = append(hosts, map[string]any{"ip": i.IP, "port": i.Port, "healthy": true, "enabled": i.Enabled,
 					"weight": i.Weight, "clusterName": i.Cluster, "serviceName": i.Group + "@@" + i.Service})
 			}

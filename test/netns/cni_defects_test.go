@@ -93,7 +93,7 @@ func TestValidateInterrupted(t *testing.T) {
 	err = cmd.Wait()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != validate.ExitInterrupted || !strings.Contains(out.String(), "interrupted (terminated received)") ||
-		strings.Contains(out.String(), "missing") {
+		strings.Contains(out.String(), "capture rules are missing") {
 		t.Errorf("after SIGTERM: %v, want exit %d and the interruption said\n%s", err, validate.ExitInterrupted, out.String())
 	}
 }

@@ -34,7 +34,7 @@ import (
 // Security restricted, captured in both families.
 
 // cniLabel selects this file's namespaces for its own injector (release
-// "cni", policy capture.mode cni), which runs before the shared one.
+// "cni", policy capture.mode cni); the shared injector excludes them.
 const cniLabel = "node-tier/capture-mode"
 
 // restrictedAppPod is appPod written for Pod Security restricted.

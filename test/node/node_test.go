@@ -30,7 +30,7 @@ func injector(t *testing.T, n *nodeharness.Node) *nodeharness.Injector {
 	injOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), nodeharness.Deadline)
 		defer cancel()
-		inj, injErr = n.StartInjector(ctx, nodeharness.InjectorOptions{})
+		inj, injErr = n.StartInjector(ctx, nodeharness.InjectorOptions{ExcludeNamespaceLabels: []string{cniLabel}})
 	})
 	if injErr != nil {
 		t.Fatalf("starting the injector: %v", injErr)

@@ -35,10 +35,15 @@ type InjectorOptions struct {
 	// NamespaceLabels, when set, narrow every webhook entry to namespaces
 	// that also carry these labels (and the readiness probe's namespace
 	// carries them): a test's own injector serves only its namespaces.
-	// Mutating webhooks run in the order of their configurations' names,
-	// so a release named before "sidecar-injector" injects those pods
-	// first and the shared injector then skips them (already injected).
+	// The shared injector must then leave those namespaces alone
+	// (ExcludeNamespaceLabels): since issue 16 an injector refuses a pod
+	// whose status annotation records another policy's injection
+	// (status_mismatch), as it must in a cluster, where one injector
+	// serves a namespace.
 	NamespaceLabels map[string]string
+	// ExcludeNamespaceLabels narrow every webhook entry to namespaces
+	// that carry none of these label keys.
+	ExcludeNamespaceLabels []string
 }
 
 // Injector is `injector serve` running as the chart's Deployment would run
@@ -127,6 +132,16 @@ func (n *Node) StartInjector(ctx context.Context, o InjectorOptions) (*Injector,
 	harness.PointAt(in.Webhook, "https://"+in.Process.Addr+webhook.InjectPath, nil)
 	for k, v := range o.NamespaceLabels {
 		harness.Scope(in.Webhook, k, v)
+	}
+	for _, k := range o.ExcludeNamespaceLabels {
+		for i := range in.Webhook.Webhooks {
+			w := &in.Webhook.Webhooks[i]
+			if w.NamespaceSelector == nil {
+				w.NamespaceSelector = &metav1.LabelSelector{}
+			}
+			w.NamespaceSelector.MatchExpressions = append(w.NamespaceSelector.MatchExpressions,
+				metav1.LabelSelectorRequirement{Key: k, Operator: metav1.LabelSelectorOpDoesNotExist})
+		}
 	}
 	if err := harness.ApplyWebhookConfiguration(ctx, n.Clientset, in.Webhook); err != nil {
 		return nil, err

@@ -158,11 +158,14 @@ func rolloutCases() []rolloutCase {
 // pods are replaced one by one by kube-controller-manager (test/node/rollout;
 // docs/lossless.md), through a Service's EndpointSlices (kube-proxy
 // emulated) and through a registry the app registers in itself
-// (test/registry's Eureka and Nacos 2.5.1 stand-ins, served from pods by
-// test/node/cmd/registry), without injection, with injection and the
-// wrong setting, and with the right one: the right one must lose nothing.
-// `make test` runs a short version (2 replicas; Service: no injection vs
-// the drain; Eureka: registry none vs the eureka preset);
+// (test/registry's Eureka, Nacos 2.5.1 and Consul agent stand-ins, served
+// from pods by test/node/cmd/registry), reached by every preset of the
+// hook (spring-cloud, dubbo, edas and http through the app's own endpoint),
+// without injection, with injection and the wrong setting, and with the
+// right one: the right one must lose nothing, and no replaced pod's
+// preStop hook may fail. `make test` runs a short version (2 replicas,
+// five cases at a time: Service no injection vs the drain; Eureka registry
+// none; the right setting of every preset but nacos);
 // SIDECAR_INJECTOR_NODE_MEASURE=full runs every case with 3 replicas and
 // also requires the wrong settings to lose requests.
 func TestLosslessRollouts(t *testing.T) {

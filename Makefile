@@ -54,7 +54,7 @@ test-busy: ## the unit tiers with -race while BUSY_N CPU burners (default 2x cor
 # The node tier's heavy measurements in full (docs/lossless.md): every
 # rollout case with 3 replicas, one at a time, and 20 pods per start/stop
 # series. Without the race detector, which would slow the measuring client.
-measure-node: tools ## docs/lossless.md's measurements in full (root; about 18 min)
+measure-node: tools ## docs/lossless.md's measurements in full (root; about 22 min)
 	$(TOOLS_ENV) && SIDECAR_INJECTOR_NODE_MEASURE=full $(GO) test -count=1 -timeout 60m -v \
 		-run '^(TestLosslessRollouts|TestStartAndStopTimes|TestTeardownLeavesTheHostAsItWas)$$' ./test/node/
 

@@ -139,8 +139,8 @@ var (
 	ProxyRef      = Ref("envoy-standin")
 	AppRef        = Ref("testapp")
 	DistrolessRef = Ref("testapp-distroless")
-	// RegistryRef serves test/registry's Eureka and Nacos stand-ins in a
-	// pod (test/node/cmd/registry).
+	// RegistryRef serves test/registry's Eureka, Nacos and Consul agent
+	// stand-ins in a pod (test/node/cmd/registry).
 	RegistryRef = Ref("registry-standin")
 )
 

@@ -271,3 +271,14 @@ func (ls *LogStream) Wait(ctx context.Context) (string, error) {
 		return ls.text, fmt.Errorf("the log stream did not end within %s", Deadline)
 	}
 }
+
+// KubeletLogAbout returns the last lines (at most n) of the kubelet's log
+// that mention s (a pod's name, say): what the kubelet logged of a
+// failure whose event carries no detail (FailedPreStopHook's "PreStopHook
+// failed" keeps the hook's output out of the API).
+func (n *Node) KubeletLogAbout(s string, lines int) string {
+	if n.kubelet == nil {
+		return "(no kubelet)"
+	}
+	return grepTail(n.kubelet.proc.LogPath, s, lines)
+}

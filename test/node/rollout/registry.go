@@ -241,3 +241,128 @@ func (n Nacos) Instances(ctx context.Context, app string) ([]netip.AddrPort, err
 	}
 	return out, nil
 }
+
+// Consul is a Consul agent's HTTP API: the app registers its service with
+// the agent (PUT /v1/agent/service/register, as Spring Cloud Consul does),
+// the hook's consul preset puts it in maintenance
+// (PUT /v1/agent/service/maintenance/{id}?enable=true) or deregisters it,
+// and consumers ask GET /v1/health/service/{name}?passing and call the
+// instances whose checks all pass (DNS and Consul's own clients ask the
+// same way; Spring Cloud Consul only with query-passing=true).
+type Consul struct {
+	// Addr is the agent, host:port.
+	Addr string
+}
+
+// Name implements Registry.
+func (c Consul) Name() string { return "Consul API at " + c.Addr }
+
+// Preset implements Registry.
+func (Consul) Preset() string { return "consul" }
+
+// Env implements Registry: Spring Cloud Consul's variables (the agent's
+// host and port) and the instance id, the pod's name: one agent serves
+// every pod here, where each node has its own in a cluster, so Spring
+// Cloud Consul's default id (app-port) would be the same for all.
+func (c Consul) Env(app string) []corev1.EnvVar {
+	host, port, _ := strings.Cut(c.Addr, ":")
+	return []corev1.EnvVar{
+		{Name: "SPRING_APPLICATION_NAME", Value: app},
+		{Name: "SERVER_PORT", Value: "8080"},
+		{Name: "SPRING_CLOUD_CONSUL_HOST", Value: host},
+		{Name: "SPRING_CLOUD_CONSUL_PORT", Value: port},
+		fieldEnv("SPRING_CLOUD_CONSUL_DISCOVERY_INSTANCEID", "metadata.name"),
+		fieldEnv("POD_IP", "status.podIP"),
+	}
+}
+
+// Instances implements Registry.
+func (c Consul) Instances(ctx context.Context, app string) ([]netip.AddrPort, error) {
+	var entries []struct {
+		Node struct {
+			Address string `json:"Address"`
+		} `json:"Node"`
+		Service struct {
+			Address string `json:"Address"`
+			Port    int    `json:"Port"`
+		} `json:"Service"`
+	}
+	if err := getJSON(ctx, "http://"+c.Addr+"/v1/health/service/"+url.PathEscape(app)+"?passing", &entries); err != nil {
+		if err == errNotFound {
+			return nil, nil
+		}
+		return nil, err
+	}
+	var out []netip.AddrPort
+	for _, e := range entries {
+		a := e.Service.Address
+		if a == "" {
+			a = e.Node.Address // the service's address defaults to its node's
+		}
+		ip, err := netip.ParseAddr(a)
+		if err != nil {
+			continue
+		}
+		out = append(out, netip.AddrPortFrom(ip, uint16(e.Service.Port)))
+	}
+	return out, nil
+}
+
+// Via is a registry the app's own endpoint changes for the hook: the
+// hook's Preset calls the app (Spring Cloud's service-registry actuator
+// endpoint, Dubbo's QoS, the EDAS agent in the app's process, an offline
+// URL of the app's), and the app changes or removes its registration in
+// Registry, where the consumers look.
+type Via struct {
+	Registry
+	// Hook is the preset, What says which endpoint of the app.
+	Hook, What string
+	// Extra is added to the registry's environment.
+	Extra []corev1.EnvVar
+}
+
+// Name implements Registry.
+func (v Via) Name() string { return v.What + ", then " + v.Registry.Name() }
+
+// Preset implements Registry.
+func (v Via) Preset() string { return v.Hook }
+
+// Env implements Registry.
+func (v Via) Env(app string) []corev1.EnvVar { return append(v.Registry.Env(app), v.Extra...) }
+
+// Dubbo is a Dubbo 3 provider registered in Nacos: application-level
+// (service discovery: the application's name, the instance's ip and
+// protocol port) and interface-level (providers:{interface}::), as Dubbo 3
+// registers by default (register-mode all). Consumers here read the
+// application-level service, as Dubbo 3 consumers prefer it
+// (APPLICATION_FIRST). The hook's dubbo preset calls QoS offline in the
+// app, which unregisters both.
+type Dubbo struct {
+	// Nacos is where the provider registers and consumers look.
+	Nacos Nacos
+}
+
+// Name implements Registry.
+func (d Dubbo) Name() string {
+	return "Dubbo 3 QoS in the app, application-level discovery in " + d.Nacos.Name()
+}
+
+// Preset implements Registry.
+func (Dubbo) Preset() string { return "dubbo" }
+
+// Env implements Registry: Dubbo's own variables (dubbo.registry.address,
+// dubbo.application.name, dubbo.protocol.port, as Dubbo 3 reads them from
+// the environment).
+func (d Dubbo) Env(app string) []corev1.EnvVar {
+	return []corev1.EnvVar{
+		{Name: "DUBBO_APPLICATION_NAME", Value: app},
+		{Name: "DUBBO_REGISTRY_ADDRESS", Value: "nacos://" + d.Nacos.Addr},
+		{Name: "DUBBO_PROTOCOL_PORT", Value: "8080"},
+		fieldEnv("POD_IP", "status.podIP"),
+	}
+}
+
+// Instances implements Registry.
+func (d Dubbo) Instances(ctx context.Context, app string) ([]netip.AddrPort, error) {
+	return d.Nacos.Instances(ctx, app)
+}

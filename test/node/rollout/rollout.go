@@ -58,6 +58,10 @@ type Report struct {
 	// pod was gone; Gone is when each old pod was gone, after the start.
 	Rollout time.Duration
 	Gone    []time.Duration
+	// OldPods are the names of the pods the rollout replaced (whose
+	// preStop hooks ran in it; the new ones are deleted afterwards with a
+	// one-second grace period, which cuts their hooks short).
+	OldPods []string
 	// Requests are all of them, for whoever wants more detail.
 	Requests []Request `json:"-"`
 }
@@ -174,6 +178,10 @@ func Run(ctx context.Context, cs kubernetes.Interface, sc Scenario) (rep *Report
 	for _, d := range gone {
 		rep.Gone = append(rep.Gone, d)
 	}
+	for _, name := range oldUIDs {
+		rep.OldPods = append(rep.OldPods, name)
+	}
+	sort.Strings(rep.OldPods)
 	sort.Slice(rep.Gone, func(i, j int) bool { return rep.Gone[i] < rep.Gone[j] })
 	return rep, nil
 }

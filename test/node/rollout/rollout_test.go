@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -148,6 +149,11 @@ func TestRegistryInstances(t *testing.T) {
 	}{
 		{Eureka{URL: "http://r:8761/eureka"}, "EUREKA_CLIENT_SERVICEURL_DEFAULTZONE", "http://r:8761/eureka"},
 		{Nacos{Addr: "r:8848"}, "SPRING_CLOUD_NACOS_DISCOVERY_SERVER_ADDR", "r:8848"},
+		{Consul{Addr: "r:8500"}, "SPRING_CLOUD_CONSUL_HOST", "r"},
+		{Consul{Addr: "r:8500"}, "SPRING_CLOUD_CONSUL_PORT", "8500"},
+		{Dubbo{Nacos: Nacos{Addr: "r:8848"}}, "DUBBO_REGISTRY_ADDRESS", "nacos://r:8848"},
+		{Via{Registry: Nacos{Addr: "r:8848"}, Extra: []corev1.EnvVar{{Name: "X", Value: "y"}}}, "X", "y"},
+		{Via{Registry: Nacos{Addr: "r:8848"}}, "SPRING_CLOUD_NACOS_DISCOVERY_SERVER_ADDR", "r:8848"},
 	} {
 		found := false
 		for _, e := range tc.reg.Env("web") {

@@ -13,13 +13,22 @@
 //	        (cancel), GET /eureka/apps/{APP} (the consumers' fetch: every
 //	        instance with its status, the override applied)
 //	nacos:  POST and DELETE /nacos/v1/ns/instance (register, deregister),
-//	        GET /nacos/v1/ns/instance/list (the consumers' list: every
-//	        instance as consumers see it, the override applied)
+//	        GET /nacos/v1/ns/instance/list (the consumers' list: the
+//	        enabled instances, the override applied, as 2.x lists them:
+//	        InstanceOperatorClientImpl.listInstance selects enabled ones
+//	        only)
+//	consul: PUT /v1/agent/service/register (the app's registration with
+//	        its agent; deregistration is the stand-in's own), GET
+//	        /v1/health/service/{name}[?passing] (the consumers' health
+//	        query: every instance with its checks, maintenance included;
+//	        ?passing keeps those whose checks all pass). One agent that
+//	        also answers the catalog: a single-node Consul.
 //
 // Everything else goes to the stand-in itself. GET /healthz answers ok.
 //
 //	registry --kind=eureka --listen=:8080
 //	registry --kind=nacos --version=2.5.1 --listen=:8080
+//	registry --kind=consul --listen=:8080
 package main
 
 import (
@@ -38,7 +47,7 @@ import (
 )
 
 func main() {
-	kind := flag.String("kind", "", "eureka or nacos")
+	kind := flag.String("kind", "", "eureka, nacos or consul")
 	version := flag.String("version", "2.5.1", "nacos: the version the stand-in behaves as")
 	listen := flag.String("listen", ":8080", "address to serve on")
 	flag.Parse()
@@ -48,8 +57,10 @@ func main() {
 		h = newEureka()
 	case "nacos":
 		h = newNacos(*version)
+	case "consul":
+		h = newConsul()
 	default:
-		fmt.Fprintf(os.Stderr, "registry: --kind must be eureka or nacos, not %q\n", *kind)
+		fmt.Fprintf(os.Stderr, "registry: --kind must be eureka, nacos or consul, not %q\n", *kind)
 		os.Exit(2)
 	}
 	mux := http.NewServeMux()
@@ -194,7 +205,7 @@ func (s *nacos) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		k := nacosKey(r)
 		hosts := []map[string]any{}
 		for _, i := range s.n.Instances() {
-			if i.Service == k.Service && i.Group == k.Group && (i.Namespace == k.Namespace || (i.Namespace == "" && k.Namespace == "public")) {
+			if i.Service == k.Service && i.Group == k.Group && (i.Namespace == k.Namespace || (i.Namespace == "" && k.Namespace == "public")) && i.Enabled {
 				hosts = append(hosts, map[string]any{"ip": i.IP, "port": i.Port, "healthy": true, "enabled": i.Enabled,
 					"weight": i.Weight, "clusterName": i.Cluster, "serviceName": i.Group + "@@" + i.Service})
 			}
@@ -203,5 +214,78 @@ func (s *nacos) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_ = json.NewEncoder(w).Encode(map[string]any{"name": k.Group + "@@" + k.Service, "hosts": hosts})
 	default:
 		s.n.ServeHTTP(w, r)
+	}
+}
+
+// consul is a test/registry ConsulAgent plus the agent's service
+// registration and the health query consumers make (Consul's HTTP API:
+// agent/service.mdx, health.mdx). The stand-in keeps no addresses, so they
+// are kept here by service id.
+type consul struct {
+	agent *registry.ConsulAgent
+	mu    sync.Mutex
+	svcs  map[string]consulService // id -> registration
+}
+
+type consulService struct {
+	ID      string `json:"ID"`
+	Name    string `json:"Name"`
+	Address string `json:"Address"`
+	Port    int    `json:"Port"`
+}
+
+func newConsul() *consul {
+	return &consul{agent: registry.NewConsulAgent(), svcs: map[string]consulService{}}
+}
+
+func (c *consul) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case r.URL.Path == "/v1/agent/service/register" && r.Method == http.MethodPut:
+		var s consulService
+		if err := json.NewDecoder(r.Body).Decode(&s); err != nil || s.Name == "" {
+			http.Error(w, fmt.Sprintf("Request decode failed: %v", err), http.StatusBadRequest)
+			return
+		}
+		if s.ID == "" {
+			s.ID = s.Name // the agent's rule: the id defaults to the name
+		}
+		c.mu.Lock()
+		c.svcs[s.ID] = s
+		c.mu.Unlock()
+		// A maintenance check from before stays (the stand-in keeps it,
+		// as an agent does without replace-existing-checks).
+		c.agent.Register(s.ID, s.Name)
+		log.Printf("consul: registered %s (%s) at %s:%d", s.ID, s.Name, s.Address, s.Port)
+	case strings.HasPrefix(r.URL.Path, "/v1/health/service/") && r.Method == http.MethodGet:
+		name := strings.TrimPrefix(r.URL.Path, "/v1/health/service/")
+		_, passing := r.URL.Query()["passing"]
+		c.mu.Lock()
+		ids := make([]string, 0, len(c.svcs))
+		for id := range c.svcs {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		entries := []map[string]any{}
+		for _, id := range ids {
+			s := c.svcs[id]
+			if s.Name != name || !c.agent.Registered(id) {
+				continue
+			}
+			checks := []map[string]string{{"CheckID": "serfHealth", "Name": "Serf Health Status", "Status": "passing"}}
+			if c.agent.InMaintenance(id) {
+				checks = append(checks, map[string]string{"CheckID": "_service_maintenance:" + id, "Name": "Service Maintenance Mode",
+					"Status": "critical", "ServiceID": id})
+				if passing {
+					continue
+				}
+			}
+			entries = append(entries, map[string]any{"Node": map[string]string{"Node": "registry-standin", "Address": s.Address},
+				"Service": map[string]any{"ID": id, "Service": s.Name, "Address": s.Address, "Port": s.Port}, "Checks": checks})
+		}
+		c.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(entries)
+	default:
+		c.agent.ServeHTTP(w, r)
 	}
 }

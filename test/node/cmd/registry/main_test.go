@@ -96,3 +96,53 @@ func TestNacosAppsAndConsumersOnTheStandIn(t *testing.T) {
 		t.Errorf("after the deregistration the consumers list %v, want nothing enabled", got)
 	}
 }
+
+// Consul: the app registers with the agent, the consumers' passing-only
+// health query lists it, the hook's maintenance mode (answered by
+// test/registry's agent stand-in) takes it out of that query but not out
+// of the unfiltered one, maintenance off brings it back, and the app's
+// deregistration removes it.
+func TestConsulAppsAndConsumersOnTheStandIn(t *testing.T) {
+	srv := httptest.NewServer(newConsul())
+	defer srv.Close()
+	reg := rollout.Consul{Addr: strings.TrimPrefix(srv.URL, "http://")}
+	ctx := context.Background()
+	for _, id := range []string{"web-1", "web-2"} {
+		ip := map[string]string{"web-1": "10.0.0.1", "web-2": "10.0.0.2"}[id]
+		if code, b := do(t, http.MethodPut, srv.URL+"/v1/agent/service/register", `{"ID":"`+id+`","Name":"web","Address":"`+ip+`","Port":8080}`); code != http.StatusOK {
+			t.Fatalf("register %s: %d %s", id, code, b)
+		}
+	}
+	both := []netip.AddrPort{netip.MustParseAddrPort("10.0.0.1:8080"), netip.MustParseAddrPort("10.0.0.2:8080")}
+	if got, err := reg.Instances(ctx, "web"); err != nil || !slices.Equal(got, both) {
+		t.Fatalf("health query: %v %v, want %v", got, err, both)
+	}
+	// The hook's find, offline call and read-back, as the consul preset sends them.
+	if code, b := do(t, http.MethodGet, srv.URL+"/v1/agent/service/web-1", ""); code != http.StatusOK {
+		t.Fatalf("find: %d %s", code, b)
+	}
+	if code, b := do(t, http.MethodPut, srv.URL+"/v1/agent/service/maintenance/web-1?enable=true&reason=x", ""); code != http.StatusOK {
+		t.Fatalf("maintenance: %d %s", code, b)
+	}
+	if code, b := do(t, http.MethodGet, srv.URL+"/v1/agent/health/service/id/web-1", ""); code != http.StatusServiceUnavailable || !strings.Contains(b, `"AggregatedStatus":"maintenance"`) {
+		t.Fatalf("read-back: %d %s", code, b)
+	}
+	if got, _ := reg.Instances(ctx, "web"); !slices.Equal(got, both[1:]) {
+		t.Errorf("in maintenance, the passing-only query lists %v, want only web-2", got)
+	}
+	if _, b := do(t, http.MethodGet, srv.URL+"/v1/health/service/web", ""); !strings.Contains(b, "web-1") || !strings.Contains(b, `"Status":"critical"`) {
+		t.Errorf("the unfiltered query should list web-1 with its critical maintenance check: %s", b)
+	}
+	if code, _ := do(t, http.MethodPut, srv.URL+"/v1/agent/service/maintenance/web-1?enable=false", ""); code != http.StatusOK {
+		t.Fatalf("maintenance off: %d", code)
+	}
+	if got, _ := reg.Instances(ctx, "web"); !slices.Equal(got, both) {
+		t.Errorf("maintenance off: %v, want both", got)
+	}
+	if code, _ := do(t, http.MethodPut, srv.URL+"/v1/agent/service/deregister/web-2", ""); code != http.StatusOK {
+		t.Fatalf("deregister: %d", code)
+	}
+	if got, _ := reg.Instances(ctx, "web"); !slices.Equal(got, both[:1]) {
+		t.Errorf("after the deregistration: %v, want only web-1", got)
+	}
+}

@@ -11,11 +11,21 @@
 //	                         signals), also logged one JSON line each
 //	    * /offline           records an "offline" event (method, query and
 //	                         caller) and answers 200 "ok": the far end of a
-//	                         registry offline call (the hook's http preset)
-//	  --register=eureka|nacos registers the pod in a Eureka- or Nacos-like
-//	                         registry when it starts and deregisters it on
-//	                         SIGTERM, from the environment a Spring app reads
-//	                         (register.go)
+//	                         registry offline call (the hook's http preset);
+//	                         with --register the app also deregisters, as an
+//	                         app's own offline endpoint does
+//	    GET /registration    JSON: the registration's state (with --register)
+//	  --register=eureka|nacos|consul|dubbo registers the pod in a Eureka-,
+//	                         Nacos- or Consul-like registry when it starts
+//	                         and deregisters it on SIGTERM, from the
+//	                         environment a Spring (or Dubbo) app reads
+//	                         (register.go); dubbo also serves QoS on
+//	                         127.0.0.1:22222 (dubbo.go)
+//	  MANAGEMENT_ENDPOINTS_WEB_EXPOSURE_INCLUDE=serviceregistry serves
+//	                         Spring Cloud's service-registry actuator
+//	                         endpoint, on MANAGEMENT_SERVER_PORT or behind
+//	                         SERVER_SERVLET_CONTEXT_PATH (actuator.go)
+//	  --edas-agent           the EDAS agent's 127.0.0.1:54199 /offline
 //	testapp call [--count=1] [--interval=1s] URL...
 //	    GETs each URL, logs one JSON line per request; exit 1 if any failed
 //
@@ -111,13 +121,26 @@ func serve(args []string) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	listen := fs.String("listen", "8080", "comma-separated ports to serve on, both families")
 	termDelay := fs.Duration("term-delay", 0, "keep serving this long after SIGTERM")
-	register := fs.String("register", "", "register in a registry at start, deregister on SIGTERM: eureka or nacos (settings from the environment, as a Spring app reads them)")
+	register := fs.String("register", "", "register in a registry at start, deregister on SIGTERM: eureka, nacos, consul or dubbo (settings from the environment, as a Spring or Dubbo app reads them)")
+	edasAgent := fs.Bool("edas-agent", false, "serve the EDAS agent's 127.0.0.1:54199 /offline and /online for the registration (needs --register)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	pod := os.Getenv("POD_NAME")
 	if pod == "" {
 		pod, _ = os.Hostname()
+	}
+	var reg registration
+	if *register != "" {
+		var err error
+		if reg, err = newRegistration(*register, os.Getenv); err != nil {
+			fmt.Fprintf(os.Stderr, "testapp: %v\n", err)
+			return 2
+		}
+	}
+	if *edasAgent && reg == nil {
+		fmt.Fprintln(os.Stderr, "testapp: --edas-agent needs --register")
+		return 2
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/whoami", func(w http.ResponseWriter, r *http.Request) {
@@ -131,18 +154,51 @@ func serve(args []string) int {
 	})
 	mux.HandleFunc("/offline", func(w http.ResponseWriter, r *http.Request) {
 		record("offline", fmt.Sprintf("%s %s from %s", r.Method, r.URL.RequestURI(), r.RemoteAddr))
+		if reg != nil {
+			reg.deregister() // an app's own offline endpoint: it leaves its registry
+		}
 		fmt.Fprint(w, "ok")
+	})
+	mux.HandleFunc("/registration", func(w http.ResponseWriter, r *http.Request) {
+		if reg == nil {
+			http.Error(w, "no registration", http.StatusNotFound)
+			return
+		}
+		writeJSON(w, map[string]string{"registry": *register, "state": reg.state()})
 	})
 	mux.HandleFunc("/events", func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		defer mu.Unlock()
 		writeJSON(w, events)
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+	mgmtPort, actuator := actuatorPaths(os.Getenv)
+	if actuator != "" && mgmtPort == "" {
+		mux.HandleFunc(actuator, serviceRegistryEndpoint(reg))
+	}
+	// server.servlet.context-path: the app's port serves everything
+	// behind it, and nothing else.
+	var handler http.Handler = mux
+	if cp := contextPath(os.Getenv); cp != "" {
+		root := http.NewServeMux()
+		root.Handle(cp+"/", http.StripPrefix(cp, mux))
+		handler = root
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, ctxKey{}, c.LocalAddr())
 		}}
-	for _, p := range strings.Split(*listen, ",") {
+	ports := strings.Split(*listen, ",")
+	if mgmtPort != "" {
+		mgmt := http.NewServeMux()
+		mgmt.HandleFunc(actuator, serviceRegistryEndpoint(reg))
+		ln, err := net.Listen("tcp", ":"+mgmtPort)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "testapp: management port: %v\n", err)
+			return 1
+		}
+		go func() { _ = http.Serve(ln, mgmt) }()
+	}
+	for _, p := range ports {
 		ln, err := net.Listen("tcp", ":"+strings.TrimSpace(p)) // [::] with IPv4 mapped: both families
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "testapp: %v\n", err)
@@ -150,17 +206,27 @@ func serve(args []string) int {
 		}
 		go func() { _ = srv.Serve(ln) }()
 	}
+	if d, ok := reg.(*dubboProvider); ok {
+		if err := d.serveQoS(); err != nil {
+			fmt.Fprintf(os.Stderr, "testapp: Dubbo QoS: %v\n", err)
+			return 1
+		}
+	}
+	if *edasAgent {
+		if err := serveEDASAgent(reg); err != nil {
+			fmt.Fprintf(os.Stderr, "testapp: EDAS agent: %v\n", err)
+			return 1
+		}
+	}
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	record("start", "listening on "+*listen)
-	var reg registration
-	if *register != "" {
-		var err error
-		if reg, err = newRegistration(*register, os.Getenv); err != nil {
-			fmt.Fprintf(os.Stderr, "testapp: %v\n", err)
-			return 2
-		}
-		go reg.register()
+	detail := "listening on " + *listen
+	if actuator != "" {
+		detail += fmt.Sprintf("; service-registry endpoint %s on port %s", actuator, map[bool]string{true: mgmtPort, false: "of the app (behind " + contextPath(os.Getenv) + "/)"}[mgmtPort != ""])
+	}
+	record("start", detail)
+	if reg != nil {
+		reg.start()
 	}
 	s := <-sigs
 	record("signal", s.String())

@@ -52,6 +52,7 @@ const (
 func TestMain(m *testing.M) {
 	code := m.Run()
 	stopShared()
+	harness.RemoveBuilt()
 	os.Exit(code)
 }
 
@@ -108,6 +109,7 @@ type injector struct {
 	logs     *harness.SyncBuffer
 	cancel   context.CancelFunc
 	done     chan error
+	dir      string // the policy file and TLS pair, removed by stopShared
 }
 
 func sharedInjector(t testing.TB) *injector {
@@ -144,6 +146,12 @@ func startInjector(c *harness.ControlPlane, helm string) (*injector, error) {
 	if err != nil {
 		return nil, err
 	}
+	started := false
+	defer func() {
+		if !started {
+			os.RemoveAll(dir)
+		}
+	}()
 	configPath := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(configPath, policy, 0o644); err != nil {
 		return nil, err
@@ -189,7 +197,7 @@ func startInjector(c *harness.ControlPlane, helm string) (*injector, error) {
 		return nil, err
 	}
 	in := &injector{Addr: addr, URL: "https://" + addr + webhook.InjectPath, CABundle: ca.CertPEM, ca: ca,
-		logs: &harness.SyncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+		logs: &harness.SyncBuffer{}, cancel: cancel, done: make(chan error, 1), dir: dir}
 	handler := slog.NewTextHandler(in.logs, &slog.HandlerOptions{Level: slog.LevelInfo})
 	// controller-runtime's webhook server and certwatcher log through it,
 	// as in `injector serve`.
@@ -217,6 +225,7 @@ func startInjector(c *harness.ControlPlane, helm string) (*injector, error) {
 		cancel()
 		return nil, fmt.Errorf("the injector is not ready (OnReady not called) after %s (namespace watch not synced?)\n%s", harness.Deadline, in.logs.Tail(4096))
 	}
+	started = true
 	return in, nil
 }
 
@@ -229,6 +238,7 @@ func stopShared() {
 		case <-time.After(harness.Deadline):
 			fmt.Fprintf(os.Stderr, "e2e: the injector did not stop within %s\n", harness.Deadline)
 		}
+		os.RemoveAll(inj.dir)
 	}
 	if cp != nil {
 		if err := cp.Stop(); err != nil {

@@ -234,6 +234,7 @@ func TestCertManagerModeEndToEnd(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		p.Stop()
+		harness.RemoveBuilt() // the package's only build
 		if strings.Contains(p.Out.String(), "WARNING: DATA RACE") {
 			t.Errorf("the race detector reported a data race in the injector")
 		}

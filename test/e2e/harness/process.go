@@ -50,6 +50,17 @@ func BuildInjector(race bool) (string, error) {
 	return path, nil
 }
 
+// RemoveBuilt removes what BuildInjector built; a package that builds
+// calls it from its TestMain after m.Run.
+func RemoveBuilt() {
+	binMu.Lock()
+	defer binMu.Unlock()
+	for race, p := range binPaths {
+		os.RemoveAll(filepath.Dir(p))
+		delete(binPaths, race)
+	}
+}
+
 // FreeAddr returns a loopback address with a port nobody listens on.
 func FreeAddr() (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -377,13 +377,21 @@ func PointAt(mwc *admissionregistrationv1.MutatingWebhookConfiguration, url stri
 // key=value, on top of the chart's selectors, so configurations of several
 // tests sharing one API server never see each other's namespaces.
 func Scope(mwc *admissionregistrationv1.MutatingWebhookConfiguration, key, value string) {
+	requireOfNamespaces(mwc, metav1.LabelSelectorRequirement{Key: key, Operator: metav1.LabelSelectorOpIn, Values: []string{value}})
+}
+
+// Exclude narrows every webhook entry to namespaces without the label key.
+func Exclude(mwc *admissionregistrationv1.MutatingWebhookConfiguration, key string) {
+	requireOfNamespaces(mwc, metav1.LabelSelectorRequirement{Key: key, Operator: metav1.LabelSelectorOpDoesNotExist})
+}
+
+func requireOfNamespaces(mwc *admissionregistrationv1.MutatingWebhookConfiguration, r metav1.LabelSelectorRequirement) {
 	for i := range mwc.Webhooks {
 		w := &mwc.Webhooks[i]
 		if w.NamespaceSelector == nil {
 			w.NamespaceSelector = &metav1.LabelSelector{}
 		}
-		w.NamespaceSelector.MatchExpressions = append(w.NamespaceSelector.MatchExpressions,
-			metav1.LabelSelectorRequirement{Key: key, Operator: metav1.LabelSelectorOpIn, Values: []string{value}})
+		w.NamespaceSelector.MatchExpressions = append(w.NamespaceSelector.MatchExpressions, r)
 	}
 }
 

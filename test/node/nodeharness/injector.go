@@ -134,14 +134,7 @@ func (n *Node) StartInjector(ctx context.Context, o InjectorOptions) (*Injector,
 		harness.Scope(in.Webhook, k, v)
 	}
 	for _, k := range o.ExcludeNamespaceLabels {
-		for i := range in.Webhook.Webhooks {
-			w := &in.Webhook.Webhooks[i]
-			if w.NamespaceSelector == nil {
-				w.NamespaceSelector = &metav1.LabelSelector{}
-			}
-			w.NamespaceSelector.MatchExpressions = append(w.NamespaceSelector.MatchExpressions,
-				metav1.LabelSelectorRequirement{Key: k, Operator: metav1.LabelSelectorOpDoesNotExist})
-		}
+		harness.Exclude(in.Webhook, k)
 	}
 	if err := harness.ApplyWebhookConfiguration(ctx, n.Clientset, in.Webhook); err != nil {
 		return nil, err

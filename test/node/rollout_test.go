@@ -248,8 +248,8 @@ func TestLosslessRollouts(t *testing.T) {
 			mu.Lock()
 			reports = append(reports, rep)
 			mu.Unlock()
-			t.Logf("%s: sent %d, failed %d (window %s, %v); old pods gone at %v", tc.name, rep.Sent, rep.Failed,
-				rep.Window.Round(time.Millisecond), rep.Errors, rep.Gone)
+			t.Logf("%s: sent %d, failed %d (window %s, %v); old pods gone at %v; before the client knew every instance: %d sent, %d failed (not counted)",
+				tc.name, rep.Sent, rep.Failed, rep.Window.Round(time.Millisecond), rep.Errors, rep.Gone, rep.Warmup, rep.WarmupFailed)
 			// A hook that failed in a replaced pod (its offline step not
 			// confirmed, a bad argument) exited non-zero, and the kubelet
 			// says so. (The new pods' hooks are cut short on purpose by
@@ -288,8 +288,9 @@ func rolloutDeployment(ns string, replicas int32, ann map[string]string) *appsv1
 	labels := map[string]string{"app": "web"}
 	pod := appPod(ns, "")
 	pod.Spec.TerminationGracePeriodSeconds = nil
-	pod.Spec.Containers[0].Env = append(pod.Spec.Containers[0].Env,
-		corev1.EnvVar{Name: "POD_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}})
+	// POD_IP, which testapp registers with, comes with a registry's
+	// environment (rollout.Registry.Env); a second one here made the API
+	// server warn of a duplicate on every pod.
 	one := intstr.FromInt32(1)
 	zero := intstr.FromInt32(0)
 	return &appsv1.Deployment{

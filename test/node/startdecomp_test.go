@@ -188,8 +188,13 @@ func kubeletLines(n *nodeharness.Node, from int64, ref string) []stamped {
 	return out
 }
 
-// criLines are a container's log lines with the runtime's timestamps
-// ("2026-12-08T00:42:04.519528123Z stdout F text").
+// criLines are a container's log lines with their times: the time the
+// process wrote into a JSON line ("time", as the stand-in's and testapp's
+// lines carry), else the runtime's timestamp ("2026-12-08T00:42:04.519528123Z
+// stdout F text"). The runtime stamps a line when containerd reads it from
+// the container's pipe, which lags the write on a busy machine: the
+// stand-in's first line stamped late made its 2s initialization look
+// shorter in CI.
 func criLines(n *nodeharness.Node, pod *corev1.Pod, container string) []stamped {
 	raw, err := n.LogFiles(pod.Namespace, pod.Name, container)
 	if err != nil {
@@ -204,6 +209,12 @@ func criLines(n *nodeharness.Node, pod *corev1.Pod, container string) []stamped 
 		t, err := time.Parse(time.RFC3339Nano, f[0])
 		if err != nil {
 			continue
+		}
+		var own struct {
+			Time time.Time `json:"time"`
+		}
+		if json.Unmarshal([]byte(f[3]), &own) == nil && !own.Time.IsZero() {
+			t = own.Time
 		}
 		out = append(out, stamped{t, f[3]})
 	}

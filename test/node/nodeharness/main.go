@@ -12,6 +12,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/go-logr/logr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 var (
@@ -79,6 +82,11 @@ const parallelWaits = 8
 // and fails the run if not. Use it from TestMain: os.Exit(nodeharness.Main(m)).
 func Main(m *testing.M) int {
 	flag.Parse()
+	// envtest logs through controller-runtime's logger; unset, it prints a
+	// goroutine dump ("log.SetLogger(...) was never called") into the test
+	// output 30s later, which reads like a crash. The control plane's own
+	// output is in the node's control-plane.log.
+	ctrllog.SetLogger(logr.Discard())
 	// The node tier's parallel tests wait on the kubelet rather than use
 	// the CPU: unless -parallel was given, run more of them at once than
 	// the default (GOMAXPROCS, 2 here).

@@ -45,9 +45,14 @@ type Report struct {
 	Name      string
 	Discovery string
 	Replicas  int32
-	// Sent and Failed count every request from the client's start to its
-	// end (before, during and after the rollout).
-	Sent, Failed int
+	// Sent and Failed count every request from the moment the client's
+	// view first held every instance to the client's end (before, during
+	// and after the rollout). Requests before that moment (a consumer that
+	// has not yet seen instances that register after they are Ready) are
+	// not the rollout's; Warmup counts them, and WarmupFailed those of them
+	// that failed.
+	Sent, Failed         int
+	Warmup, WarmupFailed int
 	// Window is the time from the first failed request to the last (0
 	// when none failed); First is when the first failed, after the
 	// rollout began.
@@ -115,14 +120,20 @@ func Run(ctx context.Context, cs kubernetes.Interface, sc Scenario) (rep *Report
 			_, _ = rec.Stop()
 		}
 	}()
-	// The consumer must know every instance before the rollout starts.
+	// The consumer must know every instance before the rollout starts;
+	// the measurement starts when it first does.
+	var from time.Time
 	if err := poll(ctx, "the client's view ("+sc.Discovery.Name()+") to hold all "+fmt.Sprint(replicas)+" instances", func() (bool, string) {
 		v := rec.Views()
 		if len(v) == 0 {
 			return false, "no view yet"
 		}
-		last := v[len(v)-1].Addrs
-		return len(last) == int(replicas), fmt.Sprint(last)
+		last := v[len(v)-1]
+		if len(last.Addrs) != int(replicas) {
+			return false, fmt.Sprint(last.Addrs)
+		}
+		from = last.At
+		return true, ""
 	}, func() string { return podsSummary(ctx, cs, ns, sel) }); err != nil {
 		return nil, err
 	}
@@ -174,7 +185,7 @@ func Run(ctx context.Context, cs kubernetes.Interface, sc Scenario) (rep *Report
 	if derr != nil {
 		return nil, fmt.Errorf("the client's discovery failed: %w", derr)
 	}
-	rep = summarize(sc, replicas, start, took, reqs)
+	rep = summarize(sc, replicas, from, start, took, reqs)
 	for _, d := range gone {
 		rep.Gone = append(rep.Gone, d)
 	}
@@ -186,10 +197,18 @@ func Run(ctx context.Context, cs kubernetes.Interface, sc Scenario) (rep *Report
 	return rep, nil
 }
 
-func summarize(sc Scenario, replicas int32, start time.Time, took time.Duration, reqs []Request) *Report {
+// summarize counts the requests sent from `from` on (see Report.Sent).
+func summarize(sc Scenario, replicas int32, from, start time.Time, took time.Duration, reqs []Request) *Report {
 	rep := &Report{Name: sc.Name, Discovery: sc.Discovery.Name(), Replicas: replicas, Rollout: took, Errors: map[string]int{}, Requests: reqs}
 	var first, last time.Time
 	for _, r := range reqs {
+		if r.At.Before(from) {
+			rep.Warmup++
+			if r.Err != "" {
+				rep.WarmupFailed++
+			}
+			continue
+		}
 		rep.Sent++
 		if r.Err == "" {
 			continue

@@ -218,8 +218,8 @@ func TestClientCountsEveryRequest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep := summarize(Scenario{Name: "t", Discovery: f}, 1, reqs[0].At, time.Second, reqs)
-	if rep.Sent != len(reqs) || rep.Failed == 0 || rep.Errors["connection refused"] == 0 || rep.Errors["no instance known"] == 0 {
+	rep := summarize(Scenario{Name: "t", Discovery: f}, 1, reqs[0].At, reqs[0].At, time.Second, reqs)
+	if rep.Sent != len(reqs) || rep.Warmup != 0 || rep.Failed == 0 || rep.Errors["connection refused"] == 0 || rep.Errors["no instance known"] == 0 {
 		t.Errorf("report %+v", rep)
 	}
 	ok := 0
@@ -241,6 +241,33 @@ func TestClientCountsEveryRequest(t *testing.T) {
 	}
 	if !strings.Contains(Table([]*Report{rep}), "| t | 1 |") {
 		t.Errorf("table:\n%s", Table([]*Report{rep}))
+	}
+}
+
+// TestSummarizeCountsFromTheFullView: the requests a consumer sent before
+// its view first held every instance (instances that register after they
+// are Ready) are warm-up, not the rollout's; every later one counts.
+func TestSummarizeCountsFromTheFullView(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	reqs := []Request{
+		{At: at(0), Err: "no instance known"},
+		{At: at(50), Err: "no instance known"},
+		{At: at(100)},
+		{At: at(150)}, // from: the view held every instance
+		{At: at(200), Err: "connection refused"},
+		{At: at(250)},
+		{At: at(300), Err: "timeout"},
+	}
+	rep := summarize(Scenario{Name: "t", Discovery: fixedView{}}, 2, at(150), at(175), time.Second, reqs)
+	if rep.Warmup != 3 || rep.WarmupFailed != 2 || rep.Sent != 4 || rep.Failed != 2 {
+		t.Errorf("warm-up %d (failed %d), sent %d (failed %d); want 3 (2), 4 (2)", rep.Warmup, rep.WarmupFailed, rep.Sent, rep.Failed)
+	}
+	if rep.Errors["no instance known"] != 0 || rep.Errors["connection refused"] != 1 || rep.Errors["timeout"] != 1 {
+		t.Errorf("errors %v", rep.Errors)
+	}
+	if rep.First != 25*time.Millisecond || rep.Window != 100*time.Millisecond {
+		t.Errorf("first failure %s after the start, window %s; want 25ms, 100ms", rep.First, rep.Window)
 	}
 }
 

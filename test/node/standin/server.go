@@ -408,10 +408,12 @@ func Main(args []string, stdout, stderr io.Writer, signals <-chan os.Signal) int
 			s.Close()
 			return 0
 		case <-time.After(delay):
-			s.SetInitializing(false)
 		}
 	}
+	// "ready" is logged before /ready answers 200, so that its time is
+	// never later than the readiness a postStart hook or probe sees.
 	s.log.Info("ready")
+	s.SetInitializing(false)
 	select {
 	case sig := <-signals:
 		s.log.Info("signal received, exiting", "signal", sig.String())

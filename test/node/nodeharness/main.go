@@ -25,6 +25,10 @@ var (
 	shared     *Node
 	sharedErr  error
 	sharedDone bool
+	// interrupted ends a start in progress (a wait for another run's
+	// lock, a build, a wait for the kubelet) when the binary gets SIGINT
+	// or SIGTERM: the start holds sharedMu, which the teardown needs.
+	interrupted, interrupt = context.WithCancel(context.Background())
 )
 
 // Shared returns the package's node, started on first use (a missing
@@ -36,7 +40,7 @@ func Shared(t testing.TB) *Node {
 	defer sharedMu.Unlock()
 	if !sharedDone {
 		sharedDone = true
-		ctx := context.Background()
+		ctx := interrupted
 		if !stopBy.IsZero() {
 			// Waiting for another run's lock ends before the test
 			// binary's own timeout would.
@@ -100,6 +104,7 @@ func Main(m *testing.M) int {
 	go func() {
 		s := <-sigs
 		fmt.Fprintf(os.Stderr, "node tier: %v: tearing the node down\n", s)
+		interrupt()
 		report(stopShared())
 		os.Exit(130)
 	}()

@@ -599,35 +599,17 @@ func ApplyAnnotations(s *Settings, annotations map[string]string) (applied []App
 	if len(annotations) == 0 {
 		return nil, nil, nil
 	}
-	for i := range Overrides {
-		o := &Overrides[i]
-		key := o.Key()
-		v, ok := annotations[key]
-		for _, alias := range o.Aliases {
-			av, aok := annotations[alias]
-			if !aok {
-				continue
-			}
-			if ok {
-				if strings.TrimSpace(av) != strings.TrimSpace(v) {
-					warnings = append(warnings, fmt.Sprintf("%s is ignored because %s is also set", alias, key))
-				}
-				continue
-			}
-			key, v, ok = alias, av, true
-		}
-		if !ok {
+	// One pass over the pod's annotations (usually a handful) finds
+	// whether any is an override at all, before the overrides (dozens,
+	// with their aliases) are looked up one by one in order.
+	var unknown, istio []string
+	overrides := false
+	for k := range annotations {
+		if _, known := overrideByKey[k]; known {
+			overrides = true
 			continue
 		}
-		v = strings.TrimSpace(v)
-		if aerr := o.apply(s, v); aerr != nil {
-			return applied, warnings, &AnnotationError{Key: key, Value: v, Problem: aerr.Error(), Accepts: o.Accepts}
-		}
-		applied = append(applied, Applied{Key: key, Value: v, Field: o.Field})
-	}
-	var unknown, istio []string
-	for k := range annotations {
-		if _, known := overrideByKey[k]; known || k == InjectKey || k == StatusAnnotation || k == IstioInjectKey || k == meshinit.CNIAnnotation {
+		if k == InjectKey || k == StatusAnnotation || k == IstioInjectKey || k == meshinit.CNIAnnotation {
 			continue
 		}
 		switch {
@@ -635,6 +617,34 @@ func ApplyAnnotations(s *Settings, annotations map[string]string) (applied []App
 			unknown = append(unknown, k)
 		case isIstioKey(k):
 			istio = append(istio, k)
+		}
+	}
+	if overrides {
+		for i := range Overrides {
+			o := &Overrides[i]
+			key := o.Key()
+			v, ok := annotations[key]
+			for _, alias := range o.Aliases {
+				av, aok := annotations[alias]
+				if !aok {
+					continue
+				}
+				if ok {
+					if strings.TrimSpace(av) != strings.TrimSpace(v) {
+						warnings = append(warnings, fmt.Sprintf("%s is ignored because %s is also set", alias, key))
+					}
+					continue
+				}
+				key, v, ok = alias, av, true
+			}
+			if !ok {
+				continue
+			}
+			v = strings.TrimSpace(v)
+			if aerr := o.apply(s, v); aerr != nil {
+				return applied, warnings, &AnnotationError{Key: key, Value: v, Problem: aerr.Error(), Accepts: o.Accepts}
+			}
+			applied = append(applied, Applied{Key: key, Value: v, Field: o.Field})
 		}
 	}
 	sort.Strings(unknown)

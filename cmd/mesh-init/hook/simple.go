@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/sidecar-injector/injector/webhook/meshinit"
 )
@@ -15,10 +16,24 @@ import (
 // registries alike) and reads back "ls": every provider service's PUB
 // column must say it is no longer registered. QoS answers on loopback with
 // full permission.
+//
+// Dubbo 3 registers an application-level instance too (service discovery,
+// the "-A" column of ls), and ls shows it unregistered at once, but the
+// instance leaves the registry only at the next metadata refresh, which
+// runs every dubbo.application.metadata.publish.delay (1000 ms by default:
+// MetadataConstants.DEFAULT_METADATA_PUBLISH_DELAY; DefaultApplicationDeployer
+// schedules the refresh, AbstractServiceDiscovery.update unregisters an
+// instance left with no service). Consumers that discover by application
+// (Dubbo 3's default APPLICATION_FIRST) see it until then, so the step is
+// done only after that period too.
 type dubbo struct {
-	base      string
-	notesList []string
+	base         string
+	publishDelay time.Duration
+	notesList    []string
 }
+
+// defaultDubboPublishDelay is Dubbo 3's default metadata refresh period.
+const defaultDubboPublishDelay = time.Second
 
 func (e environment) dubbo(d meshinit.Dubbo) *dubbo {
 	var notes []string
@@ -32,7 +47,16 @@ func (e environment) dubbo(d meshinit.Dubbo) *dubbo {
 		port, from = 22222, "default"
 	}
 	notes = append(notes, fmt.Sprintf("QoS port %d (%s)", port, from))
-	return &dubbo{base: "http://127.0.0.1:" + strconv.Itoa(port), notesList: notes}
+	delay := defaultDubboPublishDelay
+	if v, n := e.prop("dubbo.application.metadata.publish.delay"); v != "" {
+		if ms, err := strconv.Atoi(v); err == nil && ms >= 0 {
+			delay = time.Duration(ms) * time.Millisecond
+			notes = append(notes, fmt.Sprintf("Dubbo 3 metadata refresh every %s (%s)", delay, n))
+		} else {
+			notes = append(notes, fmt.Sprintf("ignored %s=%q (not milliseconds); Dubbo 3 metadata refresh every %s (default)", n, v, delay))
+		}
+	}
+	return &dubbo{base: "http://127.0.0.1:" + strconv.Itoa(port), publishDelay: delay, notesList: notes}
 }
 
 func (r *dubbo) notes() []string { return r.notesList }
@@ -41,8 +65,9 @@ func (r *dubbo) key() string     { return "every provider service exported throu
 // dubboPublished reads "ls": the provider services still registered. In
 // 2.7 the PUB column is Y or N; in 3.x it is one <registry>-A(Y|N) or
 // <registry>-I(Y|N) per registry, joined by '/'; Dubbo's internal
-// MetadataService has none.
-func dubboPublished(ls string) (published, all []string) {
+// MetadataService has none. appLevel says a provider is registered at
+// application level ("-A(") in some registry.
+func dubboPublished(ls string) (published, all []string, appLevel bool) {
 	provider := false
 	for _, line := range strings.Split(ls, "\n") {
 		line = strings.TrimSpace(line)
@@ -66,11 +91,12 @@ func dubboPublished(ls string) (published, all []string) {
 			continue
 		}
 		all = append(all, name)
+		appLevel = appLevel || strings.Contains(pub, "-A(")
 		if pub == "Y" || strings.Contains(pub, "(Y)") {
 			published = append(published, name)
 		}
 	}
-	return published, all
+	return published, all, appLevel
 }
 
 func (r *dubbo) offline(s *step) (bool, string) {
@@ -82,15 +108,31 @@ func (r *dubbo) offline(s *step) (bool, string) {
 	if res.v == accepted && oneOf(res.a.body, "service not found") {
 		return true, "QoS says \"service not found\": the app exports no provider service, so nothing was registered"
 	}
-	var published, all []string
 	for {
 		ls := s.do(call{method: http.MethodGet, bases: []string{r.base}, path: "/ls", quiet: true})
 		if ls.v != accepted {
 			return false, withWrite(writeLine, "the ls read-back failed: "+s.last)
 		}
-		published, all = dubboPublished(ls.a.body)
+		published, all, appLevel := dubboPublished(ls.a.body)
 		if len(published) == 0 {
-			return true, fmt.Sprintf("QoS ls shows no provider service registered (%d listed)", len(all))
+			done := fmt.Sprintf("QoS ls shows no provider service registered (%d listed)", len(all))
+			if !appLevel || r.publishDelay == 0 {
+				return true, done
+			}
+			// The application-level instance leaves the registry at
+			// the next metadata refresh (see dubbo): wait for it, so
+			// that the drain sleep starts when the registry no longer
+			// lists it. Dubbo has unregistered it already, so a step
+			// without the time for that still succeeds, and says the
+			// refresh falls into the drain sleep.
+			refresh := "Dubbo 3's metadata refresh (every " + r.publishDelay.String() + ", dubbo.application.metadata.publish.delay), which removes the application-level instance from the registry"
+			if s.left() <= r.publishDelay {
+				return true, done + "; " + refresh + ", comes within the drain sleep: the step had no time left to wait for it"
+			}
+			if !s.t.clock.Sleep(s.ctx, r.publishDelay) {
+				return false, withWrite(writeLine, done+"; interrupted while waiting for "+refresh)
+			}
+			return true, done + "; waited for " + refresh
 		}
 		// 3.x publishes the application-level change about 1s later.
 		if s.left() <= backoffStart || !s.t.clock.Sleep(s.ctx, backoffStart) {

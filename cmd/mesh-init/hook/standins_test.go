@@ -3,6 +3,7 @@ package hook
 import (
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -457,5 +458,50 @@ func TestPostStartNeverFailsForItsOwnPart(t *testing.T) {
 	}
 	if r := h.run("poststart", "--registry=zookeeper"); r.code != ExitOK || !strings.Contains(r.appLog, "bad arguments") {
 		t.Errorf("bad arguments: exit %d, app log %q", r.code, r.appLog)
+	}
+}
+
+// TestDubbo3WaitsForTheMetadataRefresh: Dubbo 3's ls shows the provider
+// unregistered at once, and its application-level instance leaves the
+// registry only at the next metadata refresh
+// (dubbo.application.metadata.publish.delay, 1s by default): the offline
+// step waits that long before the drain sleep, as the application's
+// setting says; Dubbo 2.7 (no application-level registration) does not.
+func TestDubbo3WaitsForTheMetadataRefresh(t *testing.T) {
+	for _, tc := range []struct {
+		version, delayVar string
+		want              time.Duration // the wait after ls (0: none)
+	}{
+		{"3.3.1", "", time.Second},
+		{"3.3.1", "2500", 2500 * time.Millisecond},
+		{"3.3.1", "0", 0},
+		{"2.7.23", "", 0},
+	} {
+		t.Run(tc.version+"/"+tc.delayVar, func(t *testing.T) {
+			t.Parallel()
+			d := registry.NewDubboQoS(tc.version, "com.example.OrderService")
+			srv := serve(t, d)
+			vars := map[string]string{"DUBBO_APPLICATION_QOS_PORT": portOf(srv)}
+			if tc.delayVar != "" {
+				vars["DUBBO_APPLICATION_METADATA_PUBLISH_DELAY"] = tc.delayVar
+			}
+			h := harness{vars: vars, clock: newFakeClock()}
+			r := h.run("prestop", "--sleep=7s", "--registry=dubbo")
+			if r.code != ExitOK || d.Registered("com.example.OrderService") {
+				t.Fatalf("exit %d\n%s%s", r.code, r.stdout, r.stderr)
+			}
+			// The sleeps are the refresh wait (if any), then the drain.
+			want := []time.Duration{7 * time.Second}
+			if tc.want > 0 {
+				want = []time.Duration{tc.want, 7 * time.Second}
+			}
+			if got := h.clock.Sleeps(); !slices.Equal(got, want) {
+				t.Errorf("sleeps %v, want %v\n%s", got, want, r.stdout)
+			}
+			waited := strings.Contains(r.stdout, "waited for Dubbo 3's metadata refresh (every "+tc.want.String())
+			if waited != (tc.want > 0) {
+				t.Errorf("the output says it waited for the refresh: %t, want %t\n%s", waited, tc.want > 0, r.stdout)
+			}
+		})
 	}
 }

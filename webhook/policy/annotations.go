@@ -620,31 +620,8 @@ func ApplyAnnotations(s *Settings, annotations map[string]string) (applied []App
 		}
 	}
 	if overrides {
-		for i := range Overrides {
-			o := &Overrides[i]
-			key := o.Key()
-			v, ok := annotations[key]
-			for _, alias := range o.Aliases {
-				av, aok := annotations[alias]
-				if !aok {
-					continue
-				}
-				if ok {
-					if strings.TrimSpace(av) != strings.TrimSpace(v) {
-						warnings = append(warnings, fmt.Sprintf("%s is ignored because %s is also set", alias, key))
-					}
-					continue
-				}
-				key, v, ok = alias, av, true
-			}
-			if !ok {
-				continue
-			}
-			v = strings.TrimSpace(v)
-			if aerr := o.apply(s, v); aerr != nil {
-				return applied, warnings, &AnnotationError{Key: key, Value: v, Problem: aerr.Error(), Accepts: o.Accepts}
-			}
-			applied = append(applied, Applied{Key: key, Value: v, Field: o.Field})
+		if applied, warnings, err = applyOverrides(s, annotations); err != nil {
+			return applied, warnings, err
 		}
 	}
 	sort.Strings(unknown)
@@ -654,6 +631,38 @@ func ApplyAnnotations(s *Settings, annotations map[string]string) (applied []App
 	sort.Strings(istio)
 	for _, k := range istio {
 		warnings = append(warnings, istioWarning(k, annotations[k]))
+	}
+	return applied, warnings, nil
+}
+
+// applyOverrides applies the pod's overrides in Overrides' order; an
+// alias counts when its key is absent, and is reported when both differ.
+func applyOverrides(s *Settings, annotations map[string]string) (applied []Applied, warnings []string, err error) {
+	for i := range Overrides {
+		o := &Overrides[i]
+		key := o.Key()
+		v, ok := annotations[key]
+		for _, alias := range o.Aliases {
+			av, aok := annotations[alias]
+			if !aok {
+				continue
+			}
+			if ok {
+				if strings.TrimSpace(av) != strings.TrimSpace(v) {
+					warnings = append(warnings, fmt.Sprintf("%s is ignored because %s is also set", alias, key))
+				}
+				continue
+			}
+			key, v, ok = alias, av, true
+		}
+		if !ok {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		if aerr := o.apply(s, v); aerr != nil {
+			return applied, warnings, &AnnotationError{Key: key, Value: v, Problem: aerr.Error(), Accepts: o.Accepts}
+		}
+		applied = append(applied, Applied{Key: key, Value: v, Field: o.Field})
 	}
 	return applied, warnings, nil
 }

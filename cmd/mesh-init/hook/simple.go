@@ -134,7 +134,8 @@ func (r *dubbo) offline(s *step) (bool, string) {
 			}
 			return true, done + "; waited for " + refresh
 		}
-		// 3.x publishes the application-level change about 1s later.
+		// Still listed as registered: ask again while the budget lasts
+		// (an offline that is still being applied).
 		if s.left() <= backoffStart || !s.t.clock.Sleep(s.ctx, backoffStart) {
 			return false, withWrite(writeLine, "ls still shows registered: "+strings.Join(published, ", "))
 		}

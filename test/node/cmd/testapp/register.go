@@ -152,7 +152,11 @@ func nacosInstance(server, service, ip, port string) (add, remove request) {
 }
 
 // normalizeForDNS is Spring Cloud Consul's normalizeForDns: every run of
-// characters that are not letters or digits becomes one '-'.
+// characters that are not letters or digits becomes one '-'. The hook has
+// the same rule (cmd/mesh-init/hook's normalizeForDNS) to find the id this
+// app registers under; the test app keeps its own copy, written from
+// Spring's source, so that the two are checked against each other rather
+// than agreeing by construction.
 func normalizeForDNS(s string) string {
 	var b strings.Builder
 	dash := false
